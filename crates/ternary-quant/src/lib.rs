@@ -1,0 +1,1 @@
+//! `ternary-quant`: placeholder, filled by its issue.

@@ -1,0 +1,1 @@
+//! `vsa-core`: placeholder, filled by its issue.
