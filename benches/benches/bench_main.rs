@@ -1,7 +1,14 @@
 //! Criterion benchmarks for every kernel, each next to a memcpy of the same bytes.
 use criterion::{criterion_group, criterion_main};
 
+mod predict_bench;
+mod ternary_bench;
 mod vsa_core_bench;
 
-criterion_group!(benches, vsa_core_bench::benches);
+criterion_group!(
+    benches,
+    vsa_core_bench::benches,
+    ternary_bench::benches,
+    predict_bench::benches
+);
 criterion_main!(benches);

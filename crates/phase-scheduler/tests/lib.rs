@@ -1,0 +1,9 @@
+//! Integration tests of `phase-scheduler`, compiled as one binary.
+
+mod adaptation;
+mod common;
+mod config;
+mod formula;
+mod misuse;
+mod resume;
+mod transitions;
