@@ -8,6 +8,18 @@ pub enum Error {
     /// A candle operation failed.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
+    /// The phase scheduler rejected a call or a config.
+    #[error("phase scheduler: {0}")]
+    Scheduler(#[from] phase_scheduler::Error),
+    /// The gradient predictor rejected a call or a config.
+    #[error("gradient predictor: {0}")]
+    Predict(#[from] grad_predict::Error),
+    /// A hypervector operation failed.
+    #[error("vsa-core: {0}")]
+    Core(#[from] vsa_core::Error),
+    /// A ternary quantization or accumulation call failed.
+    #[error("ternary-quant: {0}")]
+    Ternary(#[from] ternary_quant::Error),
     /// A gradient map names a parameter the object was not built for.
     #[error("unknown parameter `{name}`")]
     UnknownParameter {
