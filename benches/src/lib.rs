@@ -1,1 +1,19 @@
 //! Workloads and helpers shared by the benchmarks, the demo and the end-to-end tests.
+//!
+//! - [`data`]: the shipped data sets (digits, Shakespeare).
+//! - [`models`]: the digits MLP and the character transformer.
+//! - [`tasks`]: model + data order + evaluation behind one trait.
+//! - [`harness`]: one measured training run per method.
+//! - [`compare`]: the side-by-side comparison table.
+//! - [`plot`]: loss curves as SVG.
+//! - [`workloads`]: the demo's workload sizes and trainer configs.
+
+#![deny(missing_docs)]
+
+pub mod compare;
+pub mod data;
+pub mod harness;
+pub mod models;
+pub mod plot;
+pub mod tasks;
+pub mod workloads;

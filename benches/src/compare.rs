@@ -1,0 +1,242 @@
+//! A full comparison on one task: plain training over a learning-rate grid, the trainer, the
+//! two controls, and the compute-matched baseline, summarised as a table.
+
+use candle_core::Result;
+use serde::Serialize;
+use vsa_optim_rs::DeterministicPhaseConfig;
+
+use crate::harness::{Method, RunResult, RunSettings, run};
+use crate::tasks::Task;
+
+/// One row of the comparison table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Method label.
+    pub label: String,
+    /// Learning rate.
+    pub lr: f64,
+    /// Final held-out loss.
+    pub loss: f64,
+    /// Final held-out metric.
+    pub metric: f64,
+    /// Micro-batch backward passes.
+    pub backward: usize,
+    /// Training seconds.
+    pub secs: f64,
+    /// `secs / baseline secs`.
+    pub time_ratio: f64,
+    /// Seconds to first reach the baseline's final loss.
+    pub first_hit: Option<f64>,
+    /// Seconds from which the loss stays at or below the baseline's final loss.
+    pub sustained: Option<f64>,
+    /// Bytes held by optimizer + predictor state.
+    pub state_bytes: usize,
+    /// Trainer statistics, where a trainer ran.
+    pub stats: Option<String>,
+}
+
+/// A finished comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// Task label.
+    pub task: String,
+    /// Metric label.
+    pub metric_name: String,
+    /// The baseline's final held-out loss: the target for time-to-target.
+    pub target: f64,
+    /// Rows, in the order: baseline, tuned baseline, compute-matched, trainers, controls.
+    pub rows: Vec<Row>,
+    /// Every run's full result (curves included).
+    pub runs: Vec<RunResult>,
+    /// Sustained time-to-target of the best LR-tuned plain run divided by that of the first
+    /// trainer config (`> 1` means the trainer is faster); `None` if either never holds the
+    /// target.
+    pub speedup_vs_tuned: Option<f64>,
+    /// The same for the trainer config with the best ratio.
+    pub best_speedup_vs_tuned: Option<(String, f64)>,
+}
+
+fn row(r: &RunResult, label: &str, baseline_secs: f64, target: f64) -> Row {
+    let p = r.last();
+    Row {
+        label: label.to_string(),
+        lr: r.lr,
+        loss: p.loss,
+        metric: p.metric,
+        backward: r.backward,
+        secs: r.secs,
+        time_ratio: r.secs / baseline_secs,
+        first_hit: r.first_hit(target),
+        sustained: r.sustained_hit(target),
+        state_bytes: r.state_bytes,
+        stats: r.stats.clone(),
+    }
+}
+
+/// Runs the comparison. `grid` holds learning-rate multipliers (must contain `1.0`, the
+/// baseline); `trainers` holds labelled trainer configs, the first being the defaults whose
+/// schedule the controls reuse.
+///
+/// # Errors
+/// Candle and trainer errors.
+pub fn compare(
+    task: &dyn Task,
+    s: RunSettings,
+    grid: &[f64],
+    trainers: &[(String, DeterministicPhaseConfig)],
+    mut progress: impl FnMut(&str, usize),
+) -> Result<Comparison> {
+    let mut runs = Vec::new();
+    let mut plain = Vec::new();
+    for &m in grid {
+        let name = format!("plain lr×{m}");
+        let r = run(task, &Method::Plain, &name, s.lr * m, s, |i| progress(&name, i))?;
+        plain.push((m, r.clone()));
+        runs.push(r);
+    }
+    let base = plain
+        .iter()
+        .find(|(m, _)| *m == 1.0)
+        .map(|(_, r)| r.clone())
+        .ok_or_else(|| candle_core::Error::Msg("the grid must contain 1.0".into()))?;
+    let target = base.last().loss;
+    let mut trainer_runs = Vec::new();
+    for (label, cfg) in trainers {
+        let name = format!("trainer {label}");
+        let r = run(
+            task,
+            &Method::Trainer(Box::new(cfg.clone())),
+            &name,
+            s.lr,
+            s,
+            |i| progress(&name, i),
+        )?;
+        trainer_runs.push((label.clone(), r.clone()));
+        runs.push(r);
+    }
+    let mut controls = Vec::new();
+    if let Some((_, cfg)) = trainers.first() {
+        for (name, method) in [
+            (
+                "control: reuse last gradient",
+                Method::ReuseLast(Box::new(cfg.clone())),
+            ),
+            ("control: zero gradient", Method::Zero(Box::new(cfg.clone()))),
+        ] {
+            let r = run(task, &method, name, s.lr, s, |i| progress(name, i))?;
+            controls.push(r.clone());
+            runs.push(r);
+        }
+    }
+
+    let mut rows = vec![row(&base, "baseline (plain, lr×1)", base.secs, target)];
+    // The LR-tuned plain run: the grid point that holds the target soonest.
+    let tuned = plain
+        .iter()
+        .filter_map(|(m, r)| r.sustained_hit(target).map(|t| (m, r, t)))
+        .min_by(|a, b| a.2.total_cmp(&b.2));
+    if let Some((m, r, _)) = tuned {
+        rows.push(row(r, &format!("tuned baseline (plain, lr×{m})"), base.secs, target));
+    }
+    // The compute-matched baseline: the prefix of each plain run with the trainer's backward
+    // passes (identical to a shorter run: constant LR, same data order), best LR by loss.
+    if let Some((_, tr)) = trainer_runs.first() {
+        let b = tr.backward;
+        let best = plain
+            .iter()
+            .map(|(m, r)| (m, r, r.at_backward(b)))
+            .min_by(|a, b| a.2.loss.total_cmp(&b.2.loss));
+        if let Some((m, r, p)) = best {
+            let mut cm = r.clone();
+            cm.curve.retain(|q| q.backward <= b);
+            cm.backward = p.backward;
+            cm.secs = p.secs;
+            cm.stats = None;
+            rows.push(row(
+                &cm,
+                &format!("compute-matched (plain, lr×{m}, tuned)"),
+                base.secs,
+                target,
+            ));
+        }
+    }
+    for (label, r) in &trainer_runs {
+        rows.push(row(r, &format!("trainer {label}"), base.secs, target));
+    }
+    for r in &controls {
+        rows.push(row(r, &r.name, base.secs, target));
+    }
+    for (m, r) in &plain {
+        if *m != 1.0 {
+            rows.push(row(r, &format!("plain lr×{m}"), base.secs, target));
+        }
+    }
+    let tuned_t = tuned.map(|t| t.2);
+    let ratio = |r: &RunResult| match (tuned_t, r.sustained_hit(target)) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let speedup_vs_tuned = trainer_runs.first().and_then(|(_, r)| ratio(r));
+    let best_speedup_vs_tuned = trainer_runs
+        .iter()
+        .filter_map(|(l, r)| ratio(r).map(|x| (l.clone(), x)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    Ok(Comparison {
+        task: task.name(),
+        metric_name: task.metric_name().to_string(),
+        target,
+        rows,
+        runs,
+        speedup_vs_tuned,
+        best_speedup_vs_tuned,
+    })
+}
+
+fn opt_secs(x: Option<f64>) -> String {
+    x.map_or_else(|| "never".to_string(), |t| format!("{t:.2}"))
+}
+
+impl Comparison {
+    /// The table as Markdown.
+    pub fn markdown(&self) -> String {
+        let mut s = format!(
+            "**{}** — target = baseline's final held-out loss {:.4}\n\n\
+             | method | lr | final loss | {} | backward passes | train s | time ÷ baseline | first hit s | sustained s | state bytes |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n",
+            self.task, self.target, self.metric_name
+        );
+        for r in &self.rows {
+            s.push_str(&format!(
+                "| {} | {:.4} | {:.4} | {:.2} | {} | {:.2} | {:.2} | {} | {} | {} |\n",
+                r.label,
+                r.lr,
+                r.loss,
+                r.metric,
+                r.backward,
+                r.secs,
+                r.time_ratio,
+                opt_secs(r.first_hit),
+                opt_secs(r.sustained),
+                r.state_bytes
+            ));
+        }
+        match self.speedup_vs_tuned {
+            Some(x) => s.push_str(&format!(
+                "\nTime to hold the target, LR-tuned plain ÷ trainer (defaults): **{x:.2}×**\n"
+            )),
+            None => s.push_str(
+                "\nTime to hold the target, LR-tuned plain ÷ trainer (defaults): **n/a** (one of them never holds it)\n",
+            ),
+        }
+        if let Some((l, x)) = &self.best_speedup_vs_tuned {
+            s.push_str(&format!("Best trainer config ({l}): **{x:.2}×**\n"));
+        }
+        for r in &self.rows {
+            if let Some(st) = &r.stats {
+                s.push_str(&format!("\n- {}: {}", r.label, st));
+            }
+        }
+        s.push('\n');
+        s
+    }
+}

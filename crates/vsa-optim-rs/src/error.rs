@@ -1,0 +1,115 @@
+//! The facade's error type.
+
+/// Everything that can go wrong in the facade. Each variant names the parameter, the
+/// expected and the actual value where there is one.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A candle operation failed.
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// The phase scheduler rejected a call or a config.
+    #[error("phase scheduler: {0}")]
+    Scheduler(#[from] phase_scheduler::Error),
+    /// The gradient predictor rejected a call or a config.
+    #[error("gradient predictor: {0}")]
+    Predict(#[from] grad_predict::Error),
+    /// A hypervector operation failed.
+    #[error("vsa-core: {0}")]
+    Core(#[from] vsa_core::Error),
+    /// A ternary quantization or accumulation call failed.
+    #[error("ternary-quant: {0}")]
+    Ternary(#[from] ternary_quant::Error),
+    /// A gradient map names a parameter the object was not built for.
+    #[error("unknown parameter `{name}`")]
+    UnknownParameter {
+        /// The offending name.
+        name: String,
+    },
+    /// A gradient map lacks a parameter the object was built for.
+    #[error("missing parameter `{name}`")]
+    MissingParameter {
+        /// The missing name.
+        name: String,
+    },
+    /// The same parameter name was declared twice.
+    #[error("duplicate parameter `{name}`")]
+    DuplicateParameter {
+        /// The repeated name.
+        name: String,
+    },
+    /// No parameters were declared.
+    #[error("no parameters were declared")]
+    NoParameters,
+    /// A declared parameter has no elements.
+    #[error("parameter `{name}` is empty (shape {shape:?})")]
+    EmptyParameter {
+        /// The parameter.
+        name: String,
+        /// Its declared shape.
+        shape: Vec<usize>,
+    },
+    /// A tensor's shape differs from the declared one.
+    #[error("parameter `{name}`: expected shape {expected:?}, got {actual:?}")]
+    ShapeMismatch {
+        /// The parameter.
+        name: String,
+        /// The declared shape.
+        expected: Vec<usize>,
+        /// The shape received.
+        actual: Vec<usize>,
+    },
+    /// A tensor's dtype is not f32, f16 or bf16.
+    #[error("parameter `{name}`: dtype {dtype:?} is not supported (expected f32, f16 or bf16)")]
+    UnsupportedDtype {
+        /// The parameter.
+        name: String,
+        /// The dtype received.
+        dtype: candle_core::DType,
+    },
+    /// A tensor's device differs from the object's device.
+    #[error("parameter `{name}`: expected device {expected}, got {actual}")]
+    DeviceMismatch {
+        /// The parameter.
+        name: String,
+        /// The expected device, formatted.
+        expected: String,
+        /// The device received, formatted.
+        actual: String,
+    },
+    /// A gradient holds NaN or ±Inf.
+    #[error("parameter `{name}`: gradient holds a non-finite value (NaN or Inf)")]
+    NonFiniteGradient {
+        /// The parameter.
+        name: String,
+    },
+    /// A loss is NaN or ±Inf where a finite loss is required.
+    #[error("loss is not finite: {value}")]
+    NonFiniteLoss {
+        /// The value received.
+        value: f64,
+    },
+    /// A configuration field is out of range.
+    #[error("invalid config `{field}`: {reason}")]
+    InvalidConfig {
+        /// The field.
+        field: &'static str,
+        /// What is wrong, with the value.
+        reason: String,
+    },
+    /// A call was made in a state that does not allow it.
+    #[error("invalid state: {0}")]
+    InvalidState(String),
+    /// A checkpoint could not be read or does not match this object.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// File input or output failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// JSON (de)serialisation failed.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The facade's result type.
+pub type Result<T> = std::result::Result<T, Error>;
