@@ -6,14 +6,17 @@
 //! - [`harness`]: one measured training run per method.
 //! - [`compare`]: the side-by-side comparison table.
 //! - [`plot`]: loss curves as SVG.
+//! - [`compress_runs`], [`ternary_runs`]: training with compressed or ternary-accumulated gradients.
 //! - [`workloads`]: the demo's workload sizes and trainer configs.
 
 #![deny(missing_docs)]
 
 pub mod compare;
+pub mod compress_runs;
 pub mod data;
 pub mod harness;
 pub mod models;
 pub mod plot;
 pub mod tasks;
+pub mod ternary_runs;
 pub mod workloads;

@@ -17,6 +17,7 @@ const VAR_FLOOR: f64 = 1e-200;
 /// weighted second central moment M₂ = Σw(τ−μ)², all in time τ relative to the last sample
 /// (τ = step − last_step ≤ 0). The normal-equation determinant is A·M₂.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct Fit {
     a: f64,
     mu: f64,
@@ -31,6 +32,7 @@ impl Fit {
 
 /// Which per-element buffers exist and what they mean.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 enum Layout {
     /// `a` = the last gradient.
     Last,
@@ -43,12 +45,14 @@ enum Layout {
 }
 
 #[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct Buffers<T> {
     a: Vec<T>,
     b: Vec<T>,
 }
 
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 enum Store {
     F32(Buffers<f32>),
     Bf16(Buffers<bf16>),
@@ -69,6 +73,7 @@ macro_rules! dispatch {
 /// coefficients p = w/A and q = w(τ−μ)/M₂, so that the prediction at horizon h is
 /// Σ (p + (h−μ)·q)·g over the slots.
 #[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct WindowMeta {
     cap: usize,
     steps: Vec<u64>,
@@ -237,6 +242,7 @@ fn sumsq_block(x: &[f32]) -> f64 {
 /// Steady-state calls allocate nothing, except that the first
 /// [`record_correction`](Self::record_correction) allocates the residual buffer.
 #[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct GradientPredictor {
     config: PredictorConfig,
     len: usize,
@@ -360,6 +366,50 @@ impl GradientPredictor {
             + self.window.q.capacity() * 8;
         hist + self.residual.capacity() * 4 + meta
     }
+    /// Checks the internal consistency of a predictor restored from serialised state (buffer
+    /// lengths against the layout and `len`, window metadata, finite scalars), so that a
+    /// corrupted checkpoint is an error instead of a later panic.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming the inconsistent part.
+    pub fn check_state(&self) -> Result<()> {
+        self.config.validate()?;
+        let bad = |parameter: &'static str, actual: usize| Error::InvalidParameter {
+            parameter,
+            expected: "a state consistent with the predictor's layout and length",
+            actual: actual as f32,
+        };
+        let (na, nb) = dispatch!(&self.store, b => (b.a.len(), b.b.len()));
+        let (wa, wb) = match self.layout {
+            Layout::Last | Layout::StreamMean => (self.len, 0),
+            Layout::StreamLine => (self.len, self.len),
+            Layout::Window(w) => (w.checked_mul(self.len).ok_or(bad("window", w))?, 0),
+        };
+        if na != wa {
+            return Err(bad("history buffer length", na));
+        }
+        if nb != wb {
+            return Err(bad("second history buffer length", nb));
+        }
+        if !self.residual.is_empty() && self.residual.len() != self.len {
+            return Err(bad("residual length", self.residual.len()));
+        }
+        if let Layout::Window(w) = self.layout {
+            let m = &self.window;
+            if m.cap != w || m.steps.len() != w || m.p.len() != w || m.q.len() != w {
+                return Err(bad("window metadata", m.cap));
+            }
+            if m.head >= w || m.filled > w {
+                return Err(bad("window position", m.head));
+            }
+        }
+        if !(self.fit.a.is_finite() && self.fit.mu.is_finite() && self.fit.m2.is_finite()) {
+            return Err(bad("fit scalars", 0));
+        }
+        Ok(())
+    }
+
+
 
     /// Forgets every recorded gradient and the residual; keeps the buffers (no allocation).
     pub fn reset(&mut self) {

@@ -8,9 +8,11 @@ pub use ternary_quant;
 pub use vsa_core;
 
 pub mod adamw;
+pub mod compress;
 pub mod error;
 pub mod init;
 pub mod params;
+pub mod ternary;
 pub mod trainer;
 
 pub use adamw::{AdamW, ParamsAdamW};

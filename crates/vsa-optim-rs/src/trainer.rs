@@ -401,11 +401,7 @@ impl DeterministicPhaseTrainer {
             names: self.params.specs().iter().map(|s| s.name.clone()).collect(),
             shapes: self.params.specs().iter().map(|s| s.shape.clone()).collect(),
             scheduler: serde_json::to_value(&self.scheduler)?,
-            predictors: self
-                .predictors
-                .iter()
-                .map(|p| p.snapshot())
-                .collect(),
+            predictors: self.predictors.clone(),
             last_quality: self.last_quality,
         };
         std::fs::write(path, serde_json::to_vec(&state)?)?;
@@ -429,18 +425,21 @@ impl DeterministicPhaseTrainer {
         }
         let scheduler: PhaseScheduler = serde_json::from_value(state.scheduler)?;
         let mut predictors = Vec::with_capacity(self.predictors.len());
-        for (p, snap) in self.predictors.iter().zip(state.predictors) {
-            predictors.push(
-                GradientPredictor::from_snapshot(snap)
-                    .map_err(predict_error)
-                    .and_then(|q| {
-                        if q.len() == p.len() {
-                            Ok(q)
-                        } else {
-                            Err(Error::Checkpoint("predictor length differs".into()))
-                        }
-                    })?,
-            );
+        if state.predictors.len() != self.predictors.len() {
+            return Err(Error::Checkpoint(format!(
+                "checkpoint holds {} predictors, the trainer {}",
+                state.predictors.len(),
+                self.predictors.len()
+            )));
+        }
+        for (p, q) in self.predictors.iter().zip(state.predictors) {
+            q.check_state().map_err(predict_error)?;
+            if q.len() != p.len() || q.config() != p.config() {
+                return Err(Error::Checkpoint(
+                    "a predictor's length or config differs from the trainer's".into(),
+                ));
+            }
+            predictors.push(q);
         }
         self.scheduler = scheduler;
         self.predictors = predictors;
@@ -457,7 +456,7 @@ struct Checkpoint {
     names: Vec<String>,
     shapes: Vec<Vec<usize>>,
     scheduler: serde_json::Value,
-    predictors: Vec<grad_predict::PredictorSnapshot>,
+    predictors: Vec<GradientPredictor>,
     last_quality: Option<(f32, f32)>,
 }
 

@@ -1,0 +1,1 @@
+//! Training runs with compressed gradients (filled by issue 6).

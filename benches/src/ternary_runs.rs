@@ -1,0 +1,1 @@
+//! Training runs with ternary accumulation (filled by issue 3).

@@ -1,0 +1,1 @@
+//! VSA gradient compression (filled by issue 6).

@@ -1,0 +1,1 @@
+//! Ternary gradient accumulation (filled by issue 3).
