@@ -8,6 +8,10 @@ use vsa_optim_rs::DeterministicPhaseConfig;
 use crate::harness::{Method, RunResult, RunSettings, run};
 use crate::tasks::Task;
 
+/// The target is the baseline's final held-out loss plus this relative slack (1%), so that a
+/// method that ends level with the baseline, up to evaluation noise, counts as reaching it.
+pub const TARGET_SLACK: f64 = 0.01;
+
 /// One row of the comparison table.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -42,7 +46,7 @@ pub struct Comparison {
     pub task: String,
     /// Metric label.
     pub metric_name: String,
-    /// The baseline's final held-out loss: the target for time-to-target.
+    /// The target for time-to-target: the baseline's final held-out loss × (1 + [`TARGET_SLACK`]).
     pub target: f64,
     /// Rows, in the order: baseline, tuned baseline, compute-matched, trainers, controls.
     pub rows: Vec<Row>,
@@ -90,7 +94,9 @@ pub fn compare(
     let mut plain = Vec::new();
     for &m in grid {
         let name = format!("plain lr×{m}");
-        let r = run(task, &Method::Plain, &name, s.lr * m, s, |i| progress(&name, i))?;
+        let r = run(task, &Method::Plain, &name, s.lr * m, s, |i| {
+            progress(&name, i)
+        })?;
         plain.push((m, r.clone()));
         runs.push(r);
     }
@@ -99,7 +105,7 @@ pub fn compare(
         .find(|(m, _)| *m == 1.0)
         .map(|(_, r)| r.clone())
         .ok_or_else(|| candle_core::Error::Msg("the grid must contain 1.0".into()))?;
-    let target = base.last().loss;
+    let target = base.last().loss * (1.0 + TARGET_SLACK);
     let mut trainer_runs = Vec::new();
     for (label, cfg) in trainers {
         let name = format!("trainer {label}");
@@ -121,7 +127,10 @@ pub fn compare(
                 "control: reuse last gradient",
                 Method::ReuseLast(Box::new(cfg.clone())),
             ),
-            ("control: zero gradient", Method::Zero(Box::new(cfg.clone()))),
+            (
+                "control: zero gradient",
+                Method::Zero(Box::new(cfg.clone())),
+            ),
         ] {
             let r = run(task, &method, name, s.lr, s, |i| progress(name, i))?;
             controls.push(r.clone());
@@ -136,7 +145,12 @@ pub fn compare(
         .filter_map(|(m, r)| r.sustained_hit(target).map(|t| (m, r, t)))
         .min_by(|a, b| a.2.total_cmp(&b.2));
     if let Some((m, r, _)) = tuned {
-        rows.push(row(r, &format!("tuned baseline (plain, lr×{m})"), base.secs, target));
+        rows.push(row(
+            r,
+            &format!("tuned baseline (plain, lr×{m})"),
+            base.secs,
+            target,
+        ));
     }
     // The compute-matched baseline: the prefix of each plain run with the trainer's backward
     // passes (identical to a shorter run: constant LR, same data order), best LR by loss.
@@ -200,7 +214,7 @@ impl Comparison {
     /// The table as Markdown.
     pub fn markdown(&self) -> String {
         let mut s = format!(
-            "**{}** — target = baseline's final held-out loss {:.4}\n\n\
+            "**{}** — target = baseline's final held-out loss + 1% = {:.4}\n\n\
              | method | lr | final loss | {} | backward passes | train s | time ÷ baseline | first hit s | sustained s | state bytes |\n\
              |---|---|---|---|---|---|---|---|---|---|\n",
             self.task, self.target, self.metric_name

@@ -73,7 +73,10 @@ pub struct RunResult {
 impl RunResult {
     /// The final point.
     pub fn last(&self) -> Point {
-        *self.curve.last().expect("a run has at least its final point")
+        *self
+            .curve
+            .last()
+            .expect("a run has at least its final point")
     }
 
     /// First training time at which the held-out loss is at or below `target`.

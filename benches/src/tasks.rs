@@ -23,8 +23,13 @@ pub trait Task {
     ///
     /// # Errors
     /// Candle errors.
-    fn micro_loss(&self, model: &dyn Module, step: usize, micro: usize, seed: u64)
-    -> Result<Tensor>;
+    fn micro_loss(
+        &self,
+        model: &dyn Module,
+        step: usize,
+        micro: usize,
+        seed: u64,
+    ) -> Result<Tensor>;
     /// Held-out `(loss, metric)`; the metric is [`Task::metric_name`].
     ///
     /// # Errors
@@ -229,10 +234,7 @@ impl CharLmTask {
 impl Task for CharLmTask {
     fn name(&self) -> String {
         if self.micro > 1 {
-            format!(
-                "char-lm batch {}x{} micro",
-                self.batch, self.micro
-            )
+            format!("char-lm batch {}x{} micro", self.batch, self.micro)
         } else {
             format!("char-lm batch {}", self.batch)
         }
@@ -258,10 +260,8 @@ impl Task for CharLmTask {
     ) -> Result<Tensor> {
         let t = self.cfg.context;
         let span = (self.train.len() - t - 1) as u64;
-        let mut rng = vsa_optim_rs::vsa_core::rng::chacha_stream(
-            seed,
-            (step * self.micro + micro) as u64,
-        );
+        let mut rng =
+            vsa_optim_rs::vsa_core::rng::chacha_stream(seed, (step * self.micro + micro) as u64);
         let mut xs = Vec::with_capacity(self.batch * t);
         let mut ys = Vec::with_capacity(self.batch * t);
         for _ in 0..self.batch {
@@ -275,7 +275,9 @@ impl Task for CharLmTask {
     }
 
     fn eval(&self, model: &dyn Module) -> Result<(f64, f64)> {
-        let loss = self.lm_loss(model, &self.val_x, &self.val_y)?.to_scalar::<f32>()?;
+        let loss = self
+            .lm_loss(model, &self.val_x, &self.val_y)?
+            .to_scalar::<f32>()?;
         let loss = f64::from(loss);
         Ok((loss, loss / std::f64::consts::LN_2))
     }

@@ -86,7 +86,11 @@ fn bench(args: &[String]) -> Result<(), String> {
         match a.as_str() {
             "--quick" => quick = true,
             "--no-peers" => peers = false,
-            other => return Err(format!("unknown bench flag `{other}` (expected --quick, --no-peers)")),
+            other => {
+                return Err(format!(
+                    "unknown bench flag `{other}` (expected --quick, --no-peers)"
+                ));
+            }
         }
     }
     let crit_dir = root().join("target").join("criterion");
@@ -98,7 +102,14 @@ fn bench(args: &[String]) -> Result<(), String> {
     }
     c.arg("--");
     if quick {
-        c.args(["--warm-up-time", "0.5", "--measurement-time", "1.5", "--sample-size", "10"]);
+        c.args([
+            "--warm-up-time",
+            "0.5",
+            "--measurement-time",
+            "1.5",
+            "--sample-size",
+            "10",
+        ]);
     } else {
         c.args(["--warm-up-time", "1", "--measurement-time", "4"]);
     }
@@ -171,7 +182,9 @@ fn kernel_table(dir: &Path) -> Result<String, String> {
     let mut groups: BTreeMap<String, BTreeMap<(String, String), f64>> = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -198,7 +211,9 @@ fn kernel_table(dir: &Path) -> Result<String, String> {
     if groups.is_empty() {
         return Err(format!("no criterion results under {}", dir.display()));
     }
-    let mut s = String::from("| group | benchmark | input | mean time | ratio to memcpy |\n|---|---|---|---|---|\n");
+    let mut s = String::from(
+        "| group | benchmark | input | mean time | ratio to memcpy |\n|---|---|---|---|---|\n",
+    );
     for (g, benches) in &groups {
         for ((f, p), ns) in benches {
             if f.contains("memcpy") {
@@ -209,7 +224,10 @@ fn kernel_table(dir: &Path) -> Result<String, String> {
                 .find(|((f2, p2), _)| f2.contains("memcpy") && p2 == p)
                 .map(|(_, v)| *v);
             let ratio = reference.map_or_else(|| "—".to_string(), |r| format!("{:.2}", r / ns));
-            s.push_str(&format!("| {g} | {f} | {p} | {} | {ratio} |\n", fmt_ns(*ns)));
+            s.push_str(&format!(
+                "| {g} | {f} | {p} | {} | {ratio} |\n",
+                fmt_ns(*ns)
+            ));
         }
     }
     Ok(s)

@@ -146,26 +146,28 @@ fn real_main(args: &Args) -> Result<(), String> {
                 bar.set_prefix(format!("{} seed {seed}", task.name()));
                 let mut done = 0u64;
                 let mut last_name = String::new();
-                let cmp = compare(task.as_ref(), settings, &args.lr_grid, &configs, |name, i| {
-                    if name != last_name {
-                        if !last_name.is_empty() {
-                            done += steps as u64;
+                let cmp = compare(
+                    task.as_ref(),
+                    settings,
+                    &args.lr_grid,
+                    &configs,
+                    |name, i| {
+                        if name != last_name {
+                            if !last_name.is_empty() {
+                                done += steps as u64;
+                            }
+                            last_name = name.to_string();
+                            bar.set_message(name.to_string());
                         }
-                        last_name = name.to_string();
-                        bar.set_message(name.to_string());
-                    }
-                    bar.set_position(done + i as u64);
-                })
+                        bar.set_position(done + i as u64);
+                    },
+                )
                 .map_err(|e| e.to_string())?;
                 bar.finish_and_clear();
                 let table = cmp.markdown();
                 println!("\n{}\n", table);
                 report.push_str(&format!("### {} (seed {seed})\n\n{table}\n", cmp.task));
-                let stem = format!(
-                    "{}-{}-seed{seed}",
-                    w.slug(),
-                    r.slug()
-                );
+                let stem = format!("{}-{}-seed{seed}", w.slug(), r.slug());
                 for (axis, suffix) in [(Axis::Time, "loss-vs-time"), (Axis::Step, "loss-vs-step")] {
                     let path = args.out.join(format!("{stem}-{suffix}.svg"));
                     curves(&cmp, axis, &path)?;
@@ -184,6 +186,9 @@ fn real_main(args: &Args) -> Result<(), String> {
     }
     let path = args.out.join("report.md");
     std::fs::write(&path, &report).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    println!("curves, tables and raw results written to {}", args.out.display());
+    println!(
+        "curves, tables and raw results written to {}",
+        args.out.display()
+    );
     Ok(())
 }

@@ -409,8 +409,6 @@ impl GradientPredictor {
         Ok(())
     }
 
-
-
     /// Forgets every recorded gradient and the residual; keeps the buffers (no allocation).
     pub fn reset(&mut self) {
         self.fit = Fit::default();

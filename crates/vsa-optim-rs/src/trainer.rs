@@ -105,7 +105,11 @@ impl DeterministicPhaseTrainer {
             .iter()
             .map(|s| GradientPredictor::new(s.numel(), pconf).map_err(predict_error))
             .collect::<Result<Vec<_>>>()?;
-        let scratch = params.specs().iter().map(|s| vec![0.0; s.numel()]).collect();
+        let scratch = params
+            .specs()
+            .iter()
+            .map(|s| vec![0.0; s.numel()])
+            .collect();
         Ok(Self {
             params,
             device: device.clone(),
@@ -160,6 +164,11 @@ impl DeterministicPhaseTrainer {
         self.current = Some(info);
         self.recorded = false;
         Ok(info)
+    }
+
+    /// What the next [`begin_step`](Self::begin_step) will return, without starting it.
+    pub fn peek(&self) -> StepInfo {
+        self.scheduler.peek()
     }
 
     fn current(&self) -> Result<StepInfo> {
@@ -399,7 +408,12 @@ impl DeterministicPhaseTrainer {
         let state = Checkpoint {
             version: 1,
             names: self.params.specs().iter().map(|s| s.name.clone()).collect(),
-            shapes: self.params.specs().iter().map(|s| s.shape.clone()).collect(),
+            shapes: self
+                .params
+                .specs()
+                .iter()
+                .map(|s| s.shape.clone())
+                .collect(),
             scheduler: serde_json::to_value(&self.scheduler)?,
             predictors: self.predictors.clone(),
             last_quality: self.last_quality,
@@ -416,7 +430,12 @@ impl DeterministicPhaseTrainer {
     pub fn load(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let state: Checkpoint = serde_json::from_slice(&std::fs::read(path)?)?;
         let names: Vec<String> = self.params.specs().iter().map(|s| s.name.clone()).collect();
-        let shapes: Vec<Vec<usize>> = self.params.specs().iter().map(|s| s.shape.clone()).collect();
+        let shapes: Vec<Vec<usize>> = self
+            .params
+            .specs()
+            .iter()
+            .map(|s| s.shape.clone())
+            .collect();
         if state.names != names || state.shapes != shapes {
             return Err(Error::Checkpoint(format!(
                 "checkpoint parameters {:?} {:?} differ from the trainer's {:?} {:?}",
