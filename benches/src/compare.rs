@@ -121,7 +121,18 @@ pub fn compare(
         runs.push(r);
     }
     let mut controls = Vec::new();
-    if let Some((_, cfg)) = trainers.first() {
+    if let Some((label, cfg)) = trainers.first() {
+        let name = format!("trainer {label}, forward kept");
+        let r = run(
+            task,
+            &Method::TrainerWithForward(Box::new(cfg.clone())),
+            &name,
+            s.lr,
+            s,
+            |i| progress(&name, i),
+        )?;
+        controls.push(r.clone());
+        runs.push(r);
         for (name, method) in [
             (
                 "control: reuse last gradient",

@@ -25,6 +25,9 @@ pub enum Method {
     Plain,
     /// `DeterministicPhaseTrainer`; predicted steps skip forward and backward.
     Trainer(Box<DeterministicPhaseConfig>),
+    /// `DeterministicPhaseTrainer`, but predicted steps still run the forward pass (to report
+    /// their loss to the scheduler); measures what forward skipping is worth.
+    TrainerWithForward(Box<DeterministicPhaseConfig>),
     /// Control: the trainer's schedule, but predicted steps feed the last true gradient.
     ReuseLast(Box<DeterministicPhaseConfig>),
     /// Control: the trainer's schedule, but predicted steps feed a zero gradient
@@ -198,7 +201,10 @@ pub fn run(
     let k = task.micro_batches();
     let config = match method {
         Method::Plain => None,
-        Method::Trainer(c) | Method::ReuseLast(c) | Method::Zero(c) => Some((**c).clone()),
+        Method::Trainer(c)
+        | Method::TrainerWithForward(c)
+        | Method::ReuseLast(c)
+        | Method::Zero(c) => Some((**c).clone()),
     };
     let mut trainer = match &config {
         Some(c) => Some(
@@ -242,8 +248,21 @@ pub fn run(
                     tr.end_step(loss).map_err(wrap)?;
                     last_true = Some(g);
                 } else {
+                    let mut loss = None;
                     match method {
                         Method::Trainer(_) => {
+                            let g = tr.predicted_grad_store(&varmap).map_err(wrap)?;
+                            opt.step(&g)?;
+                        }
+                        Method::TrainerWithForward(_) => {
+                            let mut total = 0f32;
+                            for j in 0..k {
+                                total += task
+                                    .micro_loss(model.as_ref(), step, j, s.seed)?
+                                    .to_scalar::<f32>()?;
+                            }
+                            forward += k;
+                            loss = Some(total / k as f32);
                             let g = tr.predicted_grad_store(&varmap).map_err(wrap)?;
                             opt.step(&g)?;
                         }
@@ -261,7 +280,10 @@ pub fn run(
                             opt.step(&g)?;
                         }
                     }
-                    tr.end_step_without_loss().map_err(wrap)?;
+                    match loss {
+                        Some(l) => tr.end_step(l).map_err(wrap)?,
+                        None => tr.end_step_without_loss().map_err(wrap)?,
+                    }
                 }
             }
         }

@@ -130,7 +130,7 @@ fn real_main(args: &Args) -> Result<(), String> {
                     eval_every: ws.eval_every.min(steps),
                 };
                 let configs = trainer_configs();
-                let runs_total = args.lr_grid.len() + configs.len() + 2;
+                let runs_total = args.lr_grid.len() + configs.len() + 3;
                 let bar = if args.no_progress {
                     ProgressBar::hidden()
                 } else {
