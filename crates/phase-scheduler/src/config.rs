@@ -18,7 +18,8 @@ pub const COSINE_SLACK: f32 = 1.01;
 ///
 /// The first ten fields are the seed's, with the seed's defaults. `history_mode` and
 /// `predictor_model` are forwarded to the trainer's predictor (grad-predict); their defaults
-/// (`Streaming`, `LastGradient`) are placeholders until the trainer's measurements choose them.
+/// (`Streaming`, `LastGradient`) were chosen by measurement (`docs/trainer.md`): the linear
+/// velocity term never predicted better than the last true gradient on real training.
 /// The remaining fields bound and tune the adaptation (see `docs/phase-scheduler.md`); they
 /// are validated even when `adaptive_phases` is false.
 ///
@@ -55,11 +56,13 @@ pub struct DeterministicPhaseConfig {
     /// The trainer's residual-correction threshold (seed field), finite and `>= 0`. Default
     /// 0.1. Validated here, read only by the trainer.
     pub residual_threshold: f32,
-    /// How the predictor keeps its history. Default `Streaming` (placeholder, to be set by
-    /// measurement).
+    /// How the predictor keeps its history. Default `Streaming`: O(1) history per element, and
+    /// with the default `LastGradient` model the mode makes no difference to the prediction
+    /// (see `docs/trainer.md`).
     pub history_mode: HistoryMode,
-    /// Which model the predictor fits. Default `LastGradient` (placeholder, to be set by
-    /// measurement).
+    /// Which model the predictor fits. Default `LastGradient`, chosen by measurement: on the
+    /// digits MLP and the char-LM, `LinearWls` and `DecayedMean` never reached the target in
+    /// fewer backward passes (see `docs/trainer.md`).
     pub predictor_model: PredictorModel,
     /// Lower bound of the adapted predict length. Default 1, at least 1.
     pub min_predict_steps: usize,
