@@ -30,7 +30,9 @@ pub enum DataError {
 
 /// The project's `data/` directory (found from this crate's manifest directory).
 pub fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("data")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("data")
 }
 
 fn read_gz(name: &str) -> Result<Vec<u8>, DataError> {
@@ -152,7 +154,10 @@ mod tests {
         for &y in &d.labels {
             counts[y as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (174..=183).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (174..=183).contains(&c)),
+            "{counts:?}"
+        );
         assert!(d.features.iter().all(|&x| (0.0..=1.0).contains(&x)));
     }
 

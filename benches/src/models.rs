@@ -112,7 +112,9 @@ impl Block {
         let (b, t, d) = x.dims3()?;
         let hd = d / self.heads;
         let qkv = self.qkv.forward(&self.n1.forward(x)?)?;
-        let qkv = qkv.reshape((b, t, 3, self.heads, hd))?.permute((2, 0, 3, 1, 4))?;
+        let qkv = qkv
+            .reshape((b, t, 3, self.heads, hd))?
+            .permute((2, 0, 3, 1, 4))?;
         let q = qkv.get(0)?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
@@ -154,7 +156,13 @@ impl CharLm {
         let head = candle_nn::linear(cfg.d_model, cfg.vocab, vb.pp("head"))?;
         let t = cfg.context;
         let mask: Vec<f32> = (0..t * t)
-            .map(|i| if i % t > i / t { f32::NEG_INFINITY } else { 0.0 })
+            .map(|i| {
+                if i % t > i / t {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let mask = Tensor::from_vec(mask, (t, t), device)?;
         Ok(Self {
@@ -178,7 +186,10 @@ impl Module for CharLm {
     /// `ids`: `(batch, context)` u32 → logits `(batch, context, vocab)`.
     fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let (_, t) = ids.dims2()?;
-        let mut x = self.tok.forward(ids)?.broadcast_add(&self.pos.narrow(0, 0, t)?)?;
+        let mut x = self
+            .tok
+            .forward(ids)?
+            .broadcast_add(&self.pos.narrow(0, 0, t)?)?;
         let mask = self.mask.narrow(0, 0, t)?.narrow(1, 0, t)?;
         for b in &self.blocks {
             x = b.forward(&x, &mask)?;

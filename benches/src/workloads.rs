@@ -146,7 +146,9 @@ pub fn summarize(results: &[Comparison]) -> String {
     }
     let sp: Vec<f64> = results.iter().filter_map(|c| c.speedup_vs_tuned).collect();
     if sp.is_empty() {
-        s.push_str("\nSpeedup to target vs LR-tuned plain (defaults): never measured (target not held)\n");
+        s.push_str(
+            "\nSpeedup to target vs LR-tuned plain (defaults): never measured (target not held)\n",
+        );
     } else {
         let lo = sp.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = sp.iter().copied().fold(f64::NEG_INFINITY, f64::max);

@@ -30,7 +30,8 @@ pub fn deterministic_init(varmap: &VarMap, seed: u64) -> Result<()> {
         let values: Vec<f32> = if spec.shape.len() >= 2 {
             let fan_in: usize = spec.shape[1..].iter().product();
             let bound = 1.0 / (fan_in as f64).sqrt();
-            let mut rng = vsa_core::rng::chacha_stream(seed, vsa_core::rng::key_from_name(&spec.name));
+            let mut rng =
+                vsa_core::rng::chacha_stream(seed, vsa_core::rng::key_from_name(&spec.name));
             (0..n)
                 .map(|_| {
                     // 24 random bits → uniform in [0, 1), exact in f32.
@@ -43,7 +44,8 @@ pub fn deterministic_init(varmap: &VarMap, seed: u64) -> Result<()> {
         } else {
             continue;
         };
-        let t = Tensor::from_vec(values, spec.shape.as_slice(), var.device())?.to_dtype(var.dtype())?;
+        let t =
+            Tensor::from_vec(values, spec.shape.as_slice(), var.device())?.to_dtype(var.dtype())?;
         var.set(&t)?;
     }
     Ok(())

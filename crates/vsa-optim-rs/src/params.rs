@@ -263,7 +263,10 @@ mod tests {
         let s = ParamSet::new(&shapes()).unwrap();
         let d = Device::Cpu;
         let mut m = HashMap::new();
-        m.insert("a".to_string(), Tensor::zeros((2, 2), DType::F32, &d).unwrap());
+        m.insert(
+            "a".to_string(),
+            Tensor::zeros((2, 2), DType::F32, &d).unwrap(),
+        );
         assert!(matches!(
             s.check_map(&m),
             Err(Error::MissingParameter { name }) if name == "b"
