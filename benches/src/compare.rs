@@ -77,9 +77,20 @@ fn row(r: &RunResult, label: &str, baseline_secs: f64, target: f64) -> Row {
     }
 }
 
+/// A labelled trainer configuration and the learning-rate multiplier it runs at.
+#[derive(Debug, Clone)]
+pub struct TrainerSpec {
+    /// Label for the table.
+    pub label: String,
+    /// The configuration.
+    pub config: DeterministicPhaseConfig,
+    /// Multiplier of the base learning rate.
+    pub lr_mult: f64,
+}
+
 /// Runs the comparison. `grid` holds learning-rate multipliers (must contain `1.0`, the
 /// baseline); `trainers` holds labelled trainer configs, the first being the defaults whose
-/// schedule the controls reuse.
+/// schedule (and learning rate) the controls reuse.
 ///
 /// # Errors
 /// Candle and trainer errors.
@@ -87,7 +98,7 @@ pub fn compare(
     task: &dyn Task,
     s: RunSettings,
     grid: &[f64],
-    trainers: &[(String, DeterministicPhaseConfig)],
+    trainers: &[TrainerSpec],
     mut progress: impl FnMut(&str, usize),
 ) -> Result<Comparison> {
     let mut runs = Vec::new();
@@ -107,13 +118,14 @@ pub fn compare(
         .ok_or_else(|| candle_core::Error::Msg("the grid must contain 1.0".into()))?;
     let target = base.last().loss * (1.0 + TARGET_SLACK);
     let mut trainer_runs = Vec::new();
-    for (label, cfg) in trainers {
+    for t in trainers {
+        let (label, cfg) = (&t.label, &t.config);
         let name = format!("trainer {label}");
         let r = run(
             task,
             &Method::Trainer(Box::new(cfg.clone())),
             &name,
-            s.lr,
+            s.lr * t.lr_mult,
             s,
             |i| progress(&name, i),
         )?;
@@ -121,13 +133,18 @@ pub fn compare(
         runs.push(r);
     }
     let mut controls = Vec::new();
-    if let Some((label, cfg)) = trainers.first() {
+    if let Some(TrainerSpec {
+        label,
+        config: cfg,
+        lr_mult,
+    }) = trainers.first()
+    {
         let name = format!("trainer {label}, forward kept");
         let r = run(
             task,
             &Method::TrainerWithForward(Box::new(cfg.clone())),
             &name,
-            s.lr,
+            s.lr * lr_mult,
             s,
             |i| progress(&name, i),
         )?;
@@ -143,7 +160,9 @@ pub fn compare(
                 Method::Zero(Box::new(cfg.clone())),
             ),
         ] {
-            let r = run(task, &method, name, s.lr, s, |i| progress(name, i))?;
+            let r = run(task, &method, name, s.lr * lr_mult, s, |i| {
+                progress(name, i)
+            })?;
             controls.push(r.clone());
             runs.push(r);
         }

@@ -2,7 +2,7 @@
 
 use vsa_optim_rs::DeterministicPhaseConfig;
 
-use crate::compare::Comparison;
+use crate::compare::{Comparison, TrainerSpec};
 
 /// Which model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,26 +82,54 @@ pub fn workload_settings(w: Workload, r: Regime, quick: bool) -> WorkloadSetting
         (Workload::CharLm, Regime::Mini) => WorkloadSettings {
             batch: Some(16),
             micro: 1,
-            steps: q(300, 60),
+            steps: q(150, 60),
             lr: 2e-3,
-            eval_every: 20,
+            eval_every: 10,
             eval_windows: 32,
         },
         (Workload::CharLm, Regime::Large) => WorkloadSettings {
-            batch: Some(16),
+            batch: Some(8),
             micro: 8,
-            steps: q(80, 20),
+            steps: q(40, 20),
             lr: 2e-3,
-            eval_every: 5,
+            eval_every: 4,
             eval_windows: 32,
         },
     }
 }
 
-/// The trainer configurations compared: the defaults first (the controls reuse its
-/// schedule), then the best configuration found by measurement.
-pub fn trainer_configs() -> Vec<(String, DeterministicPhaseConfig)> {
-    vec![("defaults".into(), DeterministicPhaseConfig::default())]
+/// The best configuration found by measurement (`cargo run --release -p vsa-optim-bench
+/// --example sweep`, see `docs/trainer.md`): after warmup, alternate one true and one predicted
+/// (last-gradient) step, with a Correct step measuring every prediction so the scheduler can
+/// back off when quality is poor; predict phases never grow past one step.
+pub fn best_config() -> DeterministicPhaseConfig {
+    DeterministicPhaseConfig {
+        full_steps: 1,
+        predict_steps: 1,
+        correct_every: 1,
+        min_full_steps: 1,
+        min_predict_steps: 1,
+        max_predict_steps: 1,
+        ..DeterministicPhaseConfig::default()
+    }
+}
+
+/// The trainer configurations compared: the defaults first at the base learning rate (the
+/// controls reuse its schedule), then the best configuration found, at the learning rate
+/// where it did best in the sweep (×2).
+pub fn trainer_configs() -> Vec<TrainerSpec> {
+    vec![
+        TrainerSpec {
+            label: "defaults".into(),
+            config: DeterministicPhaseConfig::default(),
+            lr_mult: 1.0,
+        },
+        TrainerSpec {
+            label: "best (F1 P1 C1, lr×2)".into(),
+            config: best_config(),
+            lr_mult: 2.0,
+        },
+    ]
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -2,14 +2,18 @@
 //! dozen char-LM steps with the trainer.
 
 use candle_core::Device;
-use vsa_optim_bench::compare::compare;
+use vsa_optim_bench::compare::{TrainerSpec, compare};
 use vsa_optim_bench::harness::{Method, RunSettings, run};
 use vsa_optim_bench::models::CharLmConfig;
 use vsa_optim_bench::tasks::{CharLmTask, DigitsTask};
 use vsa_optim_rs::DeterministicPhaseConfig;
 
-fn defaults() -> Vec<(String, DeterministicPhaseConfig)> {
-    vec![("defaults".into(), DeterministicPhaseConfig::default())]
+fn defaults() -> Vec<TrainerSpec> {
+    vec![TrainerSpec {
+        label: "defaults".into(),
+        config: DeterministicPhaseConfig::default(),
+        lr_mult: 1.0,
+    }]
 }
 
 /// Minibatch regime: the trainer must back off (prediction quality is poor) and stay within
