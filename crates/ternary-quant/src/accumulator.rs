@@ -323,6 +323,15 @@ impl PackedAccumulator {
         self.scales.fill(0.0);
     }
 
+    /// Like [`reset`](Self::reset), and from now on draws from the streams of `seed`
+    /// (`config().seed` becomes `seed`). Callers that run many accumulation windows use it to
+    /// give each window fresh randomness (the streams are otherwise keyed by `count`, which
+    /// restarts at 0). Keeps the buffers, so no allocation.
+    pub fn reset_with_seed(&mut self, seed: u64) {
+        self.reset();
+        self.config.seed = seed;
+    }
+
     /// A copy of the full state, for checkpointing.
     pub fn state(&self) -> AccumulatorState {
         AccumulatorState {
@@ -355,8 +364,10 @@ impl PackedAccumulator {
             });
         }
         acc.count = state.count;
-        acc.trits = state.trits;
-        acc.scales = state.scales;
+        // Copy into the exactly sized buffers of `new`: a deserialized `Vec` may carry spare
+        // capacity, which `memory_bytes` would (rightly) count.
+        acc.trits.copy_from_slice(&state.trits);
+        acc.scales.copy_from_slice(&state.scales);
         Ok(acc)
     }
 }
@@ -406,6 +417,23 @@ mod tests {
         acc.reset();
         assert_eq!(acc.count(), 0);
         assert_eq!(acc.mean(), vec![0.0; 7]);
+    }
+
+    #[test]
+    fn reset_with_seed_switches_streams() {
+        let g: Vec<f32> = (0..40).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut a = PackedAccumulator::new(40, cfg(1)).unwrap();
+        a.accumulate(&g).unwrap();
+        let first = a.mean();
+        a.reset_with_seed(99);
+        assert_eq!((a.count(), a.config().seed), (0, 99));
+        assert_eq!(a.next_rng_key(), RngKey::new(99, 0, 0));
+        a.accumulate(&g).unwrap();
+        // Same input, fresh stream: some stochastic rounding differs.
+        assert_ne!(a.mean(), first);
+        let mut b = PackedAccumulator::new(40, AccumulatorConfig { seed: 99, ..cfg(1) }).unwrap();
+        b.accumulate(&g).unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]

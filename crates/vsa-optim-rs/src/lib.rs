@@ -80,4 +80,7 @@ pub use error::{Error, Result};
 pub use grad_predict::{HistoryMode, PredictorModel};
 pub use params::{ParamSet, ParamSpec};
 pub use phase_scheduler::{DeterministicPhase, DeterministicPhaseConfig, StepInfo};
+pub use ternary::{
+    TernaryAccumulatorState, TernaryConfig, TernaryConfigBuilder, TernaryGradientAccumulator,
+};
 pub use trainer::{DeterministicPhaseTrainer, TrainerStats};

@@ -221,6 +221,7 @@ pub(crate) fn tensor_to_f32(t: &Tensor) -> Result<Vec<f32>> {
 /// True when every element of a float tensor is finite, computed on the tensor's device:
 /// `x − x` is `0` for finite `x` and NaN for NaN or ±Inf, so the sum is `0` exactly iff all
 /// elements are finite. Only one scalar crosses to the host.
+#[allow(clippy::eq_op)] // `x − x` is the point: it is NaN exactly for non-finite x.
 pub fn all_finite(t: &Tensor) -> Result<bool> {
     let t = t.to_dtype(DType::F32)?;
     let s = (&t - &t)?.sum_all()?.to_scalar::<f32>()?;
