@@ -1,6 +1,7 @@
 //! Criterion benchmarks for every kernel, each next to a memcpy of the same bytes.
 use criterion::{criterion_group, criterion_main};
 
+mod compress_bench;
 mod predict_bench;
 mod ternary_bench;
 mod vsa_core_bench;
@@ -9,6 +10,7 @@ criterion_group!(
     benches,
     vsa_core_bench::benches,
     ternary_bench::benches,
-    predict_bench::benches
+    predict_bench::benches,
+    compress_bench::benches
 );
 criterion_main!(benches);

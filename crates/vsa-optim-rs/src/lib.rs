@@ -76,6 +76,10 @@ pub mod ternary;
 pub mod trainer;
 
 pub use adamw::{AdamW, ParamsAdamW};
+pub use compress::{
+    BundleQuantization, CompressedGradients, CompressionStats, Reconstruction, VSAConfig,
+    VSAGradientCompressor,
+};
 pub use error::{Error, Result};
 pub use grad_predict::{HistoryMode, PredictorModel};
 pub use params::{ParamSet, ParamSpec};
