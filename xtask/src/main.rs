@@ -111,7 +111,7 @@ fn bench(args: &[String]) -> Result<(), String> {
             "10",
         ]);
     } else {
-        c.args(["--warm-up-time", "1", "--measurement-time", "4"]);
+        c.args(["--warm-up-time", "1", "--measurement-time", "3"]);
     }
     run(c)?;
     let kernels = kernel_table(&crit_dir)?;
