@@ -187,5 +187,21 @@ pub fn summarize(results: &[Comparison]) -> String {
             results.len()
         ));
     }
+    let best: Vec<(String, f64)> = results
+        .iter()
+        .filter_map(|c| c.best_speedup_vs_tuned.clone())
+        .collect();
+    if !best.is_empty() {
+        let v: Vec<f64> = best.iter().map(|b| b.1).collect();
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        s.push_str(&format!(
+            "Speedup to target vs LR-tuned plain (best trainer config per seed): median {:.2}× [{lo:.2}, {hi:.2}] over {} of {} seeds ({})\n",
+            median(v.clone()),
+            v.len(),
+            results.len(),
+            best.iter().map(|b| b.0.as_str()).collect::<Vec<_>>().join("; ")
+        ));
+    }
     s
 }
