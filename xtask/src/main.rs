@@ -5,6 +5,8 @@
 //! - `cargo xtask bench [--quick] [--no-peers]`: runs every criterion benchmark (with the memcpy
 //!   references and, unless `--no-peers`, the peer groups), runs the demo comparison over 3
 //!   seeds (1 with `--quick`), and regenerates `docs/benchmarks.md` and `docs/img/`.
+//!   `--report-only` regenerates the documents from the results already under `target/`
+//!   (`target/criterion/`, `target/bench-demo/report.md` and its SVGs).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,7 +42,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!(
-                "usage: cargo xtask <demo [ARGS] | bench [--quick] [--no-peers]>\n\n\
+                "usage: cargo xtask <demo [ARGS] | bench [--quick] [--no-peers] [--report-only]>\n\n\
                  demo   real training runs side by side (see `cargo xtask demo --help`)\n\
                  bench  criterion kernels + demo over seeds; regenerates docs/benchmarks.md"
             );
@@ -82,18 +84,24 @@ fn demo(args: &[String]) -> Result<(), String> {
 fn bench(args: &[String]) -> Result<(), String> {
     let mut quick = false;
     let mut peers = true;
+    let mut report_only = false;
     for a in args {
         match a.as_str() {
             "--quick" => quick = true,
             "--no-peers" => peers = false,
+            "--report-only" => report_only = true,
             other => {
                 return Err(format!(
-                    "unknown bench flag `{other}` (expected --quick, --no-peers)"
+                    "unknown bench flag `{other}` (expected --quick, --no-peers, --report-only)"
                 ));
             }
         }
     }
     let crit_dir = root().join("target").join("criterion");
+    let demo_out = root().join("target").join("bench-demo");
+    if report_only {
+        return write_report(&crit_dir, &demo_out, " --report-only");
+    }
     let _ = std::fs::remove_dir_all(&crit_dir);
     let mut c = cargo();
     c.args(["bench", "-p", "vsa-optim-bench", "--bench", "bench_main"]);
@@ -114,9 +122,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         c.args(["--warm-up-time", "1", "--measurement-time", "3"]);
     }
     run(c)?;
-    let kernels = kernel_table(&crit_dir)?;
 
-    let demo_out = root().join("target").join("bench-demo");
     let seeds = if quick { "1" } else { "3" };
     let mut d = demo_command(&[
         "--seeds".into(),
@@ -129,11 +135,18 @@ fn bench(args: &[String]) -> Result<(), String> {
         d.arg("--quick");
     }
     run(d)?;
+    write_report(&crit_dir, &demo_out, if quick { " --quick" } else { "" })
+}
+
+/// Assembles `docs/benchmarks.md` and `docs/img/` from criterion's results and the demo's
+/// report (`--report-only` does just this, from the results already on disk).
+fn write_report(crit_dir: &Path, demo_out: &Path, flags: &str) -> Result<(), String> {
+    let kernels = kernel_table(crit_dir)?;
     let training = std::fs::read_to_string(demo_out.join("report.md"))
         .map_err(|e| format!("reading the demo report: {e}"))?;
     let img = root().join("docs").join("img");
     std::fs::create_dir_all(&img).map_err(|e| e.to_string())?;
-    for entry in std::fs::read_dir(&demo_out).map_err(|e| e.to_string())? {
+    for entry in std::fs::read_dir(demo_out).map_err(|e| e.to_string())? {
         let p = entry.map_err(|e| e.to_string())?.path();
         if p.extension().is_some_and(|x| x == "svg") && p.to_string_lossy().contains("seed0") {
             let name = p.file_name().expect("a file").to_owned();
@@ -154,7 +167,7 @@ fn bench(args: &[String]) -> Result<(), String> {
          compute-matched baseline is the prefix of the LR-grid run with the trainer's number \
          of backward passes (identical to a shorter run: constant LR, same data order).\n\n\
          {training}\n\nCurves (seed 0): `docs/img/`.\n",
-        q = if quick { " --quick" } else { "" },
+        q = flags,
         date = sh("date -u '+%Y-%m-%d %H:%M UTC'"),
         cpu = sh("lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1"),
         cores = sh("nproc"),
