@@ -93,6 +93,40 @@ impl ParamSet {
         Ok((set, named.into_iter().map(|(_, v)| v).collect()))
     }
 
+    /// The float variables of `varmap` in this set's order, after checking that `varmap`
+    /// holds exactly these names with these shapes.
+    ///
+    /// # Errors
+    /// [`Error::UnknownParameter`], [`Error::MissingParameter`], [`Error::ShapeMismatch`].
+    pub fn vars_matching(&self, varmap: &VarMap) -> Result<Vec<Var>> {
+        let (set, vars) = Self::from_varmap(varmap)?;
+        for s in set.specs() {
+            match self.position(&s.name) {
+                None => {
+                    return Err(Error::UnknownParameter {
+                        name: s.name.clone(),
+                    });
+                }
+                Some(i) if self.specs[i].shape != s.shape => {
+                    return Err(Error::ShapeMismatch {
+                        name: s.name.clone(),
+                        expected: self.specs[i].shape.clone(),
+                        actual: s.shape.clone(),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        for s in &self.specs {
+            if set.position(&s.name).is_none() {
+                return Err(Error::MissingParameter {
+                    name: s.name.clone(),
+                });
+            }
+        }
+        Ok(vars)
+    }
+
     /// The specs, sorted by name.
     pub fn specs(&self) -> &[ParamSpec] {
         &self.specs

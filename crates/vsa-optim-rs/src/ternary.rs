@@ -53,7 +53,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 use ternary_quant::{
@@ -359,7 +359,7 @@ impl TernaryGradientAccumulator {
     /// As [`accumulate`](Self::accumulate); a variable without a gradient is
     /// [`Error::MissingParameter`]. On error nothing changes.
     pub fn accumulate_grad_store(&mut self, varmap: &VarMap, grads: &GradStore) -> Result<()> {
-        let vars = self.matching_vars(varmap)?;
+        let vars = self.params.vars_matching(varmap)?;
         let mut map = HashMap::with_capacity(vars.len());
         for (spec, var) in self.params.specs().iter().zip(&vars) {
             let g = grads
@@ -406,7 +406,7 @@ impl TernaryGradientAccumulator {
     /// [`Error::MissingParameter`] / [`Error::ShapeMismatch`] when `varmap` does not hold
     /// exactly the declared parameters.
     pub fn accumulated_grad_store(&self, varmap: &VarMap) -> Result<GradStore> {
-        let vars = self.matching_vars(varmap)?;
+        let vars = self.params.vars_matching(varmap)?;
         self.check_nonempty()?;
         let mut store = GradStore::default();
         for ((s, a), var) in self.params.specs().iter().zip(&self.accs).zip(&vars) {
@@ -551,34 +551,5 @@ impl TernaryGradientAccumulator {
             ));
         }
         Ok(())
-    }
-
-    fn matching_vars(&self, varmap: &VarMap) -> Result<Vec<Var>> {
-        let (set, vars) = ParamSet::from_varmap(varmap)?;
-        for s in set.specs() {
-            match self.params.position(&s.name) {
-                None => {
-                    return Err(Error::UnknownParameter {
-                        name: s.name.clone(),
-                    });
-                }
-                Some(i) if self.params.specs()[i].shape != s.shape => {
-                    return Err(Error::ShapeMismatch {
-                        name: s.name.clone(),
-                        expected: self.params.specs()[i].shape.clone(),
-                        actual: s.shape.clone(),
-                    });
-                }
-                Some(_) => {}
-            }
-        }
-        for s in self.params.specs() {
-            if set.position(&s.name).is_none() {
-                return Err(Error::MissingParameter {
-                    name: s.name.clone(),
-                });
-            }
-        }
-        Ok(vars)
     }
 }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::backprop::GradStore;
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use grad_predict::{GradientPredictor, PredictorConfig};
 use phase_scheduler::{
@@ -206,7 +206,7 @@ impl DeterministicPhaseTrainer {
     /// As [`DeterministicPhaseTrainer::record_full_gradients`]; a variable without a gradient
     /// is [`Error::MissingParameter`].
     pub fn record_grad_store(&mut self, varmap: &VarMap, grads: &GradStore) -> Result<()> {
-        let vars = self.matching_vars(varmap)?;
+        let vars = self.params.vars_matching(varmap)?;
         let mut map = HashMap::with_capacity(vars.len());
         for (spec, var) in self.params.specs().iter().zip(&vars) {
             let g = grads
@@ -297,7 +297,7 @@ impl DeterministicPhaseTrainer {
     /// [`Error::MissingParameter`] / [`Error::ShapeMismatch`] when `varmap` does not hold
     /// exactly the trainer's parameters.
     pub fn predicted_grad_store(&mut self, varmap: &VarMap) -> Result<GradStore> {
-        let vars = self.matching_vars(varmap)?;
+        let vars = self.params.vars_matching(varmap)?;
         self.predict_host()?;
         let mut store = GradStore::default();
         for ((spec, var), buf) in self.params.specs().iter().zip(&vars).zip(&self.scratch) {
@@ -306,35 +306,6 @@ impl DeterministicPhaseTrainer {
             store.insert(var.as_tensor(), t);
         }
         Ok(store)
-    }
-
-    fn matching_vars(&self, varmap: &VarMap) -> Result<Vec<Var>> {
-        let (set, vars) = ParamSet::from_varmap(varmap)?;
-        for s in set.specs() {
-            match self.params.position(&s.name) {
-                None => {
-                    return Err(Error::UnknownParameter {
-                        name: s.name.clone(),
-                    });
-                }
-                Some(i) if self.params.specs()[i].shape != s.shape => {
-                    return Err(Error::ShapeMismatch {
-                        name: s.name.clone(),
-                        expected: self.params.specs()[i].shape.clone(),
-                        actual: s.shape.clone(),
-                    });
-                }
-                Some(_) => {}
-            }
-        }
-        for s in self.params.specs() {
-            if set.position(&s.name).is_none() {
-                return Err(Error::MissingParameter {
-                    name: s.name.clone(),
-                });
-            }
-        }
-        Ok(vars)
     }
 
     /// Ends the step with its loss. A NaN or Inf loss is recorded by the scheduler, which
