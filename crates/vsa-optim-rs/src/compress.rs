@@ -794,13 +794,7 @@ impl VSAGradientCompressor {
     /// # Errors
     /// As [`VSAGradientCompressor::new`].
     pub fn from_varmap(varmap: &VarMap, config: VSAConfig, device: &Device) -> Result<Self> {
-        let (set, _) = ParamSet::from_varmap(varmap)?;
-        let shapes: Vec<(String, Vec<usize>)> = set
-            .specs()
-            .iter()
-            .map(|s| (s.name.clone(), s.shape.clone()))
-            .collect();
-        Self::new(&shapes, config, device)
+        Self::new(&ParamSet::varmap_shapes(varmap)?, config, device)
     }
 
     fn fingerprint_of(config: &VSAConfig, specs: &[ParamSpec]) -> u64 {

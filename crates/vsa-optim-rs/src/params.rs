@@ -127,6 +127,16 @@ impl ParamSet {
         Ok(vars)
     }
 
+    /// The `(name, shape)` pairs of the float variables of `varmap`, sorted by name: the
+    /// declaration every `from_varmap` constructor passes to its `new`.
+    ///
+    /// # Errors
+    /// As [`ParamSet::from_varmap`].
+    pub fn varmap_shapes(varmap: &VarMap) -> Result<Vec<(String, Vec<usize>)>> {
+        let (set, _) = Self::from_varmap(varmap)?;
+        Ok(set.specs.into_iter().map(|s| (s.name, s.shape)).collect())
+    }
+
     /// The specs, sorted by name.
     pub fn specs(&self) -> &[ParamSpec] {
         &self.specs

@@ -252,13 +252,7 @@ impl TernaryGradientAccumulator {
     /// # Errors
     /// As [`TernaryGradientAccumulator::new`].
     pub fn from_varmap(varmap: &VarMap, config: TernaryConfig, device: &Device) -> Result<Self> {
-        let (set, _) = ParamSet::from_varmap(varmap)?;
-        let shapes: Vec<(String, Vec<usize>)> = set
-            .specs()
-            .iter()
-            .map(|s| (s.name.clone(), s.shape.clone()))
-            .collect();
-        Self::new(&shapes, config, device)
+        Self::new(&ParamSet::varmap_shapes(varmap)?, config, device)
     }
 
     /// The declared parameters, sorted by name.

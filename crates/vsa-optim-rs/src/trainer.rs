@@ -131,13 +131,7 @@ impl DeterministicPhaseTrainer {
         config: DeterministicPhaseConfig,
         device: &Device,
     ) -> Result<Self> {
-        let (set, _) = ParamSet::from_varmap(varmap)?;
-        let shapes: Vec<(String, Vec<usize>)> = set
-            .specs()
-            .iter()
-            .map(|s| (s.name.clone(), s.shape.clone()))
-            .collect();
-        Self::new(&shapes, config, device)
+        Self::new(&ParamSet::varmap_shapes(varmap)?, config, device)
     }
 
     /// The declared parameters, sorted by name.
