@@ -126,6 +126,11 @@ pub enum Error {
         /// What is wrong, naming the parameter, the expected and the actual value.
         reason: String,
     },
+    /// A data-parallel gradient exchange failed (handshake mismatch, a rank's non-finite
+    /// gradient, transport); feature `distributed`.
+    #[cfg(feature = "distributed")]
+    #[error("gradient exchange: {0}")]
+    Exchange(#[from] vsa_optim_mpi::Error),
 }
 
 /// The facade's result type.

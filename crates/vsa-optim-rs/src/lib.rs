@@ -69,6 +69,8 @@ pub use vsa_core;
 
 pub mod adamw;
 pub mod compress;
+#[cfg(feature = "distributed")]
+pub mod distributed;
 pub mod error;
 pub mod init;
 pub mod params;

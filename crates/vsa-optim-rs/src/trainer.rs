@@ -213,6 +213,61 @@ impl DeterministicPhaseTrainer {
         self.record_full_gradients(&map)
     }
 
+    /// Records true gradients given on the host, one `Vec<f32>` per parameter in sorted-name
+    /// order (see [`DeterministicPhaseTrainer::params`]): the form a data-parallel exchange
+    /// returns. Same rules as [`DeterministicPhaseTrainer::record_full_gradients`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] outside a backward step or when called twice in a step;
+    /// [`Error::ShapeMismatch`] for a wrong count or length; [`Error::NonFiniteGradient`].
+    /// On error nothing changes.
+    pub fn record_full_host(&mut self, gradients: &[Vec<f32>]) -> Result<()> {
+        let info = self.current()?;
+        if !info.needs_backward {
+            return Err(Error::InvalidState(format!(
+                "record_full_host in a {:?} step: this step uses predicted gradients",
+                info.phase
+            )));
+        }
+        if self.recorded {
+            return Err(Error::InvalidState(
+                "gradients were already recorded in this step".into(),
+            ));
+        }
+        let specs = self.params.specs();
+        if gradients.len() != specs.len() {
+            return Err(Error::ShapeMismatch {
+                name: "<parameter list>".into(),
+                expected: vec![specs.len()],
+                actual: vec![gradients.len()],
+            });
+        }
+        for (s, g) in specs.iter().zip(gradients) {
+            if g.len() != s.numel() {
+                return Err(Error::ShapeMismatch {
+                    name: s.name.clone(),
+                    expected: s.shape.clone(),
+                    actual: vec![g.len()],
+                });
+            }
+            if !g.iter().all(|x| x.is_finite()) {
+                return Err(Error::NonFiniteGradient {
+                    name: s.name.clone(),
+                });
+            }
+        }
+        self.record_host(info, gradients)
+    }
+
+    /// The predicted gradients of this Predict step on the host, in sorted-name order.
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] outside a Predict step.
+    pub fn predicted_host(&mut self) -> Result<&[Vec<f32>]> {
+        self.predict_host()?;
+        Ok(&self.scratch)
+    }
+
     fn record_host(&mut self, info: StepInfo, host: &[Vec<f32>]) -> Result<()> {
         let step = info.step;
         if info.phase == DeterministicPhase::Correct && self.predictors[0].samples() > 0 {
@@ -365,6 +420,15 @@ impl DeterministicPhaseTrainer {
     /// # Errors
     /// [`Error::InvalidState`] during a step; I/O errors.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        std::fs::write(path, self.state_bytes()?)?;
+        Ok(())
+    }
+
+    /// The bytes [`DeterministicPhaseTrainer::save`] writes (JSON).
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] during a step.
+    pub fn state_bytes(&self) -> Result<Vec<u8>> {
         if self.current.is_some() {
             return Err(Error::InvalidState(
                 "save called during a step: call it between end_step and begin_step".into(),
@@ -383,8 +447,22 @@ impl DeterministicPhaseTrainer {
             predictors: self.predictors.clone(),
             last_quality: self.last_quality,
         };
-        std::fs::write(path, serde_json::to_vec(&state)?)?;
-        Ok(())
+        Ok(serde_json::to_vec(&state)?)
+    }
+
+    /// A 64-bit FNV-1a digest of [`DeterministicPhaseTrainer::state_bytes`]: equal digests
+    /// mean equal scheduler and predictor states (used to check that data-parallel ranks
+    /// stay identical).
+    ///
+    /// # Errors
+    /// As [`DeterministicPhaseTrainer::state_bytes`].
+    pub fn state_digest(&self) -> Result<u64> {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.state_bytes()? {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        Ok(h)
     }
 
     /// Restores a state written by [`DeterministicPhaseTrainer::save`] into a trainer built

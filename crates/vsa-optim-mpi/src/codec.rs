@@ -1,0 +1,421 @@
+//! Gradient codecs: how one rank's gradient becomes the bytes it sends, and back.
+//!
+//! A codec is given the parameter layout (one `Vec<f32>` per parameter, in the same order
+//! on every rank) and, at each exchange, the step and the sending rank, which key any
+//! randomness. Decoding any rank's payload must give the same values on every rank, so that
+//! every rank computes the same average.
+
+use ternary_quant::{
+    RngKey, max_abs, base3_bytes, dequantize_base3_into, dequantize_planes_into, plane_words,
+};
+use ternary_quant::fused::{
+    quantize_stochastic_base3_with_scale_into, quantize_stochastic_planes_with_scale_into,
+};
+
+use crate::error::{Error, Result};
+
+/// The exchange modes. Part of the start-up handshake: all ranks must use the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExchangeMode {
+    /// Raw little-endian `f32`: the bit-deterministic reference.
+    F32,
+    /// Unbiased stochastic ternary trits with one `f32` scale per block.
+    Ternary,
+    /// VSA compression with error feedback (the codec lives in `vsa-optim-rs`).
+    Vsa,
+}
+
+impl ExchangeMode {
+    /// The mode's wire tag.
+    pub fn tag(self) -> u8 {
+        match self {
+            Self::F32 => 0,
+            Self::Ternary => 1,
+            Self::Vsa => 2,
+        }
+    }
+
+    /// A short lowercase name (`f32`, `ternary`, `vsa`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Ternary => "ternary",
+            Self::Vsa => "vsa",
+        }
+    }
+}
+
+impl std::fmt::Display for ExchangeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ExchangeMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "ternary" => Ok(Self::Ternary),
+            "vsa" => Ok(Self::Vsa),
+            other => Err(Error::InvalidConfig(format!(
+                "unknown exchange mode {other:?}: expected f32, ternary or vsa"
+            ))),
+        }
+    }
+}
+
+/// Which ranks and step an encode or decode belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context {
+    /// The training step (keys randomness; the same on every rank).
+    pub step: u64,
+    /// The rank whose gradient is encoded or decoded.
+    pub rank: usize,
+}
+
+/// Turns one rank's gradient into bytes and back.
+///
+/// `encode` may stage internal state (error feedback, counters); the exchange calls
+/// [`commit`](GradientCodec::commit) once every rank's payload was decoded, or
+/// [`rollback`](GradientCodec::rollback) when the exchange failed on any rank, so a failed
+/// exchange leaves the codec as it was.
+pub trait GradientCodec {
+    /// The mode, checked by the handshake.
+    fn mode(&self) -> ExchangeMode;
+    /// A hash of everything that must agree between ranks for payloads to decode the same
+    /// (block sizes, dimensions, seeds), checked by the handshake.
+    fn fingerprint(&self) -> u64;
+    /// Appends the payload for `grads` (finite, in the layout given at construction) to
+    /// `out`.
+    ///
+    /// # Errors
+    /// Codec-specific; state must be unchanged on error.
+    fn encode(&mut self, ctx: Context, grads: &[Vec<f32>], out: &mut Vec<u8>) -> Result<()>;
+    /// Decodes rank `ctx.rank`'s payload into `out` (overwriting it).
+    ///
+    /// # Errors
+    /// [`Error::Decode`] on a malformed payload.
+    fn decode(&mut self, ctx: Context, payload: &[u8], out: &mut [Vec<f32>]) -> Result<()>;
+    /// Makes the state staged by the last `encode` permanent.
+    fn commit(&mut self) {}
+    /// Discards the state staged by the last `encode`.
+    fn rollback(&mut self) {}
+    /// Checkpointable state (empty for stateless codecs).
+    fn state(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// Restores [`state`](GradientCodec::state).
+    ///
+    /// # Errors
+    /// [`Error::Decode`] when the bytes are not a state of this codec.
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Decode {
+                rank: usize::MAX,
+                reason: format!("a stateless codec was given {} bytes of state", state.len()),
+            })
+        }
+    }
+}
+
+fn check_grads(lens: &[usize], grads: &[Vec<f32>]) -> Result<()> {
+    if grads.len() != lens.len() {
+        return Err(Error::LengthMismatch {
+            what: "number of parameters".into(),
+            expected: lens.len(),
+            actual: grads.len(),
+        });
+    }
+    for (k, (g, &n)) in grads.iter().zip(lens).enumerate() {
+        if g.len() != n {
+            return Err(Error::LengthMismatch {
+                what: format!("gradient of parameter {k}"),
+                expected: n,
+                actual: g.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn decode_error(ctx: Context, reason: impl Into<String>) -> Error {
+    Error::Decode {
+        rank: ctx.rank,
+        reason: reason.into(),
+    }
+}
+
+/// FNV-1a over little-endian `u64` words: the fingerprints' hash.
+pub(crate) fn fnv(words: impl IntoIterator<Item = u64>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for w in words {
+        for b in w.to_le_bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Raw `f32`, little-endian: `4·n` bytes, lossless.
+#[derive(Debug, Clone)]
+pub struct F32Codec {
+    lens: Vec<usize>,
+}
+
+impl F32Codec {
+    /// A codec for parameters of lengths `lens`.
+    pub fn new(lens: &[usize]) -> Self {
+        Self {
+            lens: lens.to_vec(),
+        }
+    }
+}
+
+impl GradientCodec for F32Codec {
+    fn mode(&self) -> ExchangeMode {
+        ExchangeMode::F32
+    }
+
+    fn fingerprint(&self) -> u64 {
+        fnv(self.lens.iter().map(|&n| n as u64))
+    }
+
+    fn encode(&mut self, _ctx: Context, grads: &[Vec<f32>], out: &mut Vec<u8>) -> Result<()> {
+        check_grads(&self.lens, grads)?;
+        for g in grads {
+            for &x in g {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self, ctx: Context, payload: &[u8], out: &mut [Vec<f32>]) -> Result<()> {
+        let total: usize = self.lens.iter().sum();
+        if payload.len() != 4 * total {
+            return Err(decode_error(
+                ctx,
+                format!("f32 payload of {} bytes, expected {}", payload.len(), 4 * total),
+            ));
+        }
+        let mut chunks = payload.chunks_exact(4);
+        for o in out.iter_mut() {
+            for (x, c) in o.iter_mut().zip(chunks.by_ref()) {
+                *x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How ternary trits travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TernaryPacking {
+    /// Two bitplanes (`+1` and `−1`), 2 bits per element.
+    Planes,
+    /// Base 3, five trits per byte, 1.6 bits per element.
+    Base3,
+}
+
+/// Unbiased stochastic ternary: per block of `block` elements, scale `s = max|x|` and trits
+/// with `P(q = sign x) = |x|/s`, so `E[s·q] = x`. Randomness is keyed by
+/// `(seed, step, rank, parameter)` and the element index, so every rank's payload is
+/// reproducible and independent of every other's.
+///
+/// Payload per parameter: `⌈n/block⌉` little-endian `f32` scales, then the packed trits of
+/// the whole parameter (planes: `2·⌈n/64⌉` little-endian `u64` words, plus first; base 3:
+/// `⌈n/5⌉` bytes).
+#[derive(Debug, Clone)]
+pub struct TernaryCodec {
+    lens: Vec<usize>,
+    seed: u64,
+    block: usize,
+    packing: TernaryPacking,
+    words: Vec<u64>,
+}
+
+/// The default scale block: 320 elements (64 base-3 bytes, 5 plane words), the
+/// accumulator's default in `ternary-quant`.
+pub const DEFAULT_TERNARY_BLOCK: usize = 320;
+
+impl TernaryCodec {
+    /// A codec for parameters of lengths `lens`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] unless `block` is a positive multiple of 320 (so that every
+    /// block starts on a plane word and on a base-3 byte).
+    pub fn new(lens: &[usize], seed: u64, block: usize, packing: TernaryPacking) -> Result<Self> {
+        if block == 0 || !block.is_multiple_of(DEFAULT_TERNARY_BLOCK) {
+            return Err(Error::InvalidConfig(format!(
+                "ternary block must be a positive multiple of {DEFAULT_TERNARY_BLOCK}, got {block}"
+            )));
+        }
+        Ok(Self {
+            lens: lens.to_vec(),
+            seed,
+            block,
+            packing,
+            words: Vec::new(),
+        })
+    }
+
+    /// Payload bytes for one rank's gradient.
+    pub fn payload_bytes(&self) -> usize {
+        self.lens
+            .iter()
+            .map(|&n| 4 * n.div_ceil(self.block) + self.packed_bytes(n))
+            .sum()
+    }
+
+    fn packed_bytes(&self, n: usize) -> usize {
+        match self.packing {
+            TernaryPacking::Planes => 16 * plane_words(n),
+            TernaryPacking::Base3 => base3_bytes(n),
+        }
+    }
+
+    fn key(&self, ctx: Context, param: usize) -> RngKey {
+        RngKey::new(
+            self.seed,
+            ctx.step,
+            vsa_core::rng::mix(ctx.rank as u64, param as u64),
+        )
+    }
+
+    fn encode_unchecked(&mut self, ctx: Context, grads: &[Vec<f32>], out: &mut Vec<u8>) -> Result<()> {
+        let block = self.block;
+        for (k, g) in grads.iter().enumerate() {
+            let key = self.key(ctx, k);
+            let nb = g.len().div_ceil(block);
+            let at = out.len();
+            out.resize(at + 4 * nb + self.packed_bytes(g.len()), 0);
+            let (scales, packed) = out[at..].split_at_mut(4 * nb);
+            match self.packing {
+                TernaryPacking::Base3 => {
+                    let per = block / 5;
+                    for (i, ((x, o), sc)) in g
+                        .chunks(block)
+                        .zip(packed.chunks_mut(per))
+                        .zip(scales.chunks_exact_mut(4))
+                        .enumerate()
+                    {
+                        let s = max_abs(x)?;
+                        sc.copy_from_slice(&s.to_le_bytes());
+                        quantize_stochastic_base3_with_scale_into(x, s, key, (i * per) as u64, o)?;
+                    }
+                }
+                TernaryPacking::Planes => {
+                    let w = plane_words(g.len());
+                    self.words.clear();
+                    self.words.resize(2 * w, 0);
+                    let (plus, minus) = self.words.split_at_mut(w);
+                    let per = block / 64;
+                    for (i, ((x, (p, m)), sc)) in g
+                        .chunks(block)
+                        .zip(plus.chunks_mut(per).zip(minus.chunks_mut(per)))
+                        .zip(scales.chunks_exact_mut(4))
+                        .enumerate()
+                    {
+                        let s = max_abs(x)?;
+                        sc.copy_from_slice(&s.to_le_bytes());
+                        quantize_stochastic_planes_with_scale_into(x, s, key, (i * per) as u64, p, m)?;
+                    }
+                    for (dst, word) in packed.chunks_exact_mut(8).zip(&self.words) {
+                        dst.copy_from_slice(&word.to_le_bytes());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl GradientCodec for TernaryCodec {
+    fn mode(&self) -> ExchangeMode {
+        ExchangeMode::Ternary
+    }
+
+    fn fingerprint(&self) -> u64 {
+        let packing = match self.packing {
+            TernaryPacking::Planes => 0,
+            TernaryPacking::Base3 => 1,
+        };
+        fnv([self.block as u64, packing]
+            .into_iter()
+            .chain(self.lens.iter().map(|&n| n as u64)))
+    }
+
+    fn encode(&mut self, ctx: Context, grads: &[Vec<f32>], out: &mut Vec<u8>) -> Result<()> {
+        check_grads(&self.lens, grads)?;
+        let start = out.len();
+        let r = self.encode_unchecked(ctx, grads, out);
+        if r.is_err() {
+            out.truncate(start);
+        }
+        r
+    }
+
+    fn decode(&mut self, ctx: Context, payload: &[u8], out: &mut [Vec<f32>]) -> Result<()> {
+        if payload.len() != self.payload_bytes() {
+            return Err(decode_error(
+                ctx,
+                format!(
+                    "ternary payload of {} bytes, expected {}",
+                    payload.len(),
+                    self.payload_bytes()
+                ),
+            ));
+        }
+        let mut at = 0usize;
+        for (o, &n) in out.iter_mut().zip(&self.lens) {
+            let nb = n.div_ceil(self.block);
+            let scales = &payload[at..at + 4 * nb];
+            at += 4 * nb;
+            let packed = &payload[at..at + self.packed_bytes(n)];
+            at += self.packed_bytes(n);
+            let scale_at = |i: usize| {
+                let c = &scales[4 * i..4 * i + 4];
+                f32::from_le_bytes([c[0], c[1], c[2], c[3]])
+            };
+            for i in 0..nb {
+                let s = scale_at(i);
+                if !(s.is_finite() && s >= 0.0) {
+                    return Err(decode_error(ctx, format!("block scale {s} is not finite and >= 0")));
+                }
+            }
+            match self.packing {
+                TernaryPacking::Base3 => {
+                    let per = self.block / 5;
+                    for (i, (x, b)) in o.chunks_mut(self.block).zip(packed.chunks(per)).enumerate() {
+                        dequantize_base3_into(b, scale_at(i), x)
+                            .map_err(|e| decode_error(ctx, e.to_string()))?;
+                    }
+                }
+                TernaryPacking::Planes => {
+                    let w = plane_words(n);
+                    self.words.clear();
+                    self.words.extend(packed.chunks_exact(8).map(|c| {
+                        u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
+                    }));
+                    let (plus, minus) = self.words.split_at(w);
+                    let per = self.block / 64;
+                    for (i, (x, (p, m))) in o
+                        .chunks_mut(self.block)
+                        .zip(plus.chunks(per).zip(minus.chunks(per)))
+                        .enumerate()
+                    {
+                        dequantize_planes_into(p, m, scale_at(i), x)
+                            .map_err(|e| decode_error(ctx, e.to_string()))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,76 @@
+//! The crate's error type.
+
+/// What can go wrong in a gradient exchange. Every variant is returned identically on every
+/// rank whenever the cause is visible to all of them (a handshake field, a rank's non-finite
+/// gradient, a malformed payload), so that all ranks stop together instead of some of them
+/// waiting in a collective that will never complete.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is invalid on its own (on this rank).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The start-up handshake found ranks that disagree.
+    #[error(
+        "configuration mismatch between ranks: {field} is {expected} on rank 0 but {found} on rank {rank}"
+    )]
+    ConfigMismatch {
+        /// Which field differs ("mode", "seed", "parameter layout", ...).
+        field: &'static str,
+        /// The first rank that differs from rank 0.
+        rank: usize,
+        /// Rank 0's value.
+        expected: String,
+        /// The differing rank's value.
+        found: String,
+    },
+    /// A buffer or gradient set has the wrong length.
+    #[error("{what}: expected length {expected}, got {actual}")]
+    LengthMismatch {
+        /// What was measured.
+        what: String,
+        /// Expected length.
+        expected: usize,
+        /// Actual length.
+        actual: usize,
+    },
+    /// A rank's local gradient or loss held NaN or Inf; no rank applied the step.
+    #[error("rank {rank} had a non-finite gradient or loss at step {step}; the exchange was abandoned on every rank")]
+    NonFinite {
+        /// The first rank with non-finite values.
+        rank: usize,
+        /// The step.
+        step: u64,
+    },
+    /// Ranks called the exchange for different steps (they are out of lockstep).
+    #[error("rank {rank} exchanged step {found} while rank 0 exchanged step {expected}")]
+    StepMismatch {
+        /// The first rank that differs from rank 0.
+        rank: usize,
+        /// Rank 0's step.
+        expected: u64,
+        /// The rank's step.
+        found: u64,
+    },
+    /// A received payload could not be decoded.
+    #[error("payload from rank {rank} is malformed: {reason}")]
+    Decode {
+        /// The sending rank.
+        rank: usize,
+        /// Why.
+        reason: String,
+    },
+    /// An error from the ternary quantizers.
+    #[error(transparent)]
+    Quant(#[from] ternary_quant::Error),
+    /// An error from a codec defined outside this crate (for example the VSA codec in
+    /// `vsa-optim-rs`).
+    #[error("codec error: {0}")]
+    Codec(String),
+    /// The transport failed or is not available.
+    #[error("transport error: {0}")]
+    Transport(String),
+}
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, Error>;

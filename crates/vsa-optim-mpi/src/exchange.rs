@@ -1,0 +1,519 @@
+//! [`GradientExchange`]: the start-up handshake and the per-step averaged exchange.
+
+use std::time::Instant;
+
+use crate::codec::{Context, ExchangeMode, GradientCodec, fnv};
+use crate::collective::Collective;
+use crate::error::{Error, Result};
+use crate::reduce::{add_into, check_layout, divide};
+
+/// Version of the handshake and frame layout; ranks with different versions refuse to
+/// exchange.
+pub const PROTOCOL_VERSION: u64 = 1;
+
+const MAGIC: &[u8; 4] = b"VSAX";
+/// Bytes of the frame header that precedes every payload.
+pub const HEADER_BYTES: usize = 24;
+
+const STATUS_OK: u8 = 0;
+const STATUS_NON_FINITE: u8 = 1;
+const STATUS_FAILED: u8 = 2;
+
+/// What every rank states at start-up. [`GradientExchange::new`] all-gathers it and refuses
+/// to start unless every field matches rank 0's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handshake {
+    /// [`PROTOCOL_VERSION`].
+    pub protocol: u64,
+    /// The number of ranks the process believes it runs with.
+    pub world: u64,
+    /// [`ExchangeMode::tag`].
+    pub mode: u64,
+    /// The run's seed.
+    pub seed: u64,
+    /// Total gradient elements.
+    pub elements: u64,
+    /// Hash of the parameter names and shapes, in order.
+    pub layout: u64,
+    /// [`GradientCodec::fingerprint`].
+    pub codec: u64,
+    /// A hash of anything else the caller needs to agree (trainer and optimizer config).
+    pub user: u64,
+}
+
+const FIELDS: [&str; 8] = [
+    "protocol version",
+    "world size",
+    "mode",
+    "seed",
+    "total gradient elements",
+    "parameter layout (names and shapes)",
+    "codec configuration",
+    "training configuration",
+];
+
+impl Handshake {
+    fn words(&self) -> [u64; 8] {
+        [
+            self.protocol,
+            self.world,
+            self.mode,
+            self.seed,
+            self.elements,
+            self.layout,
+            self.codec,
+            self.user,
+        ]
+    }
+
+    /// The 64-byte little-endian encoding.
+    pub fn to_bytes(&self) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        for (dst, w) in out.chunks_exact_mut(8).zip(self.words()) {
+            dst.copy_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+
+    /// Decodes [`to_bytes`](Handshake::to_bytes).
+    ///
+    /// # Errors
+    /// [`Error::Decode`] unless `bytes` has 64 bytes.
+    pub fn from_bytes(rank: usize, bytes: &[u8]) -> Result<Self> {
+        if bytes.len() != 64 {
+            return Err(Error::Decode {
+                rank,
+                reason: format!("handshake of {} bytes, expected 64", bytes.len()),
+            });
+        }
+        let w: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
+        Ok(Self {
+            protocol: w[0],
+            world: w[1],
+            mode: w[2],
+            seed: w[3],
+            elements: w[4],
+            layout: w[5],
+            codec: w[6],
+            user: w[7],
+        })
+    }
+}
+
+/// Compares every rank's handshake with rank 0's, field by field in declaration order.
+///
+/// # Errors
+/// [`Error::ConfigMismatch`] naming the first differing field and the first rank that
+/// differs in it; the same error on every rank, since every rank sees all handshakes.
+pub fn check_handshakes(all: &[Handshake]) -> Result<()> {
+    let Some(first) = all.first() else {
+        return Err(Error::InvalidConfig("no handshakes to compare".into()));
+    };
+    let reference = first.words();
+    for (f, field) in FIELDS.iter().enumerate() {
+        for (r, h) in all.iter().enumerate().skip(1) {
+            let w = h.words()[f];
+            if w != reference[f] {
+                let show = |v: u64| match f {
+                    2 => mode_name(v),
+                    0 | 1 | 3 | 4 => v.to_string(),
+                    _ => format!("{v:#018x}"),
+                };
+                return Err(Error::ConfigMismatch {
+                    field,
+                    rank: r,
+                    expected: show(reference[f]),
+                    found: show(w),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mode_name(tag: u64) -> String {
+    [ExchangeMode::F32, ExchangeMode::Ternary, ExchangeMode::Vsa]
+        .into_iter()
+        .find(|m| u64::from(m.tag()) == tag)
+        .map_or_else(|| format!("unknown mode {tag}"), |m| m.name().to_string())
+}
+
+/// Hash of parameter names and shapes, in the given order.
+pub fn layout_hash(params: &[(String, Vec<usize>)]) -> u64 {
+    let mut words = Vec::new();
+    for (name, shape) in params {
+        words.push(name.len() as u64);
+        words.extend(name.bytes().map(u64::from));
+        words.push(shape.len() as u64);
+        words.extend(shape.iter().map(|&d| d as u64));
+    }
+    fnv(words)
+}
+
+/// Settings that every rank must agree on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExchangeConfig {
+    /// The run's seed (part of the handshake).
+    pub seed: u64,
+    /// A hash of any further configuration the caller wants checked at start-up.
+    pub user_fingerprint: u64,
+}
+
+/// Counters of a [`GradientExchange`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ExchangeStats {
+    /// Successful averaged exchanges.
+    pub exchanges: u64,
+    /// Exchanges that returned an error (on every rank).
+    pub failed: u64,
+    /// Bytes this rank contributed to all-gathers (its frames; the handshake included).
+    pub bytes_sent: u64,
+    /// Bytes this rank received from the other ranks.
+    pub bytes_received: u64,
+    /// Bytes of this rank's last gradient frame (header + payload).
+    pub last_frame_bytes: usize,
+    /// Bytes of one raw `f32` copy of the gradient (`4·n`), the reference for ratios.
+    pub f32_bytes: usize,
+    /// Wall-clock seconds spent inside [`GradientExchange::mean`] (encode, transport,
+    /// decode, sum).
+    pub seconds: f64,
+}
+
+/// Data-parallel gradient averaging over a [`Collective`] with a [`GradientCodec`].
+///
+/// Every rank builds one with the same parameter layout and configuration; construction
+/// runs the handshake. Each [`mean`](GradientExchange::mean) call all-gathers every rank's
+/// encoded gradient, decodes all of them and sums them in rank order, so every rank gets the
+/// same bits. Buffers are kept between calls: no allocation in steady state.
+pub struct GradientExchange<C: Collective> {
+    collective: C,
+    codec: Box<dyn GradientCodec + Send>,
+    lens: Vec<usize>,
+    send: Vec<u8>,
+    recv: Vec<u8>,
+    recv_lens: Vec<usize>,
+    acc: Vec<Vec<f32>>,
+    scratch: Vec<Vec<f32>>,
+    stats: ExchangeStats,
+}
+
+impl<C: Collective> std::fmt::Debug for GradientExchange<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GradientExchange")
+            .field("rank", &self.collective.rank())
+            .field("size", &self.collective.size())
+            .field("mode", &self.codec.mode())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl<C: Collective> GradientExchange<C> {
+    /// Builds the exchange and runs the start-up handshake (one all-gather of 64 bytes).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an empty layout or an empty parameter;
+    /// [`Error::ConfigMismatch`] (on every rank) when ranks disagree on the world size, mode,
+    /// seed, layout, codec or user fingerprint; transport errors.
+    pub fn new(
+        mut collective: C,
+        codec: Box<dyn GradientCodec + Send>,
+        params: &[(String, Vec<usize>)],
+        config: ExchangeConfig,
+    ) -> Result<Self> {
+        if params.is_empty() {
+            return Err(Error::InvalidConfig("no parameters to exchange".into()));
+        }
+        let lens: Vec<usize> = params.iter().map(|(_, s)| s.iter().product()).collect();
+        if let Some(k) = lens.iter().position(|&n| n == 0) {
+            return Err(Error::InvalidConfig(format!(
+                "parameter {:?} has no elements",
+                params[k].0
+            )));
+        }
+        let elements: usize = lens.iter().sum();
+        let mine = Handshake {
+            protocol: PROTOCOL_VERSION,
+            world: collective.size() as u64,
+            mode: u64::from(codec.mode().tag()),
+            seed: config.seed,
+            layout: layout_hash(params),
+            elements: elements as u64,
+            codec: codec.fingerprint(),
+            user: config.user_fingerprint,
+        };
+        let (mut recv, mut recv_lens) = (Vec::new(), Vec::new());
+        collective.all_gather_bytes(&mine.to_bytes(), &mut recv, &mut recv_lens)?;
+        let mut all = Vec::with_capacity(recv_lens.len());
+        let mut at = 0;
+        for (r, &len) in recv_lens.iter().enumerate() {
+            all.push(Handshake::from_bytes(r, &recv[at..at + len])?);
+            at += len;
+        }
+        check_handshakes(&all)?;
+        let zeros = || lens.iter().map(|&n| vec![0f32; n]).collect::<Vec<_>>();
+        let stats = ExchangeStats {
+            bytes_sent: 64,
+            bytes_received: 64 * (all.len() as u64 - 1),
+            f32_bytes: 4 * elements,
+            ..ExchangeStats::default()
+        };
+        Ok(Self {
+            collective,
+            codec,
+            acc: zeros(),
+            scratch: zeros(),
+            lens,
+            send: Vec::new(),
+            recv,
+            recv_lens,
+            stats,
+        })
+    }
+
+    /// This rank.
+    pub fn rank(&self) -> usize {
+        self.collective.rank()
+    }
+
+    /// The number of ranks.
+    pub fn size(&self) -> usize {
+        self.collective.size()
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> ExchangeMode {
+        self.codec.mode()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> ExchangeStats {
+        self.stats
+    }
+
+    /// The transport's count of collective calls (see [`Collective::collective_calls`]).
+    pub fn collective_calls(&self) -> u64 {
+        self.collective.collective_calls()
+    }
+
+    /// The collective, for calls outside the exchange (barriers, aborts).
+    pub fn collective_mut(&mut self) -> &mut C {
+        &mut self.collective
+    }
+
+    /// The codec's checkpointable state.
+    pub fn codec_state(&self) -> Vec<u8> {
+        self.codec.state()
+    }
+
+    /// Restores the codec's state from [`codec_state`](GradientExchange::codec_state).
+    ///
+    /// # Errors
+    /// The codec's decode errors.
+    pub fn restore_codec_state(&mut self, state: &[u8]) -> Result<()> {
+        self.codec.restore(state)
+    }
+
+    /// Averages `local` (this rank's gradient, one `Vec<f32>` per parameter) and `loss` over
+    /// all ranks: writes `(Σ_r decode(encode(g_r))) / N` into `out`, summed in rank order,
+    /// and returns the rank-order mean of the losses. Identical bits on every rank.
+    ///
+    /// Every rank must call it with the same `step`. A rank whose gradient or loss is not
+    /// finite, or whose input is malformed, still takes part in the all-gather with a
+    /// failure flag, so that every rank returns an error together instead of waiting.
+    ///
+    /// # Errors
+    /// On every rank: [`Error::NonFinite`] (naming the first bad rank),
+    /// [`Error::StepMismatch`], [`Error::Decode`], or, on ranks other than the one that
+    /// failed, [`Error::Codec`] naming it. On the failing rank: its own error. On error
+    /// `out` and the codec's state are unchanged.
+    pub fn mean(
+        &mut self,
+        step: u64,
+        local: &[Vec<f32>],
+        loss: f32,
+        out: &mut [Vec<f32>],
+    ) -> Result<f32> {
+        let t0 = Instant::now();
+        let r = self.mean_inner(step, local, loss, out);
+        match &r {
+            Ok(_) => {
+                self.codec.commit();
+                self.stats.exchanges += 1;
+            }
+            Err(_) => {
+                self.codec.rollback();
+                self.stats.failed += 1;
+            }
+        }
+        self.stats.seconds += t0.elapsed().as_secs_f64();
+        r
+    }
+
+    fn mean_inner(
+        &mut self,
+        step: u64,
+        local: &[Vec<f32>],
+        loss: f32,
+        out: &mut [Vec<f32>],
+    ) -> Result<f32> {
+        let rank = self.rank();
+        // Local validation; failures are sent as a status so no rank waits.
+        let mut local_error = check_layout(local, &self.acc)
+            .and_then(|()| check_layout(out, &self.acc))
+            .err();
+        let mut status = STATUS_OK;
+        if local_error.is_none()
+            && (!loss.is_finite() || local.iter().any(|g| g.iter().any(|x| !x.is_finite())))
+        {
+            status = STATUS_NON_FINITE;
+        }
+        self.send.clear();
+        self.send.extend_from_slice(MAGIC);
+        self.send.push(PROTOCOL_VERSION as u8);
+        self.send.push(STATUS_OK);
+        self.send.extend_from_slice(&[0, 0]);
+        self.send.extend_from_slice(&step.to_le_bytes());
+        self.send.extend_from_slice(&loss.to_bits().to_le_bytes());
+        self.send.extend_from_slice(&[0, 0, 0, 0]);
+        if local_error.is_none() && status == STATUS_OK {
+            let ctx = Context { step, rank };
+            if let Err(e) = self.codec.encode(ctx, local, &mut self.send) {
+                self.send.truncate(HEADER_BYTES);
+                local_error = Some(e);
+            }
+        }
+        if local_error.is_some() {
+            status = STATUS_FAILED;
+        }
+        self.send[5] = status;
+        self.stats.last_frame_bytes = self.send.len();
+        self.collective
+            .all_gather_bytes(&self.send, &mut self.recv, &mut self.recv_lens)?;
+        self.stats.bytes_sent += self.send.len() as u64;
+        self.stats.bytes_received += (self.recv.len() - self.send.len()) as u64;
+
+        // Headers first: every rank reaches the same verdict before decoding anything.
+        let mut at = 0usize;
+        let mut step0 = None;
+        for (r, &len) in self.recv_lens.iter().enumerate() {
+            let frame = &self.recv[at..at + len];
+            at += len;
+            if len < HEADER_BYTES || &frame[..4] != MAGIC || u64::from(frame[4]) != PROTOCOL_VERSION
+            {
+                return Err(Error::Decode {
+                    rank: r,
+                    reason: "not a gradient frame of this protocol version".into(),
+                });
+            }
+            let s = u64::from_le_bytes(frame[8..16].try_into().expect("8 bytes"));
+            match step0 {
+                None => step0 = Some(s),
+                Some(s0) if s0 != s => {
+                    return Err(Error::StepMismatch {
+                        rank: r,
+                        expected: s0,
+                        found: s,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        at = 0;
+        for (r, &len) in self.recv_lens.iter().enumerate() {
+            let st = self.recv[at + 5];
+            at += len;
+            match st {
+                STATUS_OK => {}
+                STATUS_NON_FINITE => return Err(Error::NonFinite { rank: r, step }),
+                _ if r == rank => {
+                    return Err(local_error.unwrap_or_else(|| {
+                        Error::Codec(format!("rank {r} failed to encode at step {step}"))
+                    }));
+                }
+                _ => {
+                    return Err(Error::Codec(format!(
+                        "rank {r} failed to encode its gradient at step {step} (see its own error)"
+                    )));
+                }
+            }
+        }
+
+        // Decode and sum in rank order.
+        let mut loss_sum = 0f32;
+        at = 0;
+        for (r, &len) in self.recv_lens.iter().enumerate() {
+            let frame = &self.recv[at..at + len];
+            at += len;
+            let l = f32::from_bits(u32::from_le_bytes(frame[16..20].try_into().expect("4 bytes")));
+            let ctx = Context { step, rank: r };
+            let payload = &frame[HEADER_BYTES..];
+            if r == 0 {
+                loss_sum = l;
+                self.codec.decode(ctx, payload, &mut self.acc)?;
+            } else {
+                loss_sum += l;
+                self.codec.decode(ctx, payload, &mut self.scratch)?;
+                for (a, s) in self.acc.iter_mut().zip(&self.scratch) {
+                    add_into(a, s)?;
+                }
+            }
+        }
+        let n = self.recv_lens.len();
+        for a in &mut self.acc {
+            divide(a, n);
+        }
+        for (o, a) in out.iter_mut().zip(&self.acc) {
+            o.copy_from_slice(a);
+        }
+        Ok(loss_sum / n as f32)
+    }
+
+    /// All-gathers one `u64` per rank (a weights hash, a predictor digest), in rank order.
+    ///
+    /// # Errors
+    /// Transport errors.
+    pub fn gather_u64(&mut self, value: u64) -> Result<Vec<u64>> {
+        self.collective
+            .all_gather_bytes(&value.to_le_bytes(), &mut self.recv, &mut self.recv_lens)?;
+        let n = self.recv_lens.len();
+        self.stats.bytes_sent += 8;
+        self.stats.bytes_received += 8 * (n as u64 - 1);
+        self.recv
+            .chunks_exact(8)
+            .enumerate()
+            .map(|(r, c)| {
+                c.try_into().map(u64::from_le_bytes).map_err(|_| Error::Decode {
+                    rank: r,
+                    reason: "not a u64".into(),
+                })
+            })
+            .collect()
+    }
+
+    /// Checks that every rank holds the same `value` (for example a digest of its
+    /// predictor state).
+    ///
+    /// # Errors
+    /// [`Error::ConfigMismatch`] with `field = what` on every rank when any rank differs.
+    pub fn check_agreement(&mut self, what: &'static str, value: u64) -> Result<()> {
+        let all = self.gather_u64(value)?;
+        match all.iter().position(|&v| v != all[0]) {
+            None => Ok(()),
+            Some(r) => Err(Error::ConfigMismatch {
+                field: what,
+                rank: r,
+                expected: format!("{:#018x}", all[0]),
+                found: format!("{:#018x}", all[r]),
+            }),
+        }
+    }
+
+    /// The parameter lengths, in order.
+    pub fn lens(&self) -> &[usize] {
+        &self.lens
+    }
+}

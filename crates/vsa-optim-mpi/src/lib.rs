@@ -1,0 +1,73 @@
+//! `vsa-optim-mpi`: data-parallel gradient exchange for `vsa-optim-rs`, over MPI.
+//!
+//! Each rank computes the gradient of its shard of the global batch; a
+//! [`GradientExchange`] turns the ranks' gradients into one average that is **the same bits
+//! on every rank**, in one of three [`ExchangeMode`]s:
+//!
+//! * `f32` ([`F32Codec`]): lossless. Every rank all-gathers every rank's gradient and sums
+//!   them in rank order ([`reduce`]), so the result does not depend on MPI's reduction
+//!   algorithm, and a single process that computes the same shards gets the same weights.
+//! * `ternary` ([`TernaryCodec`]): unbiased stochastic trits with one scale per 320-element
+//!   block, 1.7 (base 3) or 2.1 (bitplanes) bits per element on the wire.
+//! * `vsa`: the facade's `VSAGradientCompressor` with error feedback, plugged in through the
+//!   [`GradientCodec`] trait (`vsa_optim_rs::distributed`).
+//!
+//! The exchange runs a start-up [`Handshake`] (world size, mode, seed, parameter layout,
+//! codec and training configuration), so that a misconfigured rank gives a typed
+//! [`Error::ConfigMismatch`] on every rank instead of garbage or a hang. A rank with a NaN
+//! gradient still takes part in the all-gather with a failure flag, so every rank returns
+//! [`Error::NonFinite`] together.
+//!
+//! The transport is a [`Collective`]: [`MpiWorld`] (feature `mpi`, rsmpi over the system's
+//! MPI, for example Debian's OpenMPI) or [`SingleProcess`]. Without the `mpi` feature this
+//! crate needs no MPI library.
+//!
+//! Because every rank records the same averaged gradient, every rank's
+//! `DeterministicPhaseTrainer` predictor stays bit-identical, and a predicted step needs no
+//! communication at all (see `docs/distributed.md`).
+//!
+//! # Quick start
+//!
+//! ```
+//! use vsa_optim_mpi::{ExchangeConfig, F32Codec, GradientExchange, SingleProcess};
+//!
+//! let params = vec![("w".to_string(), vec![2, 2]), ("b".to_string(), vec![2])];
+//! let codec = Box::new(F32Codec::new(&[4, 2]));
+//! let mut ex = GradientExchange::new(SingleProcess::new(), codec, &params, ExchangeConfig::default())?;
+//! let local = vec![vec![1.0f32, 2.0, 3.0, 4.0], vec![0.5, -0.5]];
+//! let mut avg = vec![vec![0f32; 4], vec![0f32; 2]];
+//! let loss = ex.mean(0, &local, 0.25, &mut avg)?;
+//! assert_eq!(avg, local); // one rank: the mean is the input, exactly
+//! assert_eq!(loss, 0.25);
+//! // A NaN is refused, and the output is untouched.
+//! let bad = vec![vec![f32::NAN, 0.0, 0.0, 0.0], vec![0.0, 0.0]];
+//! assert!(ex.mean(1, &bad, 0.0, &mut avg).is_err());
+//! assert_eq!(avg, local);
+//! # Ok::<(), vsa_optim_mpi::Error>(())
+//! ```
+//!
+//! Under MPI, replace `SingleProcess::new()` by `MpiWorld::init()?` and launch with
+//! `mpirun -np N`. The README's `cargo xtask mpi` runs the digits MLP and the char-LM.
+//!
+//! Sibling crates: `ternary-quant` (the trits), `vsa-core`, and the facade `vsa-optim-rs`
+//! (feature `mpi`).
+#![deny(missing_docs)]
+
+mod codec;
+mod collective;
+mod error;
+mod exchange;
+pub mod reduce;
+
+pub use codec::{
+    Context, DEFAULT_TERNARY_BLOCK, ExchangeMode, F32Codec, GradientCodec, TernaryCodec,
+    TernaryPacking,
+};
+#[cfg(feature = "mpi")]
+pub use collective::MpiWorld;
+pub use collective::{Collective, SingleProcess};
+pub use error::{Error, Result};
+pub use exchange::{
+    ExchangeConfig, ExchangeStats, GradientExchange, HEADER_BYTES, Handshake, PROTOCOL_VERSION,
+    check_handshakes, layout_hash,
+};
