@@ -64,6 +64,8 @@ pub struct DpSettings {
     pub kill_at: Option<(usize, usize)>,
     /// Test hook: this rank reports parameter shapes with one dimension changed.
     pub corrupt_shapes_on: Option<usize>,
+    /// Test hook: `(rank, step)`: that rank's local gradient holds a NaN at that step.
+    pub nan_at: Option<(usize, usize)>,
 }
 
 impl DpSettings {
@@ -94,6 +96,7 @@ impl DpSettings {
             resume: false,
             kill_at: None,
             corrupt_shapes_on: None,
+            nan_at: None,
         }
     }
 
@@ -266,7 +269,8 @@ struct Meta {
 }
 
 fn rank_dir(dir: &Path, step: usize, rank: usize) -> PathBuf {
-    dir.join(format!("step-{step:06}")).join(format!("rank-{rank}"))
+    dir.join(format!("step-{step:06}"))
+        .join(format!("rank-{rank}"))
 }
 
 /// How the loop averages: over real ranks, or (reference) over `N` shards computed here.
@@ -295,16 +299,16 @@ pub fn run<C: Collective>(collective: C, s: &DpSettings) -> Result<DpResult> {
     if s.corrupt_shapes_on == Some(rank) {
         shapes[0].1[0] += 1;
     }
-    let dp = DataParallel::new(
-        collective,
-        s.mode,
-        &shapes,
-        s.seed,
-        s.vsa,
-        s.fingerprint(),
+    let dp = DataParallel::new(collective, s.mode, &shapes, s.seed, s.vsa, s.fingerprint())
+        .map_err(wrap)?;
+    train(
+        task.as_ref(),
+        &mut varmap,
+        model.as_ref(),
+        &vars,
+        s,
+        Averager::Ranks(Box::new(dp)),
     )
-    .map_err(wrap)?;
-    train(task.as_ref(), &mut varmap, model.as_ref(), &vars, s, Averager::Ranks(Box::new(dp)))
 }
 
 /// The single-process reference for `shards` ranks in `f32` mode: the same loop, computing
@@ -429,7 +433,10 @@ fn train<C: Collective>(
         if info.is_none_or(|i| i.needs_backward) {
             let (g, loss) = match &mut avg {
                 Averager::Ranks(dp) => {
-                    let (local, l) = shard_gradient(task, model, vars, s, step, rank)?;
+                    let (mut local, l) = shard_gradient(task, model, vars, s, step, rank)?;
+                    if s.nan_at == Some((rank, step)) {
+                        local[0][0] = f32::NAN;
+                    }
                     let (g, loss) = dp.average_host(step as u64, &local, l).map_err(wrap)?;
                     (g.to_vec(), loss)
                 }
@@ -482,7 +489,10 @@ fn train<C: Collective>(
             if let Averager::Ranks(dp) = &mut avg {
                 std::fs::write(d.join("codec.bin"), dp.exchange().codec_state())?;
             }
-            std::fs::write(d.join("meta.json"), serde_json::to_vec(&meta).map_err(wrap)?)?;
+            std::fs::write(
+                d.join("meta.json"),
+                serde_json::to_vec(&meta).map_err(wrap)?,
+            )?;
             // Every rank has written its part before rank 0 marks the checkpoint complete.
             if let Averager::Ranks(dp) = &mut avg {
                 dp.exchange_mut()

@@ -7,6 +7,11 @@
 //!   seeds (1 with `--quick`), and regenerates `docs/benchmarks.md` and `docs/img/`.
 //!   `--report-only` regenerates the documents from the results already under `target/`
 //!   (`target/criterion/`, `target/bench-demo/report.md` and its SVGs).
+//! - `cargo xtask mpi [--quick]`: data-parallel runs under `mpirun` (1, 2 and 4 ranks, modes
+//!   f32, ternary and vsa, digits MLP and char-LM), checked against the single-process
+//!   reference; writes the "Data-parallel training" section of `docs/benchmarks.md`. Needs
+//!   OpenMPI (`apt-get install -y --no-install-recommends libopenmpi-dev openmpi-bin
+//!   libclang-dev clang`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,16 +45,18 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("mpi") => mpi(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!(
-                "usage: cargo xtask <demo [ARGS] | bench [--quick] [--no-peers] [--report-only]>\n\n\
+                "usage: cargo xtask <demo [ARGS] | bench [--quick] [--no-peers] [--report-only] | mpi [--quick]>\n\n\
                  demo   real training runs side by side (see `cargo xtask demo --help`)\n\
-                 bench  criterion kernels + demo over seeds; regenerates docs/benchmarks.md"
+                 bench  criterion kernels + demo over seeds; regenerates docs/benchmarks.md\n\
+                 mpi    data-parallel runs under mpirun; regenerates that section of docs/benchmarks.md"
             );
             Ok(())
         }
         Some(other) => Err(format!(
-            "unknown task `{other}`; expected `demo` or `bench` (try `cargo xtask --help`)"
+            "unknown task `{other}`; expected `demo`, `bench` or `mpi` (try `cargo xtask --help`)"
         )),
     };
     match result {
@@ -166,11 +173,12 @@ fn write_report(crit_dir: &Path, demo_out: &Path, flags: &str) -> Result<(), Str
          loss; *sustained* is the time from which the loss stays at or below it. The \
          compute-matched baseline is the prefix of the LR-grid run with the trainer's number \
          of backward passes (identical to a shorter run: constant LR, same data order).\n\n\
-         {training}\n\nCurves (seed 0): `docs/img/`.\n",
+         {training}\n\nCurves (seed 0): `docs/img/`.\n{mpi}",
         q = flags,
         date = sh("date -u '+%Y-%m-%d %H:%M UTC'"),
         cpu = sh("lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1"),
         cores = sh("nproc"),
+        mpi = current_mpi_section(),
     );
     let path = root().join("docs").join("benchmarks.md");
     std::fs::write(&path, doc).map_err(|e| e.to_string())?;
@@ -262,4 +270,288 @@ fn fmt_ns(ns: f64) -> String {
     } else {
         format!("{ns:.0} ns")
     }
+}
+
+const MPI_BEGIN: &str = "<!-- mpi:begin (cargo xtask mpi) -->";
+const MPI_END: &str = "<!-- mpi:end -->";
+
+/// The data-parallel section currently in `docs/benchmarks.md` (kept when `bench` rewrites
+/// the rest), with its markers; empty when there is none.
+fn current_mpi_section() -> String {
+    let doc =
+        std::fs::read_to_string(root().join("docs").join("benchmarks.md")).unwrap_or_default();
+    match (doc.find(MPI_BEGIN), doc.find(MPI_END)) {
+        (Some(a), Some(b)) if b > a => format!("\n{}\n", &doc[a..b + MPI_END.len()]),
+        _ => String::new(),
+    }
+}
+
+/// One data-parallel run's configuration.
+struct MpiRun {
+    workload: &'static str,
+    ranks: usize,
+    mode: &'static str,
+    trainer: &'static str,
+    steps: usize,
+    micro: usize,
+}
+
+fn mpirun_prefix(ranks: usize) -> Command {
+    let mut c = Command::new("mpirun");
+    if sh("id -u") == "0" {
+        c.arg("--allow-run-as-root");
+    }
+    let cores: usize = sh("nproc").parse().unwrap_or(1);
+    let threads = (cores / ranks).max(1);
+    c.args(["--oversubscribe", "--bind-to", "none", "-x"]);
+    c.arg(format!("RAYON_NUM_THREADS={threads}"));
+    c.args(["-np", &ranks.to_string()]);
+    c
+}
+
+fn mpi_train_exe() -> PathBuf {
+    root().join("target").join("release").join("mpi_train")
+}
+
+fn run_json(mut c: Command, out: &Path) -> Result<serde_json::Value, String> {
+    c.arg("--out").arg(out);
+    let shown = format!("{c:?}");
+    let o = c.output().map_err(|e| format!("{shown}: {e}"))?;
+    if !o.status.success() {
+        return Err(format!(
+            "{shown} failed with {}:\n{}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    print!("{}", String::from_utf8_lossy(&o.stdout));
+    let text = std::fs::read_to_string(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+fn train_args(c: &mut Command, r: &MpiRun) {
+    c.arg(mpi_train_exe());
+    c.args([
+        "--workload",
+        r.workload,
+        "--mode",
+        r.mode,
+        "--trainer",
+        r.trainer,
+    ]);
+    c.args([
+        "--steps",
+        &r.steps.to_string(),
+        "--micro",
+        &r.micro.to_string(),
+    ]);
+}
+
+fn f(v: &serde_json::Value, k: &str) -> f64 {
+    v.get(k)
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(f64::NAN)
+}
+
+fn mpi(args: &[String]) -> Result<(), String> {
+    let quick = match args {
+        [] => false,
+        [q] if q == "--quick" => true,
+        _ => return Err(format!("unknown mpi flags {args:?} (expected --quick)")),
+    };
+    if sh("command -v mpirun") == "unknown" {
+        return Err("mpirun not found: install OpenMPI (apt-get install -y \
+                    --no-install-recommends libopenmpi-dev openmpi-bin libclang-dev clang)"
+            .into());
+    }
+    let mut b = cargo();
+    b.args([
+        "build",
+        "--release",
+        "-p",
+        "vsa-optim-bench",
+        "--features",
+        "mpi",
+        "--bin",
+        "mpi_train",
+    ]);
+    run(b)?;
+    let out_dir = root().join("target").join("bench-mpi");
+    std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
+    let mut runs = Vec::new();
+    let (digits_steps, lm_steps) = if quick { (150, 10) } else { (300, 30) };
+    // Digits: the full 1500-row training split every step, split over the ranks.
+    for ranks in [1, 2, 4] {
+        for (mode, trainer) in [
+            ("f32", "none"),
+            ("f32", "best"),
+            ("ternary", "none"),
+            ("vsa", "none"),
+        ] {
+            runs.push(MpiRun {
+                workload: "digits",
+                ranks,
+                mode,
+                trainer,
+                steps: digits_steps,
+                micro: 1,
+            });
+        }
+    }
+    // Char-LM: a global batch of 4 micro-batches of 8 windows, split over the ranks.
+    for ranks in [1, 2, 4] {
+        for (mode, trainer) in [
+            ("f32", "none"),
+            ("f32", "best"),
+            ("ternary", "none"),
+            ("vsa", "none"),
+        ] {
+            if ranks == 1 && mode != "f32" {
+                continue;
+            }
+            runs.push(MpiRun {
+                workload: "charlm",
+                ranks,
+                mode,
+                trainer,
+                steps: lm_steps,
+                micro: 4 / ranks,
+            });
+        }
+    }
+    let mut results = Vec::new();
+    for (i, r) in runs.iter().enumerate() {
+        println!(
+            "== {} ranks={} mode={} trainer={}",
+            r.workload, r.ranks, r.mode, r.trainer
+        );
+        let mut c = mpirun_prefix(r.ranks);
+        train_args(&mut c, r);
+        let v = run_json(c, &out_dir.join(format!("run-{i}.json")))?;
+        // f32 runs are checked against the single-process reference for the same ranks.
+        let reference = if r.mode == "f32" {
+            let mut c = Command::new(mpi_train_exe());
+            c.args([
+                "--workload",
+                r.workload,
+                "--mode",
+                "f32",
+                "--trainer",
+                r.trainer,
+            ]);
+            c.args([
+                "--steps",
+                &r.steps.to_string(),
+                "--micro",
+                &r.micro.to_string(),
+            ]);
+            c.args(["--reference", &r.ranks.to_string()]);
+            let rv = run_json(c, &out_dir.join(format!("ref-{i}.json")))?;
+            let same = rv.get("weights_hash") == v.get("weights_hash");
+            if !same {
+                return Err(format!(
+                    "f32 on {} ranks differs from the single-process reference",
+                    r.ranks
+                ));
+            }
+            "bit-identical"
+        } else {
+            "—"
+        };
+        results.push((r, v, reference));
+    }
+    let mut md = format!(
+        "{MPI_BEGIN}\n## Data-parallel training (MPI)\n\n\
+         Regenerated by `cargo xtask mpi{q}` — do not edit by hand. {date}; {mpi}; {cpu}, {cores} \
+         cores (shared, noisy). Ranks run with `--bind-to none` and `RAYON_NUM_THREADS = \
+         max(1, cores / ranks)`, so 4 ranks oversubscribe 2 cores: their wall times measure \
+         contention, not scaling. The global batch is the same at every rank count (digits: \
+         the full 1500-row training split; char-LM: 4 micro-batches of 8 windows of 64 \
+         characters); each rank computes its shard. *Bytes / exchange* is the frame one rank \
+         contributes to the all-gather (24-byte header + payload); *bytes / step* averages it \
+         over all steps, predicted steps (which send nothing) included. *ms / step* is training \
+         wall time per step (evaluation excluded) on rank 0; *exch ms* the part inside the \
+         exchange (encode, transport, decode, sum). *Target* is the final held-out loss of the \
+         1-rank f32 run without the trainer; *to target* the training seconds until the \
+         held-out loss first reaches it (— = not reached). *f32 check*: the weights of the \
+         f32 run equal those of the single-process reference that computes the same shards \
+         in the same order.\n",
+        q = if quick { " --quick" } else { "" },
+        date = sh("date -u '+%Y-%m-%d %H:%M UTC'"),
+        mpi = sh("mpirun --version | head -1"),
+        cpu = sh("lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1"),
+        cores = sh("nproc"),
+    );
+    for (workload, title) in [
+        ("digits", "Digits MLP, full batch"),
+        ("charlm", "Char-LM (Shakespeare)"),
+    ] {
+        let rows: Vec<_> = results
+            .iter()
+            .filter(|(r, _, _)| r.workload == workload)
+            .collect();
+        let Some((first, _, _)) = rows.first() else {
+            continue;
+        };
+        let target = rows
+            .iter()
+            .find(|(r, _, _)| r.ranks == 1 && r.mode == "f32" && r.trainer == "none")
+            .and_then(|(_, v, _)| v["curve"].as_array()?.last()?.get("loss")?.as_f64())
+            .unwrap_or(f64::NAN);
+        let metric = if workload == "digits" {
+            "test acc %"
+        } else {
+            "val bits/char"
+        };
+        md.push_str(&format!(
+            "\n### {title}, {} steps, seed 0 (target held-out loss {target:.4})\n\n\
+             | ranks | mode | trainer | bytes / exchange | vs f32 | bytes / step | exchanges | predicted (calls) | ms / step | exch ms / step | {metric} | held-out loss | to target (s) | f32 check |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+            first.steps
+        ));
+        for (r, v, check) in rows {
+            let steps = (f(v, "backward_steps") + f(v, "predicted_steps")).max(1.0);
+            let frame = f(v, "frame_bytes");
+            let f32b = f(v, "f32_bytes") + 24.0;
+            let sent_grad = frame * f(v, "backward_steps");
+            let last = v["curve"]
+                .as_array()
+                .and_then(|c| c.last())
+                .cloned()
+                .unwrap_or_default();
+            let to_target = v["curve"]
+                .as_array()
+                .and_then(|c| c.iter().find(|p| f(p, "loss") <= target))
+                .map_or_else(|| "—".to_string(), |p| format!("{:.2}", f(p, "secs")));
+            md.push_str(&format!(
+                "| {} | {} | {} | {:.0} | {:.1}× less | {:.0} | {:.0} | {:.0} ({:.0}) | {:.1} | {:.2} | {:.2} | {:.4} | {} | {} |\n",
+                r.ranks,
+                r.mode,
+                r.trainer,
+                frame,
+                f32b / frame,
+                sent_grad / steps,
+                f(v, "backward_steps"),
+                f(v, "predicted_steps"),
+                f(v, "calls_in_predicted_steps"),
+                1e3 * f(v, "secs") / steps,
+                1e3 * f(v, "exchange_secs") / steps,
+                f(&last, "metric"),
+                f(&last, "loss"),
+                to_target,
+                check,
+            ));
+        }
+    }
+    md.push_str(&format!("\nRaw results: `target/bench-mpi/*.json`. Method and limits: `docs/distributed.md`.\n{MPI_END}"));
+    let path = root().join("docs").join("benchmarks.md");
+    let doc = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Measured results\n".into());
+    let new = match (doc.find(MPI_BEGIN), doc.find(MPI_END)) {
+        (Some(a), Some(b)) if b > a => format!("{}{}{}", &doc[..a], md, &doc[b + MPI_END.len()..]),
+        _ => format!("{}\n{}\n", doc.trim_end(), md),
+    };
+    std::fs::write(&path, new).map_err(|e| e.to_string())?;
+    println!("wrote {}", path.display());
+    Ok(())
 }

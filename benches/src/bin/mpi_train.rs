@@ -82,6 +82,12 @@ struct Args {
     /// Test hook: the step at which --kill-rank dies.
     #[arg(long)]
     kill_step: Option<usize>,
+    /// Test hook: this rank's gradient holds a NaN at --nan-step.
+    #[arg(long)]
+    nan_rank: Option<usize>,
+    /// Test hook: the step of --nan-rank's NaN.
+    #[arg(long)]
+    nan_step: Option<usize>,
     /// Test hook: rank 1 starts with a different seed, mode or parameter shape.
     #[arg(long, value_enum)]
     mismatch: Option<Mismatch>,
@@ -125,6 +131,7 @@ fn settings(a: &Args, rank: usize) -> DpSettings {
     s.checkpoint_dir.clone_from(&a.checkpoint_dir);
     s.resume = a.resume;
     s.kill_at = a.kill_rank.zip(a.kill_step);
+    s.nan_at = a.nan_rank.zip(a.nan_step);
     if rank == 1 {
         match a.mismatch {
             Some(Mismatch::Seed) => s.seed += 1,

@@ -5,11 +5,11 @@
 //! randomness. Decoding any rank's payload must give the same values on every rank, so that
 //! every rank computes the same average.
 
-use ternary_quant::{
-    RngKey, max_abs, base3_bytes, dequantize_base3_into, dequantize_planes_into, plane_words,
-};
 use ternary_quant::fused::{
     quantize_stochastic_base3_with_scale_into, quantize_stochastic_planes_with_scale_into,
+};
+use ternary_quant::{
+    RngKey, base3_bytes, dequantize_base3_into, dequantize_planes_into, max_abs, plane_words,
 };
 
 use crate::error::{Error, Result};
@@ -201,7 +201,11 @@ impl GradientCodec for F32Codec {
         if payload.len() != 4 * total {
             return Err(decode_error(
                 ctx,
-                format!("f32 payload of {} bytes, expected {}", payload.len(), 4 * total),
+                format!(
+                    "f32 payload of {} bytes, expected {}",
+                    payload.len(),
+                    4 * total
+                ),
             ));
         }
         let mut chunks = payload.chunks_exact(4);
@@ -288,7 +292,12 @@ impl TernaryCodec {
         )
     }
 
-    fn encode_unchecked(&mut self, ctx: Context, grads: &[Vec<f32>], out: &mut Vec<u8>) -> Result<()> {
+    fn encode_unchecked(
+        &mut self,
+        ctx: Context,
+        grads: &[Vec<f32>],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let block = self.block;
         for (k, g) in grads.iter().enumerate() {
             let key = self.key(ctx, k);
@@ -324,7 +333,14 @@ impl TernaryCodec {
                     {
                         let s = max_abs(x)?;
                         sc.copy_from_slice(&s.to_le_bytes());
-                        quantize_stochastic_planes_with_scale_into(x, s, key, (i * per) as u64, p, m)?;
+                        quantize_stochastic_planes_with_scale_into(
+                            x,
+                            s,
+                            key,
+                            (i * per) as u64,
+                            p,
+                            m,
+                        )?;
                     }
                     for (dst, word) in packed.chunks_exact_mut(8).zip(&self.words) {
                         dst.copy_from_slice(&word.to_le_bytes());
@@ -386,13 +402,17 @@ impl GradientCodec for TernaryCodec {
             for i in 0..nb {
                 let s = scale_at(i);
                 if !(s.is_finite() && s >= 0.0) {
-                    return Err(decode_error(ctx, format!("block scale {s} is not finite and >= 0")));
+                    return Err(decode_error(
+                        ctx,
+                        format!("block scale {s} is not finite and >= 0"),
+                    ));
                 }
             }
             match self.packing {
                 TernaryPacking::Base3 => {
                     let per = self.block / 5;
-                    for (i, (x, b)) in o.chunks_mut(self.block).zip(packed.chunks(per)).enumerate() {
+                    for (i, (x, b)) in o.chunks_mut(self.block).zip(packed.chunks(per)).enumerate()
+                    {
                         dequantize_base3_into(b, scale_at(i), x)
                             .map_err(|e| decode_error(ctx, e.to_string()))?;
                     }

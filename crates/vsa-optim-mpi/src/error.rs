@@ -35,7 +35,9 @@ pub enum Error {
         actual: usize,
     },
     /// A rank's local gradient or loss held NaN or Inf; no rank applied the step.
-    #[error("rank {rank} had a non-finite gradient or loss at step {step}; the exchange was abandoned on every rank")]
+    #[error(
+        "rank {rank} had a non-finite gradient or loss at step {step}; the exchange was abandoned on every rank"
+    )]
     NonFinite {
         /// The first rank with non-finite values.
         rank: usize,

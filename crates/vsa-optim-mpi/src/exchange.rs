@@ -448,7 +448,9 @@ impl<C: Collective> GradientExchange<C> {
         for (r, &len) in self.recv_lens.iter().enumerate() {
             let frame = &self.recv[at..at + len];
             at += len;
-            let l = f32::from_bits(u32::from_le_bytes(frame[16..20].try_into().expect("4 bytes")));
+            let l = f32::from_bits(u32::from_le_bytes(
+                frame[16..20].try_into().expect("4 bytes"),
+            ));
             let ctx = Context { step, rank: r };
             let payload = &frame[HEADER_BYTES..];
             if r == 0 {
@@ -477,8 +479,11 @@ impl<C: Collective> GradientExchange<C> {
     /// # Errors
     /// Transport errors.
     pub fn gather_u64(&mut self, value: u64) -> Result<Vec<u64>> {
-        self.collective
-            .all_gather_bytes(&value.to_le_bytes(), &mut self.recv, &mut self.recv_lens)?;
+        self.collective.all_gather_bytes(
+            &value.to_le_bytes(),
+            &mut self.recv,
+            &mut self.recv_lens,
+        )?;
         let n = self.recv_lens.len();
         self.stats.bytes_sent += 8;
         self.stats.bytes_received += 8 * (n as u64 - 1);
@@ -486,10 +491,12 @@ impl<C: Collective> GradientExchange<C> {
             .chunks_exact(8)
             .enumerate()
             .map(|(r, c)| {
-                c.try_into().map(u64::from_le_bytes).map_err(|_| Error::Decode {
-                    rank: r,
-                    reason: "not a u64".into(),
-                })
+                c.try_into()
+                    .map(u64::from_le_bytes)
+                    .map_err(|_| Error::Decode {
+                        rank: r,
+                        reason: "not a u64".into(),
+                    })
             })
             .collect()
     }

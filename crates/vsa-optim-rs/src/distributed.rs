@@ -38,13 +38,13 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 
+#[cfg(feature = "mpi")]
+pub use vsa_optim_mpi::MpiWorld;
 pub use vsa_optim_mpi::{
     Collective, Context, DEFAULT_TERNARY_BLOCK, ExchangeConfig, ExchangeMode, ExchangeStats,
     F32Codec, GradientCodec, GradientExchange, Handshake, SingleProcess, TernaryCodec,
     TernaryPacking, reduce,
 };
-#[cfg(feature = "mpi")]
-pub use vsa_optim_mpi::MpiWorld;
 
 use crate::compress::{CompressedGradients, VSAConfig, VSAGradientCompressor};
 use crate::error::{Error, Result};
@@ -105,7 +105,12 @@ impl GradientCodec for VsaCodec {
     }
 
     fn fingerprint(&self) -> u64 {
-        self.compressor.fingerprint()
+        // The compressor's fingerprint covers dimension, ratio, seed, reconstruction,
+        // quantization and parameters; error feedback changes what a rank sends too.
+        crate::vsa_core::rng::mix(
+            self.compressor.fingerprint(),
+            u64::from(self.compressor.config().error_feedback),
+        )
     }
 
     fn encode(

@@ -1,0 +1,285 @@
+//! Multi-rank tests under real `mpirun` (feature `mpi`; `.ci/run` installs OpenMPI and runs
+//! them inside `unshare -n` with only loopback up).
+//!
+//! Each test launches `mpi_train` on 2 or 4 ranks and checks what the ranks printed or wrote:
+//! f32 weights equal the single-process reference bit for bit, predicted steps make no
+//! collective call, compressed modes train, a killed rank stops the job and a resume from
+//! the last checkpoint ends with the same weights, and misconfigured ranks all fail with the
+//! same typed error.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_mpi_train");
+
+/// Runs `mpi_train` on `np` ranks; fails the test if the job runs past `limit` (a hang).
+fn mpirun(np: usize, args: &[&str], limit: Duration) -> Output {
+    let mut c = Command::new("mpirun");
+    c.args([
+        "--allow-run-as-root",
+        "--oversubscribe",
+        "--bind-to",
+        "none",
+    ]);
+    c.args(["-x", "RAYON_NUM_THREADS=1", "-np", &np.to_string(), EXE]);
+    c.args(args);
+    wait_with_limit(c, limit)
+}
+
+fn reference(np: usize, args: &[&str]) -> Output {
+    let mut c = Command::new(EXE);
+    c.args(args);
+    c.args(["--reference", &np.to_string()]);
+    wait_with_limit(c, Duration::from_secs(300))
+}
+
+fn wait_with_limit(mut c: Command, limit: Duration) -> Output {
+    let shown = format!("{c:?}");
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{shown}: {e} (is OpenMPI installed? see .ci/run)"));
+    let t0 = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let o = child.wait_with_output().expect("output");
+            panic!(
+                "{shown} still running after {limit:?} (hung):\n{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ok(o: Output) -> Output {
+    assert!(
+        o.status.success(),
+        "failed with {}:\n{}",
+        o.status,
+        text(&o)
+    );
+    o
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vsa-mpi-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("result file")).expect("json")
+}
+
+fn u(v: &serde_json::Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("{k} missing in {v}"))
+}
+
+fn final_metric(v: &serde_json::Value) -> f64 {
+    v["curve"].as_array().expect("curve").last().expect("point")["metric"]
+        .as_f64()
+        .expect("metric")
+}
+
+#[test]
+fn f32_ranks_match_the_single_process_reference_bit_for_bit() {
+    let dir = tmp("f32");
+    for np in [2usize, 4] {
+        let out = dir.join(format!("np{np}.json"));
+        let refo = dir.join(format!("ref{np}.json"));
+        let args = ["--mode", "f32", "--trainer", "best", "--steps", "40"];
+        let mut a = args.to_vec();
+        a.extend(["--out", out.to_str().unwrap()]);
+        ok(mpirun(np, &a, Duration::from_secs(300)));
+        let mut a = args.to_vec();
+        a.extend(["--out", refo.to_str().unwrap()]);
+        ok(reference(np, &a));
+        let (v, r) = (json(&out), json(&refo));
+        assert_eq!(u(&v, "weights_hash"), u(&r, "weights_hash"), "np {np}");
+        assert_eq!(u(&v, "trainer_digest"), u(&r, "trainer_digest"), "np {np}");
+        // The trainer predicted some steps, and they made no collective call: the total is
+        // the handshake (2 MPI calls), 2 per exchanged step, and the two final agreement
+        // checks (2 each).
+        let (bw, pr) = (u(&v, "backward_steps"), u(&v, "predicted_steps"));
+        assert_eq!(bw + pr, 40);
+        assert!(pr >= 5, "predicted {pr}");
+        assert_eq!(u(&v, "calls_in_predicted_steps"), 0);
+        assert_eq!(u(&v, "collective_calls"), 2 + 2 * bw + 4);
+        assert_eq!(u(&v, "frame_bytes"), 24 + 4 * 9610);
+    }
+    // The char-LM too (3 steps, one micro-batch per rank): bit-identical to the reference.
+    let out = dir.join("lm.json");
+    let refo = dir.join("lmref.json");
+    let args = ["--workload", "charlm", "--trainer", "none", "--steps", "3"];
+    let mut a = args.to_vec();
+    a.extend(["--out", out.to_str().unwrap()]);
+    ok(mpirun(2, &a, Duration::from_secs(300)));
+    let mut a = args.to_vec();
+    a.extend(["--out", refo.to_str().unwrap()]);
+    ok(reference(2, &a));
+    assert_eq!(
+        u(&json(&out), "weights_hash"),
+        u(&json(&refo), "weights_hash")
+    );
+}
+
+#[test]
+fn compressed_modes_train_within_their_bounds() {
+    // Digits MLP, full batch split over 2 ranks, 300 steps, no trainer, lr 1e-3, seed 0.
+    // Measured (release, 2026-11-26): f32 90.24%, ternary 89.23%, vsa (10x, error feedback)
+    // 87.21%. Bounds: ternary within 2 points and vsa within 4 points of f32 -- the same
+    // tolerances as the single-process tests of issues 3 and 6 (benches/tests/ternary.rs,
+    // compress.rs); the issues' goals (1 and 2 points) are not met by vsa at 300 steps,
+    // see docs/benchmarks.md.
+    let dir = tmp("modes");
+    let mut acc = Vec::new();
+    for mode in ["f32", "ternary", "vsa"] {
+        let out = dir.join(format!("{mode}.json"));
+        let a = [
+            "--mode",
+            mode,
+            "--trainer",
+            "none",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        ok(mpirun(2, &a, Duration::from_secs(600)));
+        let v = json(&out);
+        assert_eq!(u(&v, "backward_steps"), 300);
+        acc.push((final_metric(&v), u(&v, "frame_bytes")));
+    }
+    let (f32_acc, f32_bytes) = acc[0];
+    assert!(f32_acc > 85.0, "f32 {f32_acc}");
+    assert!(
+        acc[1].0 > f32_acc - 2.0,
+        "ternary {} vs {f32_acc}",
+        acc[1].0
+    );
+    assert!(acc[2].0 > f32_acc - 4.0, "vsa {} vs {f32_acc}", acc[2].0);
+    // Ternary wire size: per parameter 4 bytes per 320-element block + 1 byte per 5 trits.
+    let tern: u64 = [8192u64, 128, 1280, 10]
+        .iter()
+        .map(|&n| 4 * n.div_ceil(320) + n.div_ceil(5))
+        .sum();
+    assert_eq!(acc[1].1, 24 + tern);
+    assert!(f32_bytes > 18 * acc[1].1, "{f32_bytes} vs {}", acc[1].1);
+    assert!(f32_bytes > 9 * acc[2].1, "{f32_bytes} vs {}", acc[2].1);
+}
+
+#[test]
+fn a_killed_rank_stops_the_job_and_resume_gives_the_same_weights() {
+    let dir = tmp("kill");
+    let ck = dir.join("ck");
+    let common = [
+        "--mode",
+        "vsa",
+        "--trainer",
+        "best",
+        "--steps",
+        "60",
+        "--checkpoint-every",
+        "10",
+        "--checkpoint-dir",
+        ck.to_str().unwrap(),
+    ];
+    let mut a = common.to_vec();
+    a.extend(["--kill-rank", "1", "--kill-step", "25"]);
+    let t0 = Instant::now();
+    let o = mpirun(2, &a, Duration::from_secs(120));
+    assert!(!o.status.success(), "the job must fail:\n{}", text(&o));
+    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
+    let t = text(&o);
+    assert!(t.contains("killing myself"), "{t}");
+    assert!(t.contains("signal 9") || t.contains("Killed"), "{t}");
+    assert_eq!(
+        std::fs::read_to_string(ck.join("LATEST")).unwrap().trim(),
+        "20"
+    );
+
+    let resumed = dir.join("resumed.json");
+    let mut a = common.to_vec();
+    a.extend(["--resume", "--out", resumed.to_str().unwrap()]);
+    ok(mpirun(2, &a, Duration::from_secs(300)));
+    let straight = dir.join("straight.json");
+    let a = [
+        "--mode",
+        "vsa",
+        "--trainer",
+        "best",
+        "--steps",
+        "60",
+        "--out",
+        straight.to_str().unwrap(),
+    ];
+    ok(mpirun(2, &a, Duration::from_secs(300)));
+    let (r, s) = (json(&resumed), json(&straight));
+    assert_eq!(u(&r, "resumed_from"), 20);
+    assert_eq!(u(&r, "weights_hash"), u(&s, "weights_hash"));
+    assert_eq!(u(&r, "trainer_digest"), u(&s, "trainer_digest"));
+    assert_eq!(
+        u(&r, "backward_steps") + u(&r, "predicted_steps"),
+        60,
+        "the resumed run's counters continue from the checkpoint"
+    );
+}
+
+#[test]
+fn misconfigured_ranks_all_fail_with_the_same_typed_error() {
+    for (mismatch, field) in [
+        ("seed", "seed is 0 on rank 0 but 1 on rank 1"),
+        ("mode", "mode is f32 on rank 0 but ternary on rank 1"),
+        (
+            "shape",
+            "total gradient elements is 9610 on rank 0 but 9611 on rank 1",
+        ),
+    ] {
+        let o = mpirun(
+            2,
+            &["--steps", "5", "--mismatch", mismatch],
+            Duration::from_secs(120),
+        );
+        assert!(!o.status.success());
+        let t = text(&o);
+        for rank in 0..2 {
+            let line = format!(
+                "rank {rank}: error: gradient exchange: configuration mismatch between ranks: {field}"
+            );
+            assert!(t.contains(&line), "{mismatch}: missing {line:?} in\n{t}");
+        }
+    }
+}
+
+#[test]
+fn a_nan_on_one_rank_stops_every_rank_together() {
+    let o = mpirun(
+        4,
+        &["--steps", "20", "--nan-rank", "2", "--nan-step", "5"],
+        Duration::from_secs(120),
+    );
+    assert!(!o.status.success());
+    let t = text(&o);
+    for rank in 0..4 {
+        let line = format!(
+            "rank {rank}: error: gradient exchange: rank 2 had a non-finite gradient or loss at step 5"
+        );
+        assert!(t.contains(&line), "missing {line:?} in\n{t}");
+    }
+}
