@@ -380,7 +380,7 @@ fn mpi(args: &[String]) -> Result<(), String> {
     let out_dir = root().join("target").join("bench-mpi");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
     let mut runs = Vec::new();
-    let (digits_steps, lm_steps) = if quick { (150, 10) } else { (300, 30) };
+    let (digits_steps, lm_steps) = if quick { (150, 8) } else { (300, 24) };
     // Digits: the full 1500-row training split every step, split over the ranks.
     for ranks in [1, 2, 4] {
         for (mode, trainer) in [
@@ -430,7 +430,7 @@ fn mpi(args: &[String]) -> Result<(), String> {
         train_args(&mut c, r);
         let v = run_json(c, &out_dir.join(format!("run-{i}.json")))?;
         // f32 runs are checked against the single-process reference for the same ranks.
-        let reference = if r.mode == "f32" {
+        let reference = if r.mode == "f32" && (r.workload == "digits" || r.trainer == "none") {
             let mut c = Command::new(mpi_train_exe());
             c.args([
                 "--workload",
@@ -472,9 +472,10 @@ fn mpi(args: &[String]) -> Result<(), String> {
          contributes to the all-gather (24-byte header + payload); *bytes / step* averages it \
          over all steps, predicted steps (which send nothing) included. *ms / step* is training \
          wall time per step (evaluation excluded) on rank 0; *exch ms* the part inside the \
-         exchange (encode, transport, decode, sum). *Target* is the final held-out loss of the \
-         1-rank f32 run without the trainer; *to target* the training seconds until the \
-         held-out loss first reaches it (— = not reached). *f32 check*: the weights of the \
+         exchange (encode, transport, decode, sum). *exch ms* includes the time a rank waits in the all-gather for the slowest rank to finish \
+         its backward pass, so it measures load imbalance as well as transfer. *Target* is the \
+         final held-out loss of the 1-rank f32 run without the trainer, +1 %; *to target* the \
+         training seconds until the held-out loss first reaches it (— = not reached). *f32 check*: the weights of the \
          f32 run equal those of the single-process reference that computes the same shards \
          in the same order.\n",
         q = if quick { " --quick" } else { "" },
@@ -498,7 +499,7 @@ fn mpi(args: &[String]) -> Result<(), String> {
             .iter()
             .find(|(r, _, _)| r.ranks == 1 && r.mode == "f32" && r.trainer == "none")
             .and_then(|(_, v, _)| v["curve"].as_array()?.last()?.get("loss")?.as_f64())
-            .unwrap_or(f64::NAN);
+            .map_or(f64::NAN, |l| 1.01 * l);
         let metric = if workload == "digits" {
             "test acc %"
         } else {

@@ -8,6 +8,7 @@
 use ternary_quant::fused::{
     quantize_stochastic_base3_with_scale_into, quantize_stochastic_planes_with_scale_into,
 };
+use ternary_quant::pack::{check_base3, check_planes};
 use ternary_quant::{
     RngKey, base3_bytes, dequantize_base3_into, dequantize_planes_into, max_abs, plane_words,
 };
@@ -97,7 +98,9 @@ pub trait GradientCodec {
     /// Decodes rank `ctx.rank`'s payload into `out` (overwriting it).
     ///
     /// # Errors
-    /// [`Error::Decode`] on a malformed payload.
+    /// [`Error::Decode`] on a malformed payload; [`Error::LengthMismatch`] when `out` does
+    /// not have the layout given at construction. This crate's codecs validate everything
+    /// before writing, so `out` is untouched on error.
     fn decode(&mut self, ctx: Context, payload: &[u8], out: &mut [Vec<f32>]) -> Result<()>;
     /// Makes the state staged by the last `encode` permanent.
     fn commit(&mut self) {}
@@ -208,6 +211,7 @@ impl GradientCodec for F32Codec {
                 ),
             ));
         }
+        check_grads(&self.lens, out)?;
         let mut chunks = payload.chunks_exact(4);
         for o in out.iter_mut() {
             for (x, c) in o.iter_mut().zip(chunks.by_ref()) {
@@ -388,19 +392,17 @@ impl GradientCodec for TernaryCodec {
                 ),
             ));
         }
+        check_grads(&self.lens, out)?;
+        // Validate everything (scales, packed trits) before writing, so that `out` is
+        // untouched on error. Plane words are converted once, for all parameters.
+        let scale = |c: &[u8]| f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        let packed_err = |e: ternary_quant::Error| decode_error(ctx, e.to_string());
+        self.words.clear();
         let mut at = 0usize;
-        for (o, &n) in out.iter_mut().zip(&self.lens) {
+        for &n in &self.lens {
             let nb = n.div_ceil(self.block);
-            let scales = &payload[at..at + 4 * nb];
-            at += 4 * nb;
-            let packed = &payload[at..at + self.packed_bytes(n)];
-            at += self.packed_bytes(n);
-            let scale_at = |i: usize| {
-                let c = &scales[4 * i..4 * i + 4];
-                f32::from_le_bytes([c[0], c[1], c[2], c[3]])
-            };
-            for i in 0..nb {
-                let s = scale_at(i);
+            for c in payload[at..at + 4 * nb].chunks_exact(4) {
+                let s = scale(c);
                 if !(s.is_finite() && s >= 0.0) {
                     return Err(decode_error(
                         ctx,
@@ -408,30 +410,48 @@ impl GradientCodec for TernaryCodec {
                     ));
                 }
             }
+            at += 4 * nb;
+            let packed = &payload[at..at + self.packed_bytes(n)];
+            at += self.packed_bytes(n);
+            match self.packing {
+                TernaryPacking::Base3 => check_base3(n, packed).map_err(packed_err)?,
+                TernaryPacking::Planes => {
+                    let first = self.words.len();
+                    self.words.extend(packed.chunks_exact(8).map(|c| {
+                        u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
+                    }));
+                    let (plus, minus) = self.words[first..].split_at(plane_words(n));
+                    check_planes(n, plus, minus).map_err(packed_err)?;
+                }
+            }
+        }
+        let (mut at, mut word) = (0usize, 0usize);
+        for (o, &n) in out.iter_mut().zip(&self.lens) {
+            let nb = n.div_ceil(self.block);
+            let scales = &payload[at..at + 4 * nb];
+            at += 4 * nb;
+            let packed = &payload[at..at + self.packed_bytes(n)];
+            at += self.packed_bytes(n);
+            let scale_at = |i: usize| scale(&scales[4 * i..4 * i + 4]);
             match self.packing {
                 TernaryPacking::Base3 => {
                     let per = self.block / 5;
                     for (i, (x, b)) in o.chunks_mut(self.block).zip(packed.chunks(per)).enumerate()
                     {
-                        dequantize_base3_into(b, scale_at(i), x)
-                            .map_err(|e| decode_error(ctx, e.to_string()))?;
+                        dequantize_base3_into(b, scale_at(i), x).map_err(packed_err)?;
                     }
                 }
                 TernaryPacking::Planes => {
                     let w = plane_words(n);
-                    self.words.clear();
-                    self.words.extend(packed.chunks_exact(8).map(|c| {
-                        u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
-                    }));
-                    let (plus, minus) = self.words.split_at(w);
+                    let (plus, minus) = self.words[word..word + 2 * w].split_at(w);
+                    word += 2 * w;
                     let per = self.block / 64;
                     for (i, (x, (p, m))) in o
                         .chunks_mut(self.block)
                         .zip(plus.chunks(per).zip(minus.chunks(per)))
                         .enumerate()
                     {
-                        dequantize_planes_into(p, m, scale_at(i), x)
-                            .map_err(|e| decode_error(ctx, e.to_string()))?;
+                        dequantize_planes_into(p, m, scale_at(i), x).map_err(packed_err)?;
                     }
                 }
             }

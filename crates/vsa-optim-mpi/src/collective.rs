@@ -18,7 +18,8 @@ pub trait Collective {
     /// relative to its other collective calls.
     ///
     /// # Errors
-    /// [`Error::Transport`] when the transport fails or a message is too large for it.
+    /// [`Error::Transport`](crate::Error::Transport) when the transport fails or a message is
+    /// too large for it.
     fn all_gather_bytes(
         &mut self,
         mine: &[u8],

@@ -393,6 +393,13 @@ impl<C: Collective> GradientExchange<C> {
         self.stats.last_frame_bytes = self.send.len();
         self.collective
             .all_gather_bytes(&self.send, &mut self.recv, &mut self.recv_lens)?;
+        if self.recv_lens.len() != self.collective.size() {
+            return Err(Error::Transport(format!(
+                "the all-gather returned {} parts for {} ranks",
+                self.recv_lens.len(),
+                self.collective.size()
+            )));
+        }
         self.stats.bytes_sent += self.send.len() as u64;
         self.stats.bytes_received += (self.recv.len() - self.send.len()) as u64;
 
@@ -484,9 +491,15 @@ impl<C: Collective> GradientExchange<C> {
             &mut self.recv,
             &mut self.recv_lens,
         )?;
-        let n = self.recv_lens.len();
         self.stats.bytes_sent += 8;
-        self.stats.bytes_received += 8 * (n as u64 - 1);
+        self.stats.bytes_received += (self.recv.len() - 8) as u64;
+        // A rank out of lockstep may have sent something else: never read shifted words.
+        if let Some(r) = self.recv_lens.iter().position(|&len| len != 8) {
+            return Err(Error::Decode {
+                rank: r,
+                reason: format!("{} bytes where a u64 was expected", self.recv_lens[r]),
+            });
+        }
         self.recv
             .chunks_exact(8)
             .enumerate()

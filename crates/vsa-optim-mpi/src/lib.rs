@@ -18,7 +18,7 @@
 //! gradient still takes part in the all-gather with a failure flag, so every rank returns
 //! [`Error::NonFinite`] together.
 //!
-//! The transport is a [`Collective`]: [`MpiWorld`] (feature `mpi`, rsmpi over the system's
+//! The transport is a [`Collective`]: `MpiWorld` (feature `mpi`, rsmpi over the system's
 //! MPI, for example Debian's OpenMPI) or [`SingleProcess`]. Without the `mpi` feature this
 //! crate needs no MPI library.
 //!

@@ -437,7 +437,10 @@ fn ternary_is_unbiased_over_steps() {
                 *a += f64::from(v);
             }
         }
-        let (mut chi2, mut k, mut moved) = (0f64, 0usize, 0usize);
+        // Also Σ sign(x)·(m − x)/σ over the same elements, a sum of k independent standard
+        // normals (sd √k): a shrinkage or inflation bias of the decode shifts every term the
+        // same way, so |Σ| ≤ 6√k catches a 1 % scale bias that the per-element bands miss.
+        let (mut chi2, mut k, mut moved, mut zsum) = (0f64, 0usize, 0usize, 0f64);
         for (i, (&xi, &si)) in x.iter().zip(&sum).enumerate() {
             let s = f64::from([0.5f32, 3.0, 1e-3][i / 320]);
             let xi = f64::from(xi);
@@ -450,15 +453,21 @@ fn ternary_is_unbiased_over_steps() {
             );
             if var > 0.0 {
                 chi2 += (m - xi).powi(2) / var;
+                zsum += xi.signum() * (m - xi) / var.sqrt();
                 k += 1;
                 moved += usize::from(m != xi);
             }
         }
         let k = k as f64;
+        println!("{packing:?}: chi2 {chi2:.1} (k = {k}), signed z-sum {zsum:.1}");
         assert!(k > 650.0);
         assert!(
             (chi2 - k).abs() <= 6.0 * (2.0 * k).sqrt(),
             "{packing:?}: chi2 {chi2} with {k} dof"
+        );
+        assert!(
+            zsum.abs() <= 6.0 * k.sqrt(),
+            "{packing:?}: signed z-sum {zsum}"
         );
         // The statistic is not trivially zero: the decodes really are random.
         assert!(moved as f64 > 0.9 * k);
@@ -504,6 +513,11 @@ fn ternary_averaging_ranks_reduces_error() {
             }
         }
         let (e1, en) = (e1 / T as f64, en / T as f64);
+        println!(
+            "{packing:?}: e1/V {:.4}, e{N}·N/V {:.4}",
+            e1 / v,
+            en * N as f64 / v
+        );
         assert!(
             (0.8..1.25).contains(&(e1 / v)),
             "{packing:?}: e1 {e1} vs V {v}"
@@ -686,4 +700,67 @@ fn exchange_mode_names_roundtrip() {
         "F32".parse::<ExchangeMode>(),
         Err(Error::InvalidConfig(_))
     ));
+}
+
+#[test]
+fn ternary_decode_error_leaves_out_untouched() {
+    // The damage sits after data that decodes fine (a later parameter's scale, a later
+    // block's trits), so a decoder that writes as it goes would have changed `out` already.
+    let lens = [400usize, 100];
+    let grads = vec![
+        (0..400).map(|i| (i as f32).sin()).collect::<Vec<f32>>(),
+        (0..100).map(|i| (i as f32).cos()).collect(),
+    ];
+    for packing in PACKINGS {
+        let mut codec = ternary(&lens, 3, packing);
+        let good = encode(&mut codec, ctx(0, 1), &grads);
+        // Parameter 0: 2 scales, then packed; parameter 1 starts after it.
+        let p0 = 8 + match packing {
+            TernaryPacking::Base3 => 80,
+            TernaryPacking::Planes => 16 * 7,
+        };
+        let mut bad_scale = good.clone();
+        bad_scale[p0..p0 + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+        let mut bad_trits = good.clone();
+        match packing {
+            // A byte > 242 in block 1 of parameter 0 (bytes 64.. of its packed part).
+            TernaryPacking::Base3 => bad_trits[8 + 70] = 255,
+            // Plus and minus bit 0 of word 5 (block 1) of parameter 0.
+            TernaryPacking::Planes => {
+                bad_trits[8 + 5 * 8] |= 1;
+                bad_trits[8 + (7 + 5) * 8] |= 1;
+            }
+        }
+        for bad in [bad_scale, bad_trits] {
+            let mut out = vec![vec![9.0f32; 400], vec![9.0f32; 100]];
+            let err = codec.decode(ctx(0, 1), &bad, &mut out).unwrap_err();
+            assert!(matches!(err, Error::Decode { rank: 1, .. }), "{err:?}");
+            assert_eq!(out, [vec![9.0f32; 400], vec![9.0f32; 100]], "{packing:?}");
+        }
+    }
+}
+
+#[test]
+fn decode_checks_the_out_layout() {
+    let lens = [4usize, 2];
+    let grads = vec![vec![1.0f32, 2.0, 3.0, 4.0], vec![5.0, 6.0]];
+    let mut codecs: Vec<Box<dyn GradientCodec>> = vec![
+        Box::new(F32Codec::new(&lens)),
+        Box::new(ternary(&lens, 0, TernaryPacking::Planes)),
+        Box::new(ternary(&lens, 0, TernaryPacking::Base3)),
+    ];
+    for codec in &mut codecs {
+        let payload = encode(codec.as_mut(), ctx(0, 0), &grads);
+        for mut out in [
+            vec![vec![0.0f32; 3]],
+            vec![vec![0.0f32; 4]],
+            vec![vec![0.0f32; 4], vec![0.0; 3]],
+            vec![vec![0.0f32; 4], vec![0.0; 2], vec![0.0; 1]],
+        ] {
+            let before = out.clone();
+            let err = codec.decode(ctx(0, 0), &payload, &mut out).unwrap_err();
+            assert!(matches!(err, Error::LengthMismatch { .. }), "{err:?}");
+            assert_eq!(out, before);
+        }
+    }
 }

@@ -59,6 +59,7 @@ pub struct VsaCodec {
     compressor: VSAGradientCompressor,
     backup: Vec<Vec<f32>>,
     backup_step: u64,
+    staged: bool,
     names: Vec<String>,
 }
 
@@ -85,6 +86,7 @@ impl VsaCodec {
             compressor,
             backup,
             backup_step: 0,
+            staged: false,
             names,
         })
     }
@@ -120,6 +122,7 @@ impl GradientCodec for VsaCodec {
         out: &mut Vec<u8>,
     ) -> vsa_optim_mpi::Result<()> {
         self.backup_step = self.compressor.step();
+        self.staged = true;
         if self.compressor.config().error_feedback {
             for (b, name) in self.backup.iter_mut().zip(&self.names) {
                 if let Some(r) = self.compressor.residual(name) {
@@ -146,8 +149,14 @@ impl GradientCodec for VsaCodec {
         self.compressor.decompress_host_into(&z, out).map_err(bad)
     }
 
+    fn commit(&mut self) {
+        self.staged = false;
+    }
+
     fn rollback(&mut self) {
-        if self.compressor.step() != self.backup_step {
+        // Only an encode that was not committed is undone: a failure before this rank
+        // encoded (its own NaN, or a check before the all-gather) leaves nothing to undo.
+        if std::mem::take(&mut self.staged) {
             self.compressor.set_step(self.backup_step);
             if self.compressor.config().error_feedback {
                 for (b, name) in self.backup.iter().zip(&self.names) {
@@ -211,6 +220,7 @@ impl GradientCodec for VsaCodec {
         }
         self.compressor.set_step(step);
         self.backup_step = step;
+        self.staged = false;
         Ok(())
     }
 }
