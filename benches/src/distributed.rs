@@ -261,6 +261,7 @@ fn grad_store(vars: &[Var], host: &[Vec<f32>]) -> Result<GradStore> {
 
 #[derive(Serialize, Deserialize)]
 struct Meta {
+    ranks: usize,
     step: usize,
     curve: Vec<DpPoint>,
     backward_steps: usize,
@@ -364,6 +365,7 @@ fn train<C: Collective>(
         None => None,
     };
     let mut meta = Meta {
+        ranks,
         step: 0,
         curve: Vec::new(),
         backward_steps: 0,
@@ -392,7 +394,16 @@ fn train<C: Collective>(
                 .restore_codec_state(&state)
                 .map_err(wrap)?;
         }
-        meta = serde_json::from_slice(&std::fs::read(d.join("meta.json"))?).map_err(wrap)?;
+        let stored: Meta =
+            serde_json::from_slice(&std::fs::read(d.join("meta.json"))?).map_err(wrap)?;
+        if stored.ranks != ranks {
+            return Err(candle_core::Error::Msg(format!(
+                "checkpoint {} was written by {} ranks, this run has {ranks}",
+                d.display(),
+                stored.ranks
+            )));
+        }
+        meta = stored;
         resumed_from = latest;
     }
     let eval = |step: usize, secs: f64| -> Result<Option<DpPoint>> {

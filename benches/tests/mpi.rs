@@ -230,6 +230,16 @@ fn a_killed_rank_stops_the_job_and_resume_gives_the_same_weights() {
         straight.to_str().unwrap(),
     ];
     ok(mpirun(2, &a, Duration::from_secs(300)));
+    // A resume on another number of ranks is refused on every rank, not silently wrong.
+    let mut a = common.to_vec();
+    a.push("--resume");
+    let o = mpirun(4, &a, Duration::from_secs(120));
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("was written by 2 ranks, this run has 4"),
+        "{}",
+        text(&o)
+    );
     let (r, s) = (json(&resumed), json(&straight));
     assert_eq!(u(&r, "resumed_from"), 20);
     assert_eq!(u(&r, "weights_hash"), u(&s, "weights_hash"));
