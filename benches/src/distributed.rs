@@ -20,6 +20,7 @@ use vsa_optim_rs::{
     AdamW, DeterministicPhaseConfig, DeterministicPhaseTrainer, ParamSet, ParamsAdamW, VSAConfig,
 };
 
+pub use crate::harness::weights_hash;
 use crate::models::CharLmConfig;
 use crate::tasks::{CharLmTask, DigitsTask, Task};
 use crate::workloads::best_config;
@@ -191,23 +192,6 @@ impl DpResult {
 
 fn wrap(e: impl std::error::Error + Send + Sync + 'static) -> candle_core::Error {
     candle_core::Error::wrap(e)
-}
-
-/// FNV-1a over the f32 bits of `vars`.
-///
-/// # Errors
-/// Candle errors.
-pub fn weights_hash(vars: &[Var]) -> Result<u64> {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for v in vars {
-        for x in v.as_tensor().flatten_all()?.to_vec1::<f32>()? {
-            for b in x.to_bits().to_le_bytes() {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-    }
-    Ok(h)
 }
 
 /// The mean gradient and loss of shard `shard` of step `step` (its `micro_per_rank`

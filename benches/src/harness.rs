@@ -165,7 +165,11 @@ pub fn full_gradient(
     Ok((store, total / k as f32))
 }
 
-fn weights_hash(vars: &[candle_core::Var]) -> Result<u64> {
+/// FNV-1a over the f32 bits of `vars`, in order (the runs' final-weights fingerprint).
+///
+/// # Errors
+/// Candle errors.
+pub fn weights_hash(vars: &[candle_core::Var]) -> Result<u64> {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for v in vars {
         for x in v.as_tensor().flatten_all()?.to_vec1::<f32>()? {

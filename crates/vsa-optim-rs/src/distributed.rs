@@ -32,8 +32,6 @@
 //! # Ok::<(), vsa_optim_rs::Error>(())
 //! ```
 
-use std::collections::HashMap;
-
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
@@ -351,16 +349,7 @@ impl<C: Collective> DataParallel<C> {
         grads: &GradStore,
         loss: f32,
     ) -> Result<(GradStore, f32)> {
-        let vars = self.params.vars_matching(varmap)?;
-        let mut map = HashMap::with_capacity(vars.len());
-        for (spec, var) in self.params.specs().iter().zip(&vars) {
-            let g = grads
-                .get(var.as_tensor())
-                .ok_or_else(|| Error::MissingParameter {
-                    name: spec.name.clone(),
-                })?;
-            map.insert(spec.name.clone(), g.clone());
-        }
+        let (map, vars) = self.params.grad_store_map(varmap, grads)?;
         let host = self.params.to_host_f32(&map)?;
         let loss = self.exchange.mean(step, &host, loss, &mut self.avg)?;
         let mut store = GradStore::default();

@@ -127,6 +127,30 @@ impl ParamSet {
         Ok(vars)
     }
 
+    /// The gradients of `grads` for the variables of `varmap` (which must hold exactly this
+    /// set's parameters) as a name → tensor map, and the variables in this set's order.
+    ///
+    /// # Errors
+    /// As [`ParamSet::vars_matching`]; a variable without a gradient is
+    /// [`Error::MissingParameter`].
+    pub fn grad_store_map(
+        &self,
+        varmap: &VarMap,
+        grads: &candle_core::backprop::GradStore,
+    ) -> Result<(HashMap<String, Tensor>, Vec<Var>)> {
+        let vars = self.vars_matching(varmap)?;
+        let mut map = HashMap::with_capacity(vars.len());
+        for (spec, var) in self.specs.iter().zip(&vars) {
+            let g = grads
+                .get(var.as_tensor())
+                .ok_or_else(|| Error::MissingParameter {
+                    name: spec.name.clone(),
+                })?;
+            map.insert(spec.name.clone(), g.clone());
+        }
+        Ok((map, vars))
+    }
+
     /// The `(name, shape)` pairs of the float variables of `varmap`, sorted by name: the
     /// declaration every `from_varmap` constructor passes to its `new`.
     ///

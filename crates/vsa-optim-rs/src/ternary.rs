@@ -353,16 +353,7 @@ impl TernaryGradientAccumulator {
     /// As [`accumulate`](Self::accumulate); a variable without a gradient is
     /// [`Error::MissingParameter`]. On error nothing changes.
     pub fn accumulate_grad_store(&mut self, varmap: &VarMap, grads: &GradStore) -> Result<()> {
-        let vars = self.params.vars_matching(varmap)?;
-        let mut map = HashMap::with_capacity(vars.len());
-        for (spec, var) in self.params.specs().iter().zip(&vars) {
-            let g = grads
-                .get(var.as_tensor())
-                .ok_or_else(|| Error::MissingParameter {
-                    name: spec.name.clone(),
-                })?;
-            map.insert(spec.name.clone(), g.clone());
-        }
+        let (map, _) = self.params.grad_store_map(varmap, grads)?;
         self.accumulate(&map)
     }
 
