@@ -460,12 +460,28 @@ impl<C: Collective> GradientExchange<C> {
             ));
             let ctx = Context { step, rank: r };
             let payload = &frame[HEADER_BYTES..];
+            // A conforming sender flags its own non-finite values; finite bits from a
+            // non-conforming or corrupted one are still refused, on every rank alike.
+            let corrupt = |what: &str| Error::Decode {
+                rank: r,
+                reason: format!("{what} is not finite although the frame's status is ok"),
+            };
+            if !l.is_finite() {
+                return Err(corrupt("the loss"));
+            }
+            let part = if r == 0 {
+                &mut self.acc
+            } else {
+                &mut self.scratch
+            };
+            self.codec.decode(ctx, payload, part)?;
+            if part.iter().any(|g| g.iter().any(|x| !x.is_finite())) {
+                return Err(corrupt("a decoded gradient"));
+            }
             if r == 0 {
                 loss_sum = l;
-                self.codec.decode(ctx, payload, &mut self.acc)?;
             } else {
                 loss_sum += l;
-                self.codec.decode(ctx, payload, &mut self.scratch)?;
                 for (a, s) in self.acc.iter_mut().zip(&self.scratch) {
                     add_into(a, s)?;
                 }

@@ -1024,6 +1024,26 @@ fn remote_non_finite_is_named_on_every_rank() {
 }
 
 #[test]
+fn non_finite_values_behind_an_ok_status_are_refused() {
+    // A non-conforming (or corrupted) rank 2 sends status ok with a NaN in its payload,
+    // or with a NaN loss: every rank refuses the frame, naming rank 2, output untouched.
+    let step = 4;
+    for me in [0usize, 1] {
+        let (g, mut frames) = good_frames(step);
+        let mut bad = g[2].clone();
+        bad[1][0] = f32::NAN;
+        frames[2] = frame(0, step, 0.5, &f32_payload(&bad));
+        let err = failing_mean(me, step, frames, &g[me]);
+        assert!(matches!(err, Error::Decode { rank: 2, .. }), "{err:?}");
+        assert!(err.to_string().contains("not finite"), "{err}");
+        let (g, mut frames) = good_frames(step);
+        frames[2] = frame(0, step, f32::INFINITY, &f32_payload(&g[2]));
+        let err = failing_mean(me, step, frames, &g[me]);
+        assert!(matches!(err, Error::Decode { rank: 2, .. }), "{err:?}");
+    }
+}
+
+#[test]
 fn remote_encode_failure_is_a_codec_error_naming_the_rank() {
     let step = 3;
     let (g, mut frames) = good_frames(step);
