@@ -22,7 +22,10 @@ fn mpirun(np: usize, args: &[&str], limit: Duration) -> Output {
         "--bind-to",
         "none",
     ]);
-    c.args(["-x", "RAYON_NUM_THREADS=1", "-np", &np.to_string(), EXE]);
+    // No backtraces: error lines stay short single writes that mpirun forwards whole.
+    c.env("RUST_BACKTRACE", "0");
+    c.args(["-x", "RAYON_NUM_THREADS=1", "-x", "RUST_BACKTRACE"]);
+    c.args(["-np", &np.to_string(), EXE]);
     c.args(args);
     wait_with_limit(c, limit)
 }

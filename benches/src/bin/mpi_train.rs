@@ -194,6 +194,16 @@ fn report(r: &DpResult, a: &Args) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Prints the error's first line (no backtrace) as one short write, so that the lines of
+/// different ranks stay whole when mpirun merges their output.
+fn report_error(rank: usize, e: &dyn std::fmt::Display) {
+    use std::io::Write;
+    let msg = e.to_string();
+    let first = msg.lines().next().unwrap_or("");
+    let _ = std::io::stderr().write_all(format!("rank {rank}: error: {first}\n").as_bytes());
+    let _ = std::io::stderr().flush();
+}
+
 fn main() {
     let args = Args::parse();
     if let Some(n) = args.reference {
@@ -219,9 +229,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    let mut world = world;
     let rank = world.rank();
     let s = settings(&args, rank);
-    match run(world, &s) {
+    match run(&mut world, &s) {
         Ok(r) => {
             if rank == 0
                 && let Err(e) = report(&r, &args)
@@ -231,7 +242,11 @@ fn main() {
             }
         }
         Err(e) => {
-            eprintln!("rank {rank}: error: {e}");
+            report_error(rank, &e);
+            // Errors of the exchange (handshake, a rank's NaN) reach every rank: wait until
+            // all have reported before exiting, since mpirun stops the job at the first
+            // non-zero exit. A rank-local error ends the wait after a few seconds.
+            world.barrier_with_timeout(std::time::Duration::from_secs(5));
             std::process::exit(2);
         }
     }

@@ -33,6 +33,31 @@ pub trait Collective {
     fn collective_calls(&self) -> u64;
 }
 
+/// A borrowed collective is a collective, so a caller can lend its world to an exchange and
+/// keep it for what comes after (a final barrier, an abort).
+impl<C: Collective + ?Sized> Collective for &mut C {
+    fn rank(&self) -> usize {
+        (**self).rank()
+    }
+
+    fn size(&self) -> usize {
+        (**self).size()
+    }
+
+    fn all_gather_bytes(
+        &mut self,
+        mine: &[u8],
+        out: &mut Vec<u8>,
+        lens: &mut Vec<usize>,
+    ) -> Result<()> {
+        (**self).all_gather_bytes(mine, out, lens)
+    }
+
+    fn collective_calls(&self) -> u64 {
+        (**self).collective_calls()
+    }
+}
+
 /// The world of one process: rank 0 of 1. All-gather copies the input.
 #[derive(Debug, Default, Clone)]
 pub struct SingleProcess {
@@ -140,6 +165,30 @@ mod mpi_world {
         pub fn barrier(&mut self) {
             self.calls += 1;
             self.world.barrier();
+        }
+
+        /// A barrier that gives up after `timeout`: true when every rank arrived in time.
+        /// Use it before exiting after an error that every rank saw (so that all of them
+        /// report it before `mpirun` stops the job); an error that only some ranks saw ends
+        /// in the timeout instead of a hang. An unfinished barrier is left pending, so call
+        /// this only right before the process exits.
+        pub fn barrier_with_timeout(&mut self, timeout: std::time::Duration) -> bool {
+            self.calls += 1;
+            let t0 = std::time::Instant::now();
+            let mut req = self.world.immediate_barrier();
+            loop {
+                match req.test() {
+                    Ok(_) => return true,
+                    Err(pending) => req = pending,
+                }
+                if t0.elapsed() >= timeout {
+                    // Dropping a pending request panics in rsmpi; the process is about to
+                    // exit, so the request is deliberately leaked.
+                    std::mem::forget(req);
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
         }
     }
 
