@@ -170,16 +170,13 @@ pub fn full_gradient(
 /// # Errors
 /// Candle errors.
 pub fn weights_hash(vars: &[candle_core::Var]) -> Result<u64> {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut bytes = Vec::new();
     for v in vars {
         for x in v.as_tensor().flatten_all()?.to_vec1::<f32>()? {
-            for b in x.to_bits().to_le_bytes() {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
+            bytes.extend_from_slice(&x.to_bits().to_le_bytes());
         }
     }
-    Ok(h)
+    Ok(vsa_optim_rs::vsa_core::rng::fnv1a(bytes))
 }
 
 /// Trains `task` with `method` and returns its measured result.

@@ -46,9 +46,20 @@ pub fn mix(a: u64, b: u64) -> u64 {
 /// assert_eq!(vsa_core::rng::key_from_name("a"), 0xAF63_DC4C_8601_EC8C);
 /// ```
 pub fn key_from_name(name: &str) -> u64 {
+    fnv1a(name.bytes())
+}
+
+/// FNV-1a, 64 bit, over a byte sequence: the workspace's one fingerprint hash (names,
+/// checkpoint states, weights, configurations). Not cryptographic.
+///
+/// ```
+/// assert_eq!(vsa_core::rng::fnv1a(*b"a"), vsa_core::rng::key_from_name("a"));
+/// ```
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
     const OFFSET: u64 = 0xCBF2_9CE4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01B3;
-    name.bytes()
+    bytes
+        .into_iter()
         .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME))
 }
 

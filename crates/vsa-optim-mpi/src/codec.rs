@@ -155,14 +155,7 @@ fn decode_error(ctx: Context, reason: impl Into<String>) -> Error {
 
 /// FNV-1a over little-endian `u64` words: the fingerprints' hash.
 pub(crate) fn fnv(words: impl IntoIterator<Item = u64>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for w in words {
-        for b in w.to_le_bytes() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
+    vsa_core::rng::fnv1a(words.into_iter().flat_map(u64::to_le_bytes))
 }
 
 /// Raw `f32`, little-endian: `4·n` bytes, lossless.

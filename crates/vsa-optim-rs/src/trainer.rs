@@ -448,12 +448,7 @@ impl DeterministicPhaseTrainer {
     /// # Errors
     /// As [`DeterministicPhaseTrainer::state_bytes`].
     pub fn state_digest(&self) -> Result<u64> {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self.state_bytes()? {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        Ok(h)
+        Ok(vsa_core::rng::fnv1a(self.state_bytes()?))
     }
 
     /// Restores a state written by [`DeterministicPhaseTrainer::save`] into a trainer built
