@@ -64,41 +64,55 @@ fn main() -> ternary_quant::Result<()> {
     let n = 1 << 18;
     let k = 8;
     let seeds = 4u64;
-    let schemes: Vec<(String, ScaleGranularity, bool)> = vec![
+    use ternary_quant::ScaleFormat::{F32, Log8};
+    let schemes: Vec<(String, ScaleGranularity, bool, ternary_quant::ScaleFormat)> = vec![
         (
-            "per-tensor, stochastic".into(),
+            "per-tensor, f32 scale".into(),
             ScaleGranularity::PerTensor,
             true,
+            F32,
         ),
         (
-            "block 1280, stochastic".into(),
+            "block 1280, f32 scales".into(),
             ScaleGranularity::PerBlock(1280),
             true,
+            F32,
         ),
         (
-            "block 640, stochastic".into(),
-            ScaleGranularity::PerBlock(640),
-            true,
-        ),
-        (
-            "block 320, stochastic".into(),
+            "block 320, f32 scales (earlier default)".into(),
             ScaleGranularity::PerBlock(320),
             true,
+            F32,
         ),
         (
-            "block 160, stochastic".into(),
-            ScaleGranularity::PerBlock(160),
-            true,
-        ),
-        (
-            "block 80, stochastic".into(),
+            "block 80, f32 scales".into(),
             ScaleGranularity::PerBlock(80),
             true,
+            F32,
+        ),
+        (
+            "block 40, 8-bit log scales".into(),
+            ScaleGranularity::PerBlock(40),
+            true,
+            Log8,
+        ),
+        (
+            "block 25, 8-bit log scales (default)".into(),
+            ScaleGranularity::PerBlock(25),
+            true,
+            Log8,
+        ),
+        (
+            "block 20, 8-bit log scales".into(),
+            ScaleGranularity::PerBlock(20),
+            true,
+            Log8,
         ),
         (
             "block 320, absmean (biased)".into(),
             ScaleGranularity::PerBlock(320),
             false,
+            F32,
         ),
     ];
     let kinds = ["gaussian", "student-t3", "lognormal-scale"];
@@ -118,7 +132,7 @@ fn main() -> ternary_quant::Result<()> {
         })
         .collect();
     let mut out = vec![0f32; n];
-    for (name, gran, stochastic) in &schemes {
+    for (name, gran, stochastic, fmt) in &schemes {
         let mut cells = Vec::new();
         let mut bits = 0.0;
         for (gs, exact) in &datasets {
@@ -130,6 +144,8 @@ fn main() -> ternary_quant::Result<()> {
                     seed,
                     tensor_id: 0,
                     scale_granularity: *gran,
+                    trits_per_element: 1,
+                    scale_format: *fmt,
                 };
                 let mut acc = PackedAccumulator::new(n, cfg)?;
                 for g in gs {

@@ -7,12 +7,15 @@
 //!   `(seed, step, tensor id)` and the element index, so results do not depend on chunking
 //!   or threads.
 //! * Packings ([`pack`]): two `u64` bitplanes, the layout of `vsa_core::TernaryVector`, and
-//!   base 3 with 5 trits per byte. Fused kernels ([`fused`]) quantize straight into either
-//!   packing and dequantize straight out of it, into caller buffers, without allocating;
-//!   [`interop`] hands bitplanes to `vsa_core::TernaryVector` without copying.
-//! * [`PackedAccumulator`] averages micro-batch gradients holding only base-3 trits and one
-//!   `f32` per 320-element block (1.7 bits/element, measured by
-//!   [`PackedAccumulator::memory_bytes`]), and its mean is unbiased.
+//!   base 3 with 5 trits per byte ([`TernaryPacking`] names them); [`levels`] packs 1, 2, 3
+//!   or 5 balanced trits per element into the same base-3 trit stream. Fused kernels
+//!   ([`fused`]) quantize straight into either packing and dequantize straight out of it,
+//!   into caller buffers, without allocating; [`interop`] hands bitplanes to
+//!   `vsa_core::TernaryVector` without copying.
+//! * [`PackedAccumulator`] averages micro-batch gradients holding only packed trits
+//!   (1, 2, 3 or 5 per element) and one scale per block: by default one trit and a one-byte
+//!   logarithmic scale per 25 elements, 1.92 bits/element (measured by
+//!   [`PackedAccumulator::memory_bytes`]); its mean is unbiased.
 //!
 //! The mathematics, the scheme choice and measured numbers are in `docs/ternary.md`.
 //!
@@ -31,8 +34,8 @@
 //! assert_eq!(back[4], 2.0); // |x| = s is kept with probability 1
 //! assert_eq!(back[3], 0.0);
 //!
-//! // Accumulate 4 micro-batches in about 1.7 bits per element.
-//! let n = 4096;
+//! // Accumulate 4 micro-batches in under 2 bits per element.
+//! let n = 1 << 16;
 //! let cfg = AccumulatorConfig { accumulation_steps: 4, seed: 42, tensor_id: 7, ..Default::default() };
 //! let mut acc = PackedAccumulator::new(n, cfg)?;
 //! for k in 0..4 {
@@ -43,6 +46,13 @@
 //! let mut mean = vec![0f32; n];
 //! acc.mean_into(&mut mean)?;
 //! assert!(acc.memory_bytes() * 8 < 2 * n);
+//!
+//! // Two trits per element (9 levels): 3.2 bits of levels plus the same scales.
+//! let two = AccumulatorConfig { trits_per_element: 2, ..cfg };
+//! assert!(PackedAccumulator::new(n, two)?.bits_per_element() < 3.6);
+//! // Unsupported trit counts are typed errors.
+//! let bad = AccumulatorConfig { trits_per_element: 4, ..cfg };
+//! assert!(PackedAccumulator::new(n, bad).is_err());
 //! # Ok::<(), ternary_quant::Error>(())
 //! ```
 //!
@@ -51,18 +61,22 @@
 //! `TernaryGradientAccumulator` wraps [`PackedAccumulator`] for candle tensors.
 #![deny(missing_docs)]
 
+mod acc_step;
 mod accumulator;
 #[cfg(feature = "ndarray")]
 mod array;
 mod error;
 pub mod fused;
 pub mod interop;
+pub mod levels;
 pub mod pack;
 mod quant;
 mod rng;
+mod scales;
 
 pub use accumulator::{
-    AccumulatorConfig, AccumulatorState, DEFAULT_SCALE_BLOCK, PackedAccumulator, ScaleGranularity,
+    AccumulatorConfig, AccumulatorState, DEFAULT_COMPACT_BLOCK, DEFAULT_SCALE_BLOCK,
+    PackedAccumulator, ScaleFormat, ScaleGranularity,
 };
 #[cfg(feature = "ndarray")]
 pub use array::{quantize_absmean_array, quantize_stochastic_array};
@@ -70,6 +84,9 @@ pub use error::{Error, Result};
 pub use fused::{
     dequantize_base3_into, dequantize_planes_into, quantize_absmean_base3_into,
     quantize_absmean_planes_into, quantize_stochastic_base3_into, quantize_stochastic_planes_into,
+};
+pub use levels::{
+    SUPPORTED_TRITS, TernaryPacking, levels_bytes, max_level, pack_levels, unpack_levels,
 };
 pub use pack::{
     base3_bytes, base3_to_planes, pack_base3, pack_planes, plane_words, planes_to_base3,

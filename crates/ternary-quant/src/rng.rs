@@ -60,6 +60,50 @@ pub(crate) fn unit(r: u32) -> f32 {
     ((r >> 8) as i32) as f32 * TWO_POW_M24
 }
 
+/// Sequential 16-bit draws from one stream: element `i` uses the low (even `i`) or high (odd
+/// `i`) half of 32-bit word `⌊i/2⌋`, so one ChaCha word serves two elements. A draw `r`
+/// is the uniform `r·2^-16`, hence a probability `p` becomes `⌈p·2^16⌉/2^16`: a bias of at
+/// most `2^-16` per decision (see `docs/ternary.md`).
+pub(crate) struct Draws16 {
+    rng: ChaCha8Rng,
+    buf: [u16; 2 * DRAW_WORDS],
+    pos: usize,
+}
+
+/// Words generated per refill of [`Draws16`].
+const DRAW_WORDS: usize = 256;
+
+impl Draws16 {
+    /// Draws for elements `0, 1, 2, …` of `key`'s stream.
+    pub(crate) fn new(key: RngKey) -> Self {
+        Self {
+            rng: key.stream_at(0),
+            buf: [0; 2 * DRAW_WORDS],
+            pos: 2 * DRAW_WORDS,
+        }
+    }
+
+    /// The next `out.len()` draws, in element order.
+    #[inline]
+    pub(crate) fn fill(&mut self, out: &mut [u16]) {
+        let mut done = 0;
+        while done < out.len() {
+            if self.pos == self.buf.len() {
+                let mut bytes = [0u8; 4 * DRAW_WORDS];
+                rand_core::RngCore::fill_bytes(&mut self.rng, &mut bytes);
+                for (d, b) in self.buf.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *d = u16::from_le_bytes([b[0], b[1]]);
+                }
+                self.pos = 0;
+            }
+            let n = (out.len() - done).min(self.buf.len() - self.pos);
+            out[done..done + n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+            self.pos += n;
+            done += n;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +125,30 @@ mod tests {
             RngKey::new(7, 3, 12),
         ] {
             assert_ne!(other.stream_at(0).next_u32(), words[0]);
+        }
+    }
+
+    #[test]
+    fn draws16_are_the_halves_of_the_words() {
+        let key = RngKey::new(3, 1, 4);
+        let mut a = key.stream_at(0);
+        let words: Vec<u32> = (0..700).map(|_| a.next_u32()).collect();
+        let mut d = Draws16::new(key);
+        let mut got = vec![0u16; 1400];
+        // Uneven pieces: the sequence must not depend on how it is requested.
+        let mut at = 0;
+        for piece in [1usize, 25, 320, 7, 511, 536] {
+            d.fill(&mut got[at..at + piece]);
+            at += piece;
+        }
+        for (i, &g) in got.iter().enumerate() {
+            let w = words[i / 2];
+            let expect = if i % 2 == 0 {
+                w as u16
+            } else {
+                (w >> 16) as u16
+            };
+            assert_eq!(g, expect, "draw {i}");
         }
     }
 

@@ -171,8 +171,9 @@ proptest! {
     }
 
     #[test]
-    fn accumulator_is_deterministic_and_state_round_trips(len in 0usize..900, seed in any::<u64>(), block in 1usize..100) {
-        let cfg = AccumulatorConfig { accumulation_steps: 3, seed, tensor_id: 9, scale_granularity: ScaleGranularity::PerBlock(block * 5), ..Default::default() };
+    fn accumulator_is_deterministic_and_state_round_trips(len in 0usize..900, seed in any::<u64>(), block in 1usize..100, t in 0usize..4, log8 in any::<bool>()) {
+        let scale_format = if log8 { ScaleFormat::Log8 } else { ScaleFormat::F32 };
+        let cfg = AccumulatorConfig { accumulation_steps: 3, seed, tensor_id: 9, scale_granularity: ScaleGranularity::PerBlock(block * 5), trits_per_element: SUPPORTED_TRITS[t], scale_format, ..Default::default() };
         let g: Vec<f32> = (0..len).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
         let mut a = PackedAccumulator::new(len, cfg).unwrap();
         let mut b = PackedAccumulator::new(len, cfg).unwrap();
@@ -189,4 +190,140 @@ proptest! {
         let mean = a.mean();
         prop_assert!(mean.iter().zip(&g).all(|(m, gi)| m.is_finite() && (*m == 0.0 || m.signum() == gi.signum())));
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Multi-trit packing round trips at every trit count and length, and agrees with the
+    /// single-trit base-3 layout of the trit stream.
+    #[test]
+    fn levels_round_trip(vals in prop::collection::vec(-121i32..=121, 0..700), t in 0usize..4) {
+        let n = SUPPORTED_TRITS[t];
+        let l = max_level(n);
+        let v: Vec<i8> = vals.iter().map(|x| (x % (l + 1)) as i8).collect();
+        let mut bytes = vec![0u8; levels_bytes(n, v.len())];
+        pack_levels(n, &v, &mut bytes).unwrap();
+        let mut back = vec![0i8; v.len()];
+        unpack_levels(n, &bytes, &mut back).unwrap();
+        prop_assert_eq!(&back, &v);
+        // The same bytes read as a plain trit stream give the balanced digits of each value.
+        let mut trits = vec![0i8; usize::from(n) * v.len()];
+        unpack_base3(&bytes, &mut trits).unwrap();
+        for (x, d) in v.iter().zip(trits.chunks(usize::from(n))) {
+            let val = d.iter().rev().fold(0i32, |a, &t| 3 * a + i32::from(t));
+            prop_assert_eq!(val, i32::from(*x));
+        }
+    }
+}
+
+/// The same accumulation run on 4 threads at once gives bit-identical states (no shared or
+/// thread-dependent randomness).
+#[test]
+fn accumulator_is_thread_independent() {
+    let g: Vec<Vec<f32>> = (0..4)
+        .map(|k| {
+            (0..5000)
+                .map(|i| ((i * 31 + k * 7) % 97) as f32 - 48.0)
+                .collect()
+        })
+        .collect();
+    for n in SUPPORTED_TRITS {
+        let cfg = AccumulatorConfig {
+            accumulation_steps: 4,
+            seed: 5,
+            trits_per_element: n,
+            ..Default::default()
+        };
+        let run = || {
+            let mut a = PackedAccumulator::new(5000, cfg).unwrap();
+            for x in &g {
+                a.accumulate(x).unwrap();
+            }
+            a.state()
+        };
+        let single = run();
+        let states: Vec<AccumulatorState> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4).map(|_| s.spawn(run)).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(states.iter().all(|st| *st == single), "{n} trits");
+    }
+}
+
+/// A later micro-batch far larger than the window's earlier ones raises the 8-bit scales'
+/// reference instead of clipping: the mean of a constant 1e-6 and a constant 1e6 tensor is
+/// exact at one trit, and finite up to f32::MAX at every trit count.
+#[test]
+fn later_larger_micro_batch_is_not_clipped() {
+    let mut a = PackedAccumulator::new(
+        60,
+        AccumulatorConfig {
+            accumulation_steps: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    a.accumulate(&[1e-6; 60]).unwrap();
+    a.accumulate(&[1e6; 60]).unwrap();
+    let expect = 0.5f32 * 1e-6 + 0.5 * 1e6;
+    assert!(
+        a.mean().iter().all(|&m| m == expect),
+        "{:?}",
+        &a.mean()[..3]
+    );
+    for n in SUPPORTED_TRITS {
+        let mut a = PackedAccumulator::new(
+            60,
+            AccumulatorConfig {
+                accumulation_steps: 3,
+                trits_per_element: n,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let small: Vec<f32> = (0..60).map(|i| (i as f32 - 30.0) * 1e-30).collect();
+        a.accumulate(&small).unwrap();
+        a.accumulate(&[f32::MAX; 60]).unwrap();
+        a.accumulate(&[-f32::MAX; 60]).unwrap();
+        assert!(a.mean().iter().all(|m| m.is_finite()), "{n} trits");
+    }
+}
+
+/// Unsupported trit counts are typed errors, at construction and on restore.
+#[test]
+fn unsupported_trit_counts_are_rejected() {
+    for n in [0u8, 4, 6, 255] {
+        let cfg = AccumulatorConfig {
+            trits_per_element: n,
+            ..Default::default()
+        };
+        assert!(matches!(
+            PackedAccumulator::new(10, cfg),
+            Err(Error::InvalidParameter {
+                param: "trits_per_element",
+                ..
+            })
+        ));
+        let mut st = PackedAccumulator::new(10, AccumulatorConfig::default())
+            .unwrap()
+            .state();
+        st.config.trits_per_element = n;
+        assert!(PackedAccumulator::from_state(st).is_err());
+    }
+    // A state whose level bytes do not match its trit count is rejected.
+    let mut st = PackedAccumulator::new(
+        10,
+        AccumulatorConfig {
+            trits_per_element: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .state();
+    st.config.trits_per_element = 3;
+    assert!(matches!(
+        PackedAccumulator::from_state(st),
+        Err(Error::LengthMismatch { .. })
+    ));
 }

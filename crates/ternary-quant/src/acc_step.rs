@@ -1,0 +1,155 @@
+//! The per-block requantization kernel of [`crate::PackedAccumulator`].
+//!
+//! One block is processed in 320-element stack tiles: the held levels are decoded, combined
+//! with the gradient into `v = a·unit_old·level + b·g`, the block statistic is taken
+//! (`max|v|`, or `mean|v|` for deterministic single-trit absmean), a scale is chosen, and
+//! `v` is requantized onto `L` levels per sign with that scale. A block of at most one tile
+//! is decoded once; a longer block is decoded twice (statistic, then quantization), so no
+//! `O(len)` scratch exists.
+
+use crate::levels::{decode_levels_f32, encode_levels};
+use crate::pack::BASE3_ZERO;
+use crate::quant::prescale;
+use crate::rng::Draws16;
+
+/// Elements per stack tile.
+pub(crate) const TILE: usize = 320;
+
+/// `2^-16`: a 16-bit draw as a uniform in `[0, 1)`.
+const TWO_POW_M16: f32 = 1.0 / 65_536.0;
+
+/// What one step does to every block.
+pub(crate) struct Step {
+    /// Trits per element.
+    pub n: u8,
+    /// `L` as `f32`.
+    pub l: f32,
+    /// Stochastic (unbiased) or deterministic requantization.
+    pub stochastic: bool,
+    /// Weight of the held mean, `(k−1)/k`.
+    pub a: f32,
+    /// Weight of the new gradient, `1/k`.
+    pub b: f32,
+}
+
+/// Byte range, relative to the block's first byte, of elements `t0..t1` of the block.
+#[inline]
+fn tile_bytes(n: usize, t0: usize, t1: usize) -> (usize, usize) {
+    (n * t0 / 5, (n * t1).div_ceil(5))
+}
+
+#[inline]
+fn values(n: u8, bytes: &[u8], g: &[f32], a_u: f32, b: f32, lv: &mut [f32], v: &mut [f32]) {
+    let lv = &mut lv[..g.len()];
+    decode_levels_f32(n, bytes, lv);
+    for ((o, &l), &gi) in v.iter_mut().zip(lv.iter()).zip(g) {
+        *o = (a_u * l + b * gi).clamp(-f32::MAX, f32::MAX);
+    }
+}
+
+impl Step {
+    /// Requantizes one block in place. `bytes` are the block's level bytes, `g` its gradient
+    /// slice, `old_unit` its current level unit (`scale/L`). `choose` maps the block
+    /// statistic to the stored `(scale, code)`; `draws` supplies one 16-bit draw per element
+    /// (consumed even for an all-zero block, so that positions stay element-indexed).
+    /// Returns what `choose` returned.
+    pub(crate) fn block(
+        &self,
+        bytes: &mut [u8],
+        g: &[f32],
+        old_unit: f32,
+        choose: impl Fn(f32) -> (f32, u8),
+        mut draws: Option<&mut Draws16>,
+    ) -> (f32, u8) {
+        let nb = g.len();
+        let n = usize::from(self.n);
+        let a_u = self.a * old_unit;
+        let absmean = !self.stochastic && self.n == 1;
+        let mut v = [0f32; TILE];
+        let mut lv = [0f32; TILE];
+        let (mut mx, mut sum) = (0f32, 0f64);
+        for t0 in (0..nb).step_by(TILE) {
+            let t1 = (t0 + TILE).min(nb);
+            let (b0, b1) = tile_bytes(n, t0, t1);
+            let vt = &mut v[..t1 - t0];
+            values(self.n, &bytes[b0..b1], &g[t0..t1], a_u, self.b, &mut lv, vt);
+            if absmean {
+                sum += vt.iter().map(|x| f64::from(x.abs())).sum::<f64>();
+            } else {
+                mx = vt.iter().fold(mx, |m, x| m.max(x.abs()));
+            }
+        }
+        let stat = if absmean {
+            (sum / nb.max(1) as f64) as f32
+        } else {
+            mx
+        };
+        let (scale, code) = choose(stat);
+        let mut r = [0u16; TILE];
+        if scale == 0.0 {
+            bytes.fill(BASE3_ZERO);
+            if let Some(d) = draws {
+                for t0 in (0..nb).step_by(TILE) {
+                    d.fill(&mut r[..(nb - t0).min(TILE)]);
+                }
+            }
+            return (scale, code);
+        }
+        let unit = scale / self.l;
+        let (pre, inv) = prescale(unit);
+        let mut q = [0i8; TILE];
+        let single = nb <= TILE;
+        for t0 in (0..nb).step_by(TILE) {
+            let t1 = (t0 + TILE).min(nb);
+            let m = t1 - t0;
+            let (b0, b1) = tile_bytes(n, t0, t1);
+            if !single {
+                values(
+                    self.n,
+                    &bytes[b0..b1],
+                    &g[t0..t1],
+                    a_u,
+                    self.b,
+                    &mut lv,
+                    &mut v[..m],
+                );
+            }
+            let (vt, qt) = (&v[..m], &mut q[..m]);
+            if let Some(d) = draws.as_deref_mut() {
+                let rt = &mut r[..m];
+                d.fill(rt);
+                stochastic_levels(vt, rt, pre, inv, self.l, qt);
+            } else if absmean {
+                crate::quant::threshold_trits(vt, scale, 2.0, qt);
+            } else {
+                nearest_levels(vt, pre, inv, self.l, qt);
+            }
+            encode_levels(self.n, qt, &mut bytes[b0..b1]);
+        }
+        (scale, code)
+    }
+}
+
+/// Unbiased stochastic rounding of `y = |v|/unit ∈ [0, L]` to `⌊y⌋` or `⌊y⌋ + 1`, the latter
+/// with probability `⌈frac(y)·2^16⌉/2^16` (draw `r` below it), signed like `v`.
+#[inline]
+fn stochastic_levels(v: &[f32], r: &[u16], pre: f32, inv: f32, l: f32, q: &mut [i8]) {
+    for ((o, &x), &rw) in q.iter_mut().zip(v).zip(r) {
+        let y = ((x.abs() * pre) * inv).min(l);
+        // y >= 0, so truncation is floor (and one SSE2 instruction, unlike `floor`).
+        let fl = (y as i32) as f32;
+        let up = (f32::from(rw) * TWO_POW_M16 < y - fl) as i32 as f32;
+        let m = (fl + up).min(l) as i8;
+        *o = m * ((x > 0.0) as i8 - (x < 0.0) as i8);
+    }
+}
+
+/// Deterministic nearest level (half away from zero), signed like `v`.
+#[inline]
+fn nearest_levels(v: &[f32], pre: f32, inv: f32, l: f32, q: &mut [i8]) {
+    for (o, &x) in q.iter_mut().zip(v) {
+        let y = ((x.abs() * pre) * inv).min(l);
+        let m = (((y + 0.5) as i32) as f32).min(l) as i8;
+        *o = m * ((x > 0.0) as i8 - (x < 0.0) as i8);
+    }
+}
