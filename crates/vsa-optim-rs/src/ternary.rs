@@ -1,12 +1,16 @@
 //! Ternary gradient accumulation for candle: [`TernaryGradientAccumulator`] averages
-//! micro-batch gradients while holding about 1.7 bits per element instead of an `f32` sum.
+//! micro-batch gradients while holding 1.92 bits per element by default (one trit per element
+//! plus a one-byte scale per 25 elements) instead of a 32-bit `f32` sum.
 //!
 //! Each parameter (in sorted-name order; its index is its tensor id) gets one
-//! [`ternary_quant::PackedAccumulator`], which holds the running mean as base-3 trits and
-//! one `f32` scale per block, and requantizes it stochastically after every micro-batch so
-//! that [`get_accumulated`](TernaryGradientAccumulator::get_accumulated) is an **unbiased**
-//! estimate of the exact mean (see `docs/ternary.md` for the derivation, the variance and the
-//! digits-MLP measurements).
+//! [`ternary_quant::PackedAccumulator`], which holds the running mean as base-3 packed
+//! balanced trits (1, 2, 3 or 5 per element: [`TernaryConfigBuilder::trits_per_element`]) and
+//! one scale per block, and requantizes it stochastically after every micro-batch so that
+//! [`get_accumulated`](TernaryGradientAccumulator::get_accumulated) is an **unbiased**
+//! estimate of the exact mean (see `docs/ternary.md` for the derivation, the error at each
+//! trit count and the digits-MLP measurements). The earlier default (one `f32` scale per 320
+//! elements, 1.7 bits) stays available through
+//! [`TernaryConfigBuilder::scale_format`] and [`TernaryConfigBuilder::scale_block`].
 //!
 //! **Randomness.** Micro-batch `k` of accumulation window `w` (the number of
 //! [`reset`](TernaryGradientAccumulator::reset)s so far, i.e. the optimizer step when the
@@ -28,22 +32,31 @@
 //! use vsa_optim_rs::ternary::{TernaryConfig, TernaryGradientAccumulator};
 //!
 //! let device = Device::Cpu;
-//! let param_shapes = vec![("w".to_string(), vec![256, 64]), ("b".to_string(), vec![64])];
-//! let config = TernaryConfig::builder().accumulation_steps(4).use_stochastic_rounding(true).build();
+//! let param_shapes = vec![("w".to_string(), vec![1024, 64]), ("b".to_string(), vec![64])];
+//! let config = TernaryConfig::builder()
+//!     .accumulation_steps(4)
+//!     .use_stochastic_rounding(true)
+//!     .trits_per_element(1) // 1, 2, 3 or 5 trits: 3, 9, 27 or 243 levels
+//!     .build();
 //! let mut acc = TernaryGradientAccumulator::new(&param_shapes, config, &device)?;
 //! for k in 0..4 {
 //!     let mut gradients = HashMap::new();
-//!     gradients.insert("w".to_string(), Tensor::full(1.0f32 + k as f32, (256, 64), &device)?);
+//!     gradients.insert("w".to_string(), Tensor::full(1.0f32 + k as f32, (1024, 64), &device)?);
 //!     gradients.insert("b".to_string(), Tensor::zeros(64, candle_core::DType::F32, &device)?);
 //!     acc.accumulate(&gradients)?;
 //! }
 //! assert!(acc.ready());
 //! let g = acc.get_accumulated()?;
 //! // A constant block is represented exactly: the mean of 1, 2, 3, 4 is 2.5.
-//! assert_eq!(g["w"].flatten_all()?.to_vec1::<f32>()?, vec![2.5; 256 * 64]);
+//! assert_eq!(g["w"].flatten_all()?.to_vec1::<f32>()?, vec![2.5; 1024 * 64]);
 //! assert_eq!(g["b"].flatten_all()?.to_vec1::<f32>()?, vec![0.0; 64]);
-//! // 16 448 elements held in under 2 bits each, struct overheads included (an f32 sum: 32).
-//! assert!(acc.memory_bytes() * 8 < 2 * 16_448);
+//! // 65 600 elements held in under 2 bits each, struct overheads included (an f32 sum: 32).
+//! assert!(acc.memory_bytes() * 8 < 2 * 65_600);
+//! // Two trits per element: 9 levels, 3.2 bits + scales; an unsupported count is a typed error.
+//! let two = TernaryConfig::builder().accumulation_steps(4).trits_per_element(2).build();
+//! assert!(TernaryGradientAccumulator::new(&param_shapes, two, &device)?.bits_per_element() < 3.6);
+//! let four = TernaryConfig::builder().trits_per_element(4).build();
+//! assert!(TernaryGradientAccumulator::new(&param_shapes, four, &device).is_err());
 //! acc.reset()?;
 //! assert_eq!(acc.count(), 0);
 //! # Ok::<(), vsa_optim_rs::Error>(())
@@ -57,7 +70,8 @@ use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 use ternary_quant::{
-    AccumulatorConfig, AccumulatorState, DEFAULT_SCALE_BLOCK, PackedAccumulator, ScaleGranularity,
+    AccumulatorConfig, AccumulatorState, DEFAULT_COMPACT_BLOCK, PackedAccumulator, ScaleFormat,
+    ScaleGranularity,
 };
 
 use crate::error::{Error, Result};
@@ -87,9 +101,26 @@ pub struct TernaryConfig {
     pub use_stochastic_rounding: bool,
     /// Run seed (default 0).
     pub seed: u64,
-    /// Elements sharing one `f32` scale (default `PerBlock(320)`: 1.7 bits/element;
-    /// `PerBlock(n)` needs `n` a positive multiple of 5; `PerTensor` holds 1.6 bits/element).
+    /// Elements sharing one scale (default `PerBlock(25)`; `PerBlock(n)` needs `n` a positive
+    /// multiple of 5; `PerTensor` holds one scale per tensor).
     pub scale_granularity: ScaleGranularity,
+    /// Balanced trits held per element: 1 (default), 2, 3 or 5 (3, 9, 27 or 243 levels;
+    /// 1.6, 3.2, 4.8 or 8 bits per element before scales).
+    #[serde(default = "one_trit")]
+    pub trits_per_element: u8,
+    /// How block scales are held (default [`ScaleFormat::Log8`], one byte per block;
+    /// [`ScaleFormat::F32`] is the earlier 32-bit scale).
+    #[serde(default = "f32_scales")]
+    pub scale_format: ScaleFormat,
+}
+
+fn one_trit() -> u8 {
+    1
+}
+
+/// Checkpoints written before `scale_format` existed held `f32` scales.
+fn f32_scales() -> ScaleFormat {
+    ScaleFormat::F32
 }
 
 impl Default for TernaryConfig {
@@ -98,7 +129,9 @@ impl Default for TernaryConfig {
             accumulation_steps: 8,
             use_stochastic_rounding: true,
             seed: 0,
-            scale_granularity: ScaleGranularity::PerBlock(DEFAULT_SCALE_BLOCK),
+            scale_granularity: ScaleGranularity::PerBlock(DEFAULT_COMPACT_BLOCK),
+            trits_per_element: 1,
+            scale_format: ScaleFormat::Log8,
         }
     }
 }
@@ -114,8 +147,9 @@ impl TernaryConfig {
     /// Checks every field.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] naming the field: `accumulation_steps = 0`, or a
-    /// `PerBlock(n)` scale block that is not a positive multiple of 5.
+    /// [`Error::InvalidConfig`] naming the field: `accumulation_steps = 0`, a
+    /// `PerBlock(n)` scale block that is not a positive multiple of 5, or
+    /// `trits_per_element` outside {1, 2, 3, 5}.
     pub fn validate(&self) -> Result<()> {
         if self.accumulation_steps == 0 {
             return Err(Error::InvalidConfig {
@@ -131,6 +165,12 @@ impl TernaryConfig {
                 reason: format!("expected PerBlock(n) with n a positive multiple of 5, got {b}"),
             });
         }
+        if !ternary_quant::SUPPORTED_TRITS.contains(&self.trits_per_element) {
+            return Err(Error::InvalidConfig {
+                field: "trits_per_element",
+                reason: format!("expected 1, 2, 3 or 5, got {}", self.trits_per_element),
+            });
+        }
         Ok(())
     }
 
@@ -141,6 +181,8 @@ impl TernaryConfig {
             seed: window_seed(self.seed, window),
             tensor_id: tensor_id as u64,
             scale_granularity: self.scale_granularity,
+            trits_per_element: self.trits_per_element,
+            scale_format: self.scale_format,
         }
     }
 }
@@ -177,6 +219,19 @@ impl TernaryConfigBuilder {
         self
     }
 
+    /// Sets [`TernaryConfig::trits_per_element`] (1, 2, 3 or 5; checked by
+    /// [`TernaryConfig::validate`]).
+    pub fn trits_per_element(mut self, n: u8) -> Self {
+        self.config.trits_per_element = n;
+        self
+    }
+
+    /// Sets [`TernaryConfig::scale_format`].
+    pub fn scale_format(mut self, f: ScaleFormat) -> Self {
+        self.config.scale_format = f;
+        self
+    }
+
     /// Shorthand for `scale_granularity(ScaleGranularity::PerBlock(block))`.
     pub fn scale_block(self, block: usize) -> Self {
         self.scale_granularity(ScaleGranularity::PerBlock(block))
@@ -193,7 +248,7 @@ impl TernaryConfigBuilder {
 /// random draws, so a run restored from it continues bit-identically.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TernaryAccumulatorState {
-    /// Format version (1).
+    /// Format version: 2 (1 = written before trit counts and 8-bit scales; still read).
     pub version: u32,
     /// Parameter names, sorted.
     pub names: Vec<String>,
@@ -207,7 +262,7 @@ pub struct TernaryAccumulatorState {
     pub accumulators: Vec<AccumulatorState>,
 }
 
-/// Averages micro-batch gradients of candle models in packed ternary form (about 1.7 bits per
+/// Averages micro-batch gradients of candle models in packed ternary form (1.92 bits per
 /// element with the default config); see the [module docs](self).
 #[derive(Debug, Clone)]
 pub struct TernaryGradientAccumulator {
@@ -431,7 +486,7 @@ impl TernaryGradientAccumulator {
     /// A copy of the full state, for checkpointing (serde).
     pub fn state(&self) -> TernaryAccumulatorState {
         TernaryAccumulatorState {
-            version: 1,
+            version: 2,
             names: self.params.specs().iter().map(|s| s.name.clone()).collect(),
             shapes: self
                 .params
@@ -453,9 +508,9 @@ impl TernaryGradientAccumulator {
     /// [`Error::Checkpoint`] for any inconsistency, [`Error::InvalidConfig`],
     /// [`Error::Ternary`] for an invalid packed state.
     pub fn from_state(state: TernaryAccumulatorState, device: &Device) -> Result<Self> {
-        if state.version != 1 {
+        if !(1..=2).contains(&state.version) {
             return Err(Error::Checkpoint(format!(
-                "ternary accumulator state version: expected 1, got {}",
+                "ternary accumulator state version: expected 1 or 2, got {}",
                 state.version
             )));
         }
