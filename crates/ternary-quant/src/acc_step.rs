@@ -18,6 +18,26 @@ pub(crate) const TILE: usize = 320;
 /// `2^-16`: a 16-bit draw as a uniform in `[0, 1)`.
 const TWO_POW_M16: f32 = 1.0 / 65_536.0;
 
+/// Stack tiles reused across the blocks of one step (so that small blocks do not pay for
+/// zeroing them again).
+pub(crate) struct Scratch {
+    v: [f32; TILE],
+    lv: [f32; TILE],
+    r: [u16; TILE],
+    q: [i8; TILE],
+}
+
+impl Scratch {
+    pub(crate) fn new() -> Self {
+        Self {
+            v: [0.0; TILE],
+            lv: [0.0; TILE],
+            r: [0; TILE],
+            q: [0; TILE],
+        }
+    }
+}
+
 /// What one step does to every block.
 pub(crate) struct Step {
     /// Trits per element.
@@ -60,19 +80,19 @@ impl Step {
         old_unit: f32,
         choose: impl Fn(f32) -> (f32, u8),
         mut draws: Option<&mut Draws16>,
+        scratch: &mut Scratch,
     ) -> (f32, u8) {
+        let Scratch { v, lv, r, q } = scratch;
         let nb = g.len();
         let n = usize::from(self.n);
         let a_u = self.a * old_unit;
         let absmean = !self.stochastic && self.n == 1;
-        let mut v = [0f32; TILE];
-        let mut lv = [0f32; TILE];
         let (mut mx, mut sum) = (0f32, 0f64);
         for t0 in (0..nb).step_by(TILE) {
             let t1 = (t0 + TILE).min(nb);
             let (b0, b1) = tile_bytes(n, t0, t1);
             let vt = &mut v[..t1 - t0];
-            values(self.n, &bytes[b0..b1], &g[t0..t1], a_u, self.b, &mut lv, vt);
+            values(self.n, &bytes[b0..b1], &g[t0..t1], a_u, self.b, lv, vt);
             if absmean {
                 sum += vt.iter().map(|x| f64::from(x.abs())).sum::<f64>();
             } else {
@@ -85,7 +105,6 @@ impl Step {
             mx
         };
         let (scale, code) = choose(stat);
-        let mut r = [0u16; TILE];
         if scale == 0.0 {
             bytes.fill(BASE3_ZERO);
             if let Some(d) = draws {
@@ -97,7 +116,6 @@ impl Step {
         }
         let unit = scale / self.l;
         let (pre, inv) = prescale(unit);
-        let mut q = [0i8; TILE];
         let single = nb <= TILE;
         for t0 in (0..nb).step_by(TILE) {
             let t1 = (t0 + TILE).min(nb);
@@ -110,7 +128,7 @@ impl Step {
                     &g[t0..t1],
                     a_u,
                     self.b,
-                    &mut lv,
+                    lv,
                     &mut v[..m],
                 );
             }

@@ -17,7 +17,7 @@
 //! packed levels and the scales. The error of this scheme, and why small blocks with 8-bit
 //! scales are the default, is derived in `docs/ternary.md`.
 
-use crate::acc_step::{Step, TILE};
+use crate::acc_step::{Scratch, Step, TILE};
 use crate::error::{Error, Result, check_len};
 use crate::levels::{check_trits_per_element, decode_levels_f32, levels_bytes, max_level};
 use crate::pack::{BASE3_ZERO, check_base3};
@@ -294,6 +294,7 @@ impl PackedAccumulator {
             .then(|| Draws16::new(self.next_rng_key()));
         let blocks = self.len.div_ceil(self.block);
         let nn = usize::from(n);
+        let mut scratch = Scratch::new();
         for bi in 0..blocks {
             let e0 = bi * self.block;
             let e1 = (e0 + self.block).min(self.len);
@@ -316,6 +317,7 @@ impl PackedAccumulator {
                     }
                 },
                 draws.as_mut(),
+                &mut scratch,
             );
             match fmt {
                 ScaleFormat::F32 => self.scales[bi] = s,

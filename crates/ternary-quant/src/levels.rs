@@ -115,18 +115,21 @@ pub(crate) fn decode_levels_f32(n: u8, bytes: &[u8], out: &mut [f32]) {
             }
         }
         _ => {
+            // 40 elements = 8·n whole bytes for every n: a small trit buffer per piece.
             let n = usize::from(n);
-            let mut t = [0i8; 5 * 320];
-            let nt = n * out.len();
-            for (c, &b) in t[..nt.div_ceil(5) * 5].chunks_exact_mut(5).zip(bytes) {
-                c.copy_from_slice(&DECODE[usize::from(b)]);
-            }
-            for (o, d) in out.iter_mut().zip(t[..nt].chunks_exact(n)) {
-                let mut v = 0i32;
-                for &dj in d.iter().rev() {
-                    v = 3 * v + i32::from(dj);
+            let mut t = [0i8; 5 * 40];
+            for (oc, bc) in out.chunks_mut(40).zip(bytes.chunks(8 * n)) {
+                let nt = n * oc.len();
+                for (c, &b) in t[..nt.div_ceil(5) * 5].chunks_exact_mut(5).zip(bc) {
+                    c.copy_from_slice(&DECODE[usize::from(b)]);
                 }
-                *o = v as f32;
+                for (o, d) in oc.iter_mut().zip(t[..nt].chunks_exact(n)) {
+                    let mut v = 0i32;
+                    for &dj in d.iter().rev() {
+                        v = 3 * v + i32::from(dj);
+                    }
+                    *o = v as f32;
+                }
             }
         }
     }
@@ -145,20 +148,28 @@ pub(crate) fn encode_levels(n: u8, values: &[i8], out: &mut [u8]) {
         }
         _ => {
             let n = usize::from(n);
-            let mut t = [0i8; 5 * 320];
-            for (d, &v) in t.chunks_exact_mut(n).zip(values) {
-                let mut q = i32::from(v);
-                for dj in d.iter_mut() {
-                    // Balanced digit: remainder in {-1, 0, 1}.
-                    let r = q.rem_euclid(3);
-                    let digit = if r == 2 { -1 } else { r };
-                    *dj = digit as i8;
-                    q = (q - digit) / 3;
-                }
+            let mut t = [0i8; 5 * 40];
+            for (vc, oc) in values.chunks(40).zip(out.chunks_mut(8 * n)) {
+                encode_levels_piece(n, vc, &mut t, oc);
             }
-            pack_base3_unchecked(&t[..n * values.len()], out);
         }
     }
+}
+
+/// [`encode_levels`] for at most 40 values of `n` in {2, 3} trits, through the buffer `t`.
+#[inline]
+fn encode_levels_piece(n: usize, values: &[i8], t: &mut [i8; 200], out: &mut [u8]) {
+    for (d, &v) in t.chunks_exact_mut(n).zip(values) {
+        let mut q = i32::from(v);
+        for dj in d.iter_mut() {
+            // Balanced digit: remainder in {-1, 0, 1}.
+            let r = q.rem_euclid(3);
+            let digit = if r == 2 { -1 } else { r };
+            *dj = digit as i8;
+            q = (q - digit) / 3;
+        }
+    }
+    pack_base3_unchecked(&t[..n * values.len()], out);
 }
 
 #[cfg(test)]

@@ -56,9 +56,12 @@ pub(crate) fn log8_code(r: f32, m: f32) -> u8 {
     if m == 0.0 {
         return ZERO_CODE;
     }
-    // Estimate from the exponent difference, then settle exactly (s is non-increasing in c).
-    let e = ((r.to_bits() >> 23) as i32 - (m.to_bits() >> 23) as i32).clamp(0, 31);
-    let mut c = (8 * e).clamp(0, i32::from(MAX_CODE)) as u8;
+    // Estimate 8·log2(r/m) from the bit patterns (exponent plus linear mantissa: within
+    // 0.09 octave, i.e. one code), then settle exactly (s is non-increasing in c), so the
+    // result does not depend on the estimate.
+    let lg = |x: f32| x.to_bits() as f32 * (1.0 / 8_388_608.0);
+    let est = (8.0 * (lg(r) - lg(m))) as i32;
+    let mut c = est.clamp(0, i32::from(MAX_CODE)) as u8;
     while c > 0 && log8_scale(r, c) < m {
         c -= 1;
     }
