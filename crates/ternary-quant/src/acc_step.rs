@@ -136,7 +136,11 @@ impl Step {
             if let Some(d) = draws.as_deref_mut() {
                 let rt = &mut r[..m];
                 d.fill(rt);
-                stochastic_levels(vt, rt, pre, inv, self.l, qt);
+                if self.n == 1 {
+                    stochastic_trits(vt, rt, pre, inv, qt);
+                } else {
+                    stochastic_levels(vt, rt, pre, inv, self.l, qt);
+                }
             } else if absmean {
                 crate::quant::threshold_trits(vt, scale, 2.0, qt);
             } else {
@@ -159,6 +163,16 @@ fn stochastic_levels(v: &[f32], r: &[u16], pre: f32, inv: f32, l: f32, q: &mut [
         let up = (f32::from(rw) * TWO_POW_M16 < y - fl) as i32 as f32;
         let m = (fl + up).min(l) as i8;
         *o = m * ((x > 0.0) as i8 - (x < 0.0) as i8);
+    }
+}
+
+/// [`stochastic_levels`] for `L = 1` without float-to-integer conversions (the same trits:
+/// `⌊y⌋ + [r < frac y]` is `[r < y]` for `y < 1`, and 1 for `y >= 1`).
+#[inline]
+fn stochastic_trits(v: &[f32], r: &[u16], pre: f32, inv: f32, q: &mut [i8]) {
+    for ((o, &x), &rw) in q.iter_mut().zip(v).zip(r) {
+        let keep = (f32::from(rw) * TWO_POW_M16 < (x.abs() * pre) * inv) as i8;
+        *o = keep * ((x > 0.0) as i8 - (x < 0.0) as i8);
     }
 }
 
