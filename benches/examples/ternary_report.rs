@@ -1,134 +1,415 @@
-//! Prints the real-gradient tables of `docs/ternary.md`: the error of the ternary mean on
-//! digits-MLP gradients, and exact-vs-ternary training (accuracy, bytes, time) over 3 seeds.
+//! The ternary accumulator's precision frontier (issue 15), printed as markdown and, with
+//! `--write`, placed between the `ternary-frontier` markers of `docs/benchmarks.md`:
 //!
 //! ```text
-//! cargo run --release -p vsa-optim-bench --example ternary_report [-- --quick] [--steps N] [--e2e-only]
+//! cargo run -p vsa-optim-bench --example ternary_report -- [--quick] [--write docs/benchmarks.md]
 //! ```
+//!
+//! Rows: exact f32 sums, bf16 sums, and 1, 2, 3 and 5 trits per element with the earlier
+//! scheme (one f32 scale per 320 elements) and the new default (one 8-bit scale per 25).
+//! 1. The README quick-start case: 8 micro-batches `g_k = μ + ε_k` (cosine and norm ratio to
+//!    the exact mean).
+//! 2. Real digits-MLP micro-batch gradients (8 rows each, k = 4, 8, 16) at steps 0, 300 and
+//!    600 of an exact run: relative L2 error and cosine to the exact mean, and the floor
+//!    (one quantization of the exact mean with the same configuration).
+//! 3. Digits test accuracy after 600 steps of 8 micro-batches of 8, 3 seeds, the AdamW
+//!    learning rate tuned per row on one shared grid (best mean over the seeds).
 
-use candle_core::Device;
-use vsa_optim_bench::tasks::DigitsTask;
+use candle_core::{Device, Result};
+use candle_nn::Optimizer;
+use vsa_optim_bench::harness::grad_map;
+use vsa_optim_bench::tasks::{DigitsTask, Task};
 use vsa_optim_bench::ternary_runs::{
-    Accumulation, DigitsRunSettings, gradient_errors, mean_sd, train_digits,
+    Accumulation, DigitsRunSettings, bf16_bits, bf16_value, mean_sd, train_digits,
 };
 use vsa_optim_rs::ternary::TernaryConfig;
-use vsa_optim_rs::ternary_quant::ScaleGranularity;
+use vsa_optim_rs::ternary_quant::{AccumulatorConfig, PackedAccumulator};
+use vsa_optim_rs::{AdamW, ParamSet, ParamsAdamW};
 
-fn main() -> candle_core::Result<()> {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let dev = Device::Cpu;
-    let args: Vec<String> = std::env::args().collect();
-    let e2e_only = args.iter().any(|a| a == "--e2e-only");
-    let (mut steps, seeds, reps) = if quick {
-        (150, vec![0u64], 4)
-    } else {
-        (600, vec![0u64, 1, 2], 16)
-    };
-    if let Some(i) = args.iter().position(|a| a == "--steps") {
-        steps = args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| candle_core::Error::Msg("--steps needs a number".into()))?;
+/// Micro-batch gradients: micro-batches × parameters × elements.
+type Micro = Vec<Vec<Vec<f32>>>;
+
+/// One row of the frontier.
+#[derive(Clone, Copy)]
+enum Row {
+    F32,
+    Bf16,
+    Ternary { trits: u8, new: bool },
+}
+
+impl Row {
+    fn label(self) -> String {
+        match self {
+            Self::F32 => "f32 sum (exact)".into(),
+            Self::Bf16 => "bf16 sum".into(),
+            Self::Ternary { trits, new: false } => {
+                format!("{trits} trit(s), f32 scale per 320 (earlier)")
+            }
+            Self::Ternary { trits, new: true } => {
+                format!("{trits} trit(s), 8-bit scale per 25 (new)")
+            }
+        }
     }
-    let lr = 1e-3;
-    let stoch = |g| {
-        TernaryConfig::builder()
-            .use_stochastic_rounding(true)
-            .scale_granularity(g)
-            .build()
-    };
-    let configs = [
-        stoch(ScaleGranularity::PerBlock(320)),
-        stoch(ScaleGranularity::PerBlock(80)),
-        stoch(ScaleGranularity::PerTensor),
-        TernaryConfig::builder()
-            .use_stochastic_rounding(false)
-            .scale_block(320)
-            .build(),
+
+    fn config(self) -> Option<AccumulatorConfig> {
+        match self {
+            Self::Ternary { trits, new } => {
+                let base = if new {
+                    AccumulatorConfig::default()
+                } else {
+                    AccumulatorConfig::block320_f32()
+                };
+                Some(AccumulatorConfig {
+                    trits_per_element: trits,
+                    ..base
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn accumulation(self) -> Accumulation {
+        match self {
+            Self::F32 => Accumulation::ExactF32,
+            Self::Bf16 => Accumulation::Bf16,
+            Self::Ternary { .. } => {
+                let c = self.config().unwrap_or_default();
+                Accumulation::Ternary(TernaryConfig {
+                    scale_granularity: c.scale_granularity,
+                    scale_format: c.scale_format,
+                    trits_per_element: c.trits_per_element,
+                    ..TernaryConfig::default()
+                })
+            }
+        }
+    }
+
+    /// Bits held per element at 2^20 elements (one tensor), measured.
+    fn bits(self) -> f64 {
+        match self {
+            Self::F32 => 32.0,
+            Self::Bf16 => 16.0,
+            Self::Ternary { .. } => self
+                .config()
+                .and_then(|c| PackedAccumulator::new(1 << 20, c).ok())
+                .map_or(f64::NAN, |a| a.bits_per_element()),
+        }
+    }
+}
+
+/// The mean of `micro` (micro-batches × parameters × elements) as the row accumulates it,
+/// with `seed` selecting the window's randomness.
+fn row_mean(row: Row, micro: &[Vec<Vec<f32>>], seed: u64) -> Vec<Vec<f32>> {
+    let k = micro.len();
+    match row {
+        Row::F32 => (0..micro[0].len())
+            .map(|p| {
+                let mut s = vec![0f32; micro[0][p].len()];
+                for g in micro {
+                    for (a, b) in s.iter_mut().zip(&g[p]) {
+                        *a += b;
+                    }
+                }
+                s.iter().map(|x| x / k as f32).collect()
+            })
+            .collect(),
+        Row::Bf16 => (0..micro[0].len())
+            .map(|p| {
+                let mut s = vec![0u16; micro[0][p].len()];
+                for g in micro {
+                    for (a, &b) in s.iter_mut().zip(&g[p]) {
+                        *a = bf16_bits(bf16_value(*a) + b);
+                    }
+                }
+                s.iter().map(|&x| bf16_value(x) / k as f32).collect()
+            })
+            .collect(),
+        Row::Ternary { .. } => {
+            let base = row.config().unwrap_or_default();
+            (0..micro[0].len())
+                .map(|p| {
+                    let cfg = AccumulatorConfig {
+                        accumulation_steps: k,
+                        seed,
+                        tensor_id: p as u64,
+                        ..base
+                    };
+                    let n = micro[0][p].len();
+                    let mut acc = PackedAccumulator::new(n, cfg).expect("valid config");
+                    for g in micro {
+                        acc.accumulate(&g[p]).expect("finite gradients");
+                    }
+                    acc.mean()
+                })
+                .collect()
+        }
+    }
+}
+
+/// `(‖a − m‖/‖m‖, cos(a, m), ‖a‖/‖m‖)` over all parameters.
+fn compare(a: &[Vec<f32>], m: &[Vec<f64>]) -> (f64, f64, f64) {
+    let (mut d, mut mm, mut aa, mut am) = (0f64, 0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(m) {
+        for (&p, &q) in x.iter().zip(y) {
+            let p = f64::from(p);
+            d += (p - q).powi(2);
+            mm += q * q;
+            aa += p * p;
+            am += p * q;
+        }
+    }
+    ((d / mm).sqrt(), am / (aa * mm).sqrt(), (aa / mm).sqrt())
+}
+
+fn exact_mean(micro: &[Vec<Vec<f32>>]) -> Vec<Vec<f64>> {
+    (0..micro[0].len())
+        .map(|p| {
+            (0..micro[0][p].len())
+                .map(|i| micro.iter().map(|g| f64::from(g[p][i])).sum::<f64>() / micro.len() as f64)
+                .collect()
+        })
+        .collect()
+}
+
+/// Mean over `reps` windows of `compare(row mean, exact)`, and of the floor: one
+/// quantization of the exact mean with the same configuration.
+fn errors(row: Row, micro: &[Vec<Vec<f32>>], reps: u64) -> [f64; 4] {
+    let m = exact_mean(micro);
+    let m32: Vec<Vec<Vec<f32>>> = vec![
+        m.iter()
+            .map(|v| v.iter().map(|&x| x as f32).collect())
+            .collect(),
     ];
-    let full = DigitsTask::new(None, 1, &dev)?;
-
-    // 1. Error of the ternary mean on real gradients.
-    let tables: &[(usize, &str)] = if e2e_only {
-        &[]
+    let mut out = [0f64; 4];
+    let reps = if matches!(row, Row::Ternary { .. }) {
+        reps
     } else {
-        &[(64, "8 micro-batches of 8"), (512, "8 micro-batches of 64")]
+        1
     };
-    for &(batch, what) in tables {
-        let task = DigitsTask::new(Some(batch), 8, &dev)?;
-        let at: Vec<usize> = if quick {
-            vec![0, 100]
-        } else {
-            vec![0, 50, 200, 600]
-        };
-        let s = DigitsRunSettings { steps, lr, seed: 0 };
-        let (rows, refs) = gradient_errors(&task, &full, s, &at, &configs, reps)?;
-        println!("\n### Relative L2 error, {what} (batch {batch}), seed 0, {reps} windows each\n");
-        println!(
-            "| step | accumulator | rel. L2 error (mean) | min..max | error of the {reps}-window average |"
-        );
-        println!("|---|---|---|---|---|");
-        for r in &rows {
-            println!(
-                "| {} | {} | {:.3} | {:.3}..{:.3} | {:.3} |",
-                r.step, r.label, r.rel_l2, r.range.0, r.range.1, r.rel_l2_of_average
+    for seed in 0..reps {
+        let (e, c, _) = compare(&row_mean(row, micro, seed), &m);
+        let (f, fc, _) = compare(&row_mean(row, &m32, seed), &m);
+        for (o, v) in out.iter_mut().zip([e, c, f, fc]) {
+            *o += v / reps as f64;
+        }
+    }
+    out
+}
+
+fn quickstart(rows: &[Row], out: &mut String) {
+    // README quick start: one 256×64 weight and a 64 bias; 8 micro-batches of a shared
+    // signal μ ~ N(0, 1) plus per-batch noise ε_k ~ N(0, 3²) (SNR 1/3 per micro-batch).
+    let shapes = [256 * 64, 64];
+    let mut r = vsa_optim_rs::vsa_core::rng::chacha_stream(2024, 0);
+    let mut normal = move || {
+        use rand_core::RngCore;
+        let u = ((r.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        let v = ((r.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+    };
+    let mu: Vec<Vec<f32>> = shapes
+        .iter()
+        .map(|&n| (0..n).map(|_| normal()).collect())
+        .collect();
+    let micro: Vec<Vec<Vec<f32>>> = (0..8)
+        .map(|_| {
+            mu.iter()
+                .map(|m| m.iter().map(|x| x + 3.0 * normal()).collect())
+                .collect()
+        })
+        .collect();
+    let m = exact_mean(&micro);
+    out.push_str(
+        "\n#### README quick-start case: 8 micro-batches of μ + ε_k (μ ~ N(0,1), ε ~ N(0,3²)), 16 448 elements, 3 windows\n\n",
+    );
+    out.push_str("| accumulator | bits held/element (2^20) | cosine to exact mean | norm ratio | rel. L2 error |\n|---|---|---|---|---|\n");
+    for &row in rows {
+        let (mut e, mut c, mut nr) = (0.0, 0.0, 0.0);
+        for seed in 0..3 {
+            let (a, b, d) = compare(&row_mean(row, &micro, seed), &m);
+            e += a / 3.0;
+            c += b / 3.0;
+            nr += d / 3.0;
+        }
+        out.push_str(&format!(
+            "| {} | {:.2} | {c:.3} | {nr:.2} | {e:.3} |\n",
+            row.label(),
+            row.bits()
+        ));
+    }
+}
+
+/// Micro-batch gradients (8 rows each) for k = 4, 8, 16 at `steps` of an exact k = 8 run.
+fn real_gradients(steps: &[usize], dev: &Device) -> Result<Vec<(usize, usize, Micro)>> {
+    let task8 = DigitsTask::new(Some(64), 8, dev)?;
+    let others = [
+        (4usize, DigitsTask::new(Some(32), 4, dev)?),
+        (16, DigitsTask::new(Some(128), 16, dev)?),
+    ];
+    let (varmap, model) = task8.build(0)?;
+    let (set, vars) = ParamSet::from_varmap(&varmap).map_err(candle_core::Error::wrap)?;
+    let mut opt =
+        AdamW::from_varmap(&varmap, ParamsAdamW::default()).map_err(candle_core::Error::wrap)?;
+    let host = |task: &DigitsTask, step: usize, j: usize| -> Result<Vec<Vec<f32>>> {
+        let loss = task.micro_loss(model.as_ref(), step, j, 0)?;
+        let g = grad_map(&varmap, &loss.backward()?)?;
+        set.to_host_f32(&g).map_err(candle_core::Error::wrap)
+    };
+    let mut out = Vec::new();
+    let last = steps.iter().copied().max().unwrap_or(0);
+    for step in 0..=last {
+        let micro8: Vec<Vec<Vec<f32>>> = (0..8)
+            .map(|j| host(&task8, step, j))
+            .collect::<Result<_>>()?;
+        if steps.contains(&step) {
+            for (k, t) in &others {
+                let micro = (0..*k).map(|j| host(t, step, j)).collect::<Result<_>>()?;
+                out.push((step, *k, micro));
+            }
+            out.push((step, 8, micro8.clone()));
+        }
+        let mean = exact_mean(&micro8);
+        let mut store = candle_core::backprop::GradStore::default();
+        for (v, m) in vars.iter().zip(&mean) {
+            let m: Vec<f32> = m.iter().map(|&x| x as f32).collect();
+            store.insert(
+                v.as_tensor(),
+                candle_core::Tensor::from_vec(m, v.dims(), v.device())?,
             );
         }
-        println!("\n| step | mini-batch noise ‖M − G_full‖/‖G_full‖ | mean ‖g_k − M‖/‖M‖ |");
-        println!("|---|---|---|");
-        for r in &refs {
-            println!(
-                "| {} | {:.3} | {:.3} |",
-                r.step, r.minibatch_noise, r.micro_spread
-            );
+        opt.step(&store)?;
+    }
+    Ok(out)
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let write = args
+        .iter()
+        .position(|a| a == "--write")
+        .and_then(|i| args.get(i + 1).cloned());
+    let dev = Device::Cpu;
+    let mut rows = vec![Row::F32, Row::Bf16];
+    for trits in [1u8, 2, 3, 5] {
+        for new in [false, true] {
+            rows.push(Row::Ternary { trits, new });
         }
+    }
+    let mut out = String::new();
+    out.push_str("Regenerate: `cargo run -p vsa-optim-bench --example ternary_report -- --write docs/benchmarks.md` (dev profile; all randomness seeded).\n");
+    quickstart(&rows, &mut out);
+
+    // 2. Real gradients.
+    let steps: Vec<usize> = if quick { vec![0] } else { vec![0, 300, 600] };
+    let reps = if quick { 2 } else { 8 };
+    let grads = real_gradients(&steps, &dev)?;
+    out.push_str(&format!(
+        "\n#### Real digits-MLP micro-batch gradients (8 rows each), mean over steps {steps:?} of an exact run and {reps} windows\n\n"
+    ));
+    out.push_str("| accumulator | bits held/element (2^20) | rel. L2 k=4 | k=8 | k=16 | floor (one quantization of the mean) k=4 | k=8 | k=16 | error / floor k=4 | k=8 | k=16 | cosine k=4 | k=8 | k=16 |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for &row in &rows {
+        let mut cells = [[0f64; 4]; 3];
+        for (ki, k) in [4usize, 8, 16].into_iter().enumerate() {
+            let sel: Vec<_> = grads.iter().filter(|g| g.1 == k).collect();
+            for g in &sel {
+                let e = errors(row, &g.2, reps);
+                for (c, v) in cells[ki].iter_mut().zip(e) {
+                    *c += v / sel.len() as f64;
+                }
+            }
+        }
+        let f = |i: usize| cells.map(|c| format!("{:.3}", c[i])).join(" | ");
+        let ratio = cells
+            .map(|c| {
+                if matches!(row, Row::Ternary { .. }) {
+                    format!("{:.2}", c[0] / c[2])
+                } else {
+                    "—".into()
+                }
+            })
+            .join(" | ");
+        out.push_str(&format!(
+            "| {} | {:.2} | {} | {} | {ratio} | {} |\n",
+            row.label(),
+            row.bits(),
+            f(0),
+            f(2),
+            f(1)
+        ));
     }
 
-    // 2. End to end: exact f32 vs ternary accumulation, batch 64 = 8 micro-batches of 8.
+    // 3. Training.
+    let (train_steps, seeds, lrs): (usize, Vec<u64>, Vec<f64>) = if quick {
+        (60, vec![0], vec![1e-3])
+    } else {
+        (600, vec![0, 1, 2], vec![1e-3, 2e-3, 4e-3, 8e-3])
+    };
     let task = DigitsTask::new(Some(64), 8, &dev)?;
-    let methods: Vec<Accumulation> = std::iter::once(Accumulation::ExactF32)
-        .chain(configs.iter().map(|c| Accumulation::Ternary(*c)))
-        .collect();
-    println!(
-        "\n### End to end: digits MLP 64-128-10, AdamW lr {lr}, {steps} steps of 8 micro-batches of 8\n"
-    );
-    println!(
-        "| accumulator | seed | test acc. % | test loss | bytes held | bits/elem | train s | of which accumulator s |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    let mut summary = Vec::new();
-    for m in &methods {
-        let mut accs = Vec::new();
-        let mut secs = Vec::new();
-        let mut bytes = 0;
-        for &seed in &seeds {
-            let r = train_digits(&task, *m, DigitsRunSettings { steps, lr, seed })?;
-            println!(
-                "| {} | {} | {:.2} | {:.4} | {} | {:.2} | {:.2} | {:.2} |",
-                r.label,
-                r.seed,
-                r.test_accuracy,
-                r.test_loss,
-                r.accumulator_bytes,
-                r.bits_per_element,
-                r.train_secs,
-                r.accumulator_secs
-            );
-            accs.push(r.test_accuracy);
-            secs.push(r.train_secs);
-            bytes = r.accumulator_bytes;
+    out.push_str(&format!(
+        "\n#### Digits test accuracy, {train_steps} steps of 8 micro-batches of 8, seeds {seeds:?}, AdamW lr tuned per row on {lrs:?}\n\n"
+    ));
+    out.push_str("| accumulator | bytes held (digits MLP, 9 610 parameters) | best lr | test acc. % per seed | mean ± sd | Δ vs f32 (points) | mean at each lr |\n|---|---|---|---|---|---|---|\n");
+    let mut exact_best = f64::NAN;
+    for &row in &rows {
+        let mut best: Option<(f64, f64, Vec<f64>, usize)> = None;
+        let mut per_lr = Vec::new();
+        for &lr in &lrs {
+            let mut accs = Vec::new();
+            let mut bytes = 0;
+            for &seed in &seeds {
+                let r = train_digits(
+                    &task,
+                    row.accumulation(),
+                    DigitsRunSettings {
+                        steps: train_steps,
+                        lr,
+                        seed,
+                    },
+                )?;
+                accs.push(r.test_accuracy);
+                bytes = r.accumulator_bytes;
+            }
+            let (m, _) = mean_sd(&accs);
+            per_lr.push(format!("{m:.2}"));
+            if best.as_ref().is_none_or(|b| m > b.0) {
+                best = Some((m, lr, accs, bytes));
+            }
         }
-        summary.push((m.label(), mean_sd(&accs), mean_sd(&secs), bytes, accs));
+        let Some((m, lr, accs, bytes)) = best else {
+            continue;
+        };
+        if matches!(row, Row::F32) {
+            exact_best = m;
+        }
+        let (_, sd) = mean_sd(&accs);
+        out.push_str(&format!(
+            "| {} | {bytes} | {lr:e} | {} | {m:.2} ± {sd:.2} | {:+.2} | {} |\n",
+            row.label(),
+            accs.iter()
+                .map(|a| format!("{a:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            m - exact_best,
+            per_lr.join(" / ")
+        ));
+        eprintln!("{} done", row.label());
     }
-    println!(
-        "\n| accumulator | test acc. % (mean ± sd over seeds) | Δ vs exact (points) | bytes held | train s (mean) |"
-    );
-    println!("|---|---|---|---|---|");
-    let exact = summary[0].1.0;
-    for (label, (am, asd), (sm, _), bytes, _) in &summary {
-        println!(
-            "| {label} | {am:.2} ± {asd:.2} | {:+.2} | {bytes} | {sm:.2} |",
-            am - exact
+    print!("{out}");
+    if let Some(path) = write {
+        let (begin, end) = (
+            "<!-- ternary-frontier:begin -->",
+            "<!-- ternary-frontier:end -->",
         );
+        let doc = std::fs::read_to_string(&path)?;
+        let (Some(i), Some(j)) = (doc.find(begin), doc.find(end)) else {
+            return Err(candle_core::Error::Msg(format!(
+                "{path}: missing {begin} / {end} markers"
+            )));
+        };
+        let new = format!("{}{begin}\n{out}{}", &doc[..i], &doc[j..]);
+        std::fs::write(&path, new)?;
+        eprintln!("wrote {path}");
     }
     Ok(())
 }

@@ -31,6 +31,9 @@ fn wrap(e: vsa_optim_rs::Error) -> candle_core::Error {
 pub enum Accumulation {
     /// Exact: an `f32` running sum per element (4 bytes/element), divided by the count.
     ExactF32,
+    /// A `bf16` running sum per element (2 bytes/element, round to nearest even after every
+    /// add), divided by the count.
+    Bf16,
     /// [`TernaryGradientAccumulator`] with this configuration (its `accumulation_steps` is set
     /// to the task's micro-batch count, and its `seed` to the run seed).
     Ternary(TernaryConfig),
@@ -41,12 +44,14 @@ impl Accumulation {
     pub fn label(&self) -> String {
         match self {
             Self::ExactF32 => "exact f32".into(),
+            Self::Bf16 => "bf16 sum".into(),
             Self::Ternary(c) => config_label(c),
         }
     }
 }
 
-/// A short label for a ternary configuration, e.g. `ternary stochastic block 320`.
+/// A short label for a ternary configuration, e.g. `ternary stochastic, block 320`
+/// (with `, 8-bit scales` and `, 2 trits` where they apply).
 pub fn config_label(c: &TernaryConfig) -> String {
     let kind = if c.use_stochastic_rounding {
         "stochastic"
@@ -57,7 +62,101 @@ pub fn config_label(c: &TernaryConfig) -> String {
         vsa_optim_rs::ternary_quant::ScaleGranularity::PerTensor => "per tensor".to_string(),
         vsa_optim_rs::ternary_quant::ScaleGranularity::PerBlock(b) => format!("block {b}"),
     };
-    format!("ternary {kind}, {g}")
+    let f = match c.scale_format {
+        vsa_optim_rs::ternary_quant::ScaleFormat::F32 => "",
+        vsa_optim_rs::ternary_quant::ScaleFormat::Log8 => ", 8-bit scales",
+    };
+    let t = if c.trits_per_element == 1 {
+        String::new()
+    } else {
+        format!(", {} trits", c.trits_per_element)
+    };
+    format!("ternary {kind}, {g}{f}{t}")
+}
+
+/// `x` rounded to the nearest `bf16` (ties to even), as its 16 bits (finite `x`).
+pub fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// The `f32` value of `bf16` bits.
+pub fn bf16_value(h: u16) -> f32 {
+    f32::from_bits(u32::from(h) << 16)
+}
+
+/// A `bf16` running sum per element (2 bytes/element), rounded after every add.
+#[derive(Debug)]
+pub struct Bf16Accumulator {
+    params: ParamSet,
+    sums: Vec<Vec<u16>>,
+    count: usize,
+}
+
+impl Bf16Accumulator {
+    /// Zero sums for `params`.
+    pub fn new(params: ParamSet) -> Self {
+        let sums = params
+            .specs()
+            .iter()
+            .map(|s| vec![0u16; s.numel()])
+            .collect();
+        Self {
+            params,
+            sums,
+            count: 0,
+        }
+    }
+
+    /// Adds one micro-batch of host vectors (one per parameter, sorted by name).
+    pub fn accumulate_host(&mut self, host: &[Vec<f32>]) {
+        for (s, g) in self.sums.iter_mut().zip(host) {
+            for (a, &b) in s.iter_mut().zip(g) {
+                *a = bf16_bits(bf16_value(*a) + b);
+            }
+        }
+        self.count += 1;
+    }
+
+    /// Adds one micro-batch (validated like the facade).
+    ///
+    /// # Errors
+    /// Facade validation errors.
+    pub fn accumulate(&mut self, grads: &HashMap<String, Tensor>) -> vsa_optim_rs::Result<()> {
+        let host = self.params.to_host_f32(grads)?;
+        self.accumulate_host(&host);
+        Ok(())
+    }
+
+    /// The mean per parameter, sorted by name.
+    pub fn mean_host(&self) -> Vec<Vec<f32>> {
+        let k = self.count.max(1) as f32;
+        self.sums
+            .iter()
+            .map(|s| s.iter().map(|&x| bf16_value(x) / k).collect())
+            .collect()
+    }
+
+    /// Zeroes the sums.
+    pub fn reset(&mut self) {
+        self.count = 0;
+        for s in &mut self.sums {
+            s.fill(0);
+        }
+    }
+
+    /// Bytes held: the sums' capacities (2 bytes/element) plus their `Vec` headers.
+    pub fn memory_bytes(&self) -> usize {
+        self.sums
+            .iter()
+            .map(|s| s.capacity() * 2 + std::mem::size_of::<Vec<u16>>())
+            .sum()
+    }
+
+    /// `8 · memory_bytes() / elements`.
+    pub fn bits_per_element(&self) -> f64 {
+        (self.memory_bytes() * 8) as f64 / self.params.total_numel() as f64
+    }
 }
 
 /// The reference accumulator: one `f32` sum per element, on the host (the same conversion
@@ -165,6 +264,7 @@ pub struct AccRunResult {
 
 enum Acc {
     Exact(ExactAccumulator),
+    Bf16(Bf16Accumulator),
     Ternary(Box<TernaryGradientAccumulator>),
 }
 
@@ -199,6 +299,7 @@ pub fn train_digits(
     let mut opt = AdamW::from_varmap(&varmap, params).map_err(wrap)?;
     let mut a = match acc {
         Accumulation::ExactF32 => Acc::Exact(ExactAccumulator::new(set)),
+        Accumulation::Bf16 => Acc::Bf16(Bf16Accumulator::new(set)),
         Accumulation::Ternary(c) => {
             let c = TernaryConfig {
                 accumulation_steps: k,
@@ -219,6 +320,7 @@ pub fn train_digits(
             let t1 = Instant::now();
             match &mut a {
                 Acc::Exact(e) => e.accumulate(&grad_map(&varmap, &g)?).map_err(wrap)?,
+                Acc::Bf16(e) => e.accumulate(&grad_map(&varmap, &g)?).map_err(wrap)?,
                 Acc::Ternary(t) => t.accumulate_grad_store(&varmap, &g).map_err(wrap)?,
             }
             acc_secs += t1.elapsed().as_secs_f64();
@@ -226,6 +328,11 @@ pub fn train_digits(
         let t1 = Instant::now();
         let store = match &mut a {
             Acc::Exact(e) => {
+                let st = store_from_host(&vars, &e.mean_host())?;
+                e.reset();
+                st
+            }
+            Acc::Bf16(e) => {
                 let st = store_from_host(&vars, &e.mean_host())?;
                 e.reset();
                 st
@@ -243,6 +350,7 @@ pub fn train_digits(
     let (test_loss, test_accuracy) = task.eval(model.as_ref())?;
     let (accumulator_bytes, bits_per_element) = match &a {
         Acc::Exact(e) => (e.memory_bytes(), e.bits_per_element()),
+        Acc::Bf16(e) => (e.memory_bytes(), e.bits_per_element()),
         Acc::Ternary(t) => (t.memory_bytes(), t.bits_per_element()),
     };
     Ok(AccRunResult {

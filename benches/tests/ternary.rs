@@ -10,7 +10,7 @@ use vsa_optim_bench::ternary_runs::{
 use vsa_optim_rs::ternary::TernaryConfig;
 
 #[test]
-fn exact_and_ternary_training_reach_similar_accuracy_with_16x_less_memory() {
+fn exact_and_ternary_training_reach_similar_accuracy_with_13x_less_memory() {
     let dev = Device::Cpu;
     let task = DigitsTask::new(Some(64), 8, &dev).unwrap();
     let s = DigitsRunSettings {
@@ -33,15 +33,15 @@ fn exact_and_ternary_training_reach_similar_accuracy_with_16x_less_memory() {
     );
     // Bytes held, measured: 9610 parameters; exact = 4 bytes each + 4 Vec headers.
     assert_eq!(exact.accumulator_bytes, 9610 * 4 + 4 * 24);
-    // Ternary: 1.6 bits of trits + one f32 per 320 elements + a ~120-byte struct for each of
-    // the 4 tensors: under 1/15 of the f32 sum even with the per-tensor constants.
+    // Default (issue 15): one code byte per 25 elements instead of an f32 per 320, so the
+    // tiny model holds 2 902 bytes (2.42 bits/element with the four ~144-byte structs).
     assert!(
-        tern.accumulator_bytes * 15 < exact.accumulator_bytes,
+        tern.accumulator_bytes * 13 < exact.accumulator_bytes,
         "{} vs {}",
         tern.accumulator_bytes,
         exact.accumulator_bytes
     );
-    assert!(tern.bits_per_element < 2.2, "{}", tern.bits_per_element);
+    assert!(tern.bits_per_element < 2.5, "{}", tern.bits_per_element);
 }
 
 #[test]
@@ -65,8 +65,8 @@ fn real_gradient_error_is_bounded_and_averages_out_only_when_stochastic() {
     assert_eq!(rows.len(), 4);
     assert_eq!(refs.len(), 1);
     let (st, st_ref, de) = (&rows[0], &rows[1], &rows[2]);
-    // Measured (release, step 0): stochastic 2.66, one quantization of the exact mean 1.20,
-    // absmean 0.91. The theory (docs/ternary.md §3) puts the accumulated error at about
+    // Measured (step 0, default block 25 with 8-bit scales): stochastic ≈ 1.9, one
+    // quantization of the exact mean ≈ 0.9 (the earlier block-320 default: 2.66 and 1.20). The theory (docs/ternary.md §3) puts the accumulated error at about
     // √2–3 × the single-quantization error; we accept a wide band around it.
     assert!(st.rel_l2 > 1.0 && st.rel_l2 < 5.0, "{}", st.rel_l2);
     assert!(
