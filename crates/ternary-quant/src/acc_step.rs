@@ -68,6 +68,70 @@ fn values(n: u8, bytes: &[u8], g: &[f32], a_u: f32, b: f32, lv: &mut [f32], v: &
 }
 
 impl Step {
+    /// Requantizes a run of whole blocks of `block` elements (`g.len() <= TILE`; only the
+    /// tensor's last block may be short) with one decode, one draw copy and one pack.
+    /// Element by element identical to [`Step::block`] on each block in order.
+    /// `old_units[j]` is block `j`'s current level unit; `chosen[j]` receives its
+    /// `(scale, code)`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn blocks(
+        &self,
+        bytes: &mut [u8],
+        g: &[f32],
+        block: usize,
+        old_units: &[f32],
+        choose: impl Fn(f32) -> (f32, u8),
+        draws: Option<&mut Draws16>,
+        scratch: &mut Scratch,
+        chosen: &mut [(f32, u8)],
+    ) {
+        let m = g.len();
+        let Scratch { v, lv, r, q } = scratch;
+        decode_levels_f32(self.n, bytes, &mut lv[..m]);
+        let absmean = !self.stochastic && self.n == 1;
+        let stochastic = draws.is_some();
+        if let Some(d) = draws {
+            d.fill(&mut r[..m]);
+        }
+        let parts = g
+            .chunks(block)
+            .zip(lv[..m].chunks(block))
+            .zip(v[..m].chunks_mut(block))
+            .zip(q[..m].chunks_mut(block))
+            .zip(r[..m].chunks(block));
+        for (j, ((((gs, ls), vs), qs), rs)) in parts.enumerate() {
+            let a_u = self.a * old_units[j];
+            for ((o, &l), &gi) in vs.iter_mut().zip(ls).zip(gs) {
+                *o = (a_u * l + self.b * gi).clamp(-f32::MAX, f32::MAX);
+            }
+            let stat = if absmean {
+                let sum = vs.iter().map(|x| f64::from(x.abs())).sum::<f64>();
+                (sum / vs.len().max(1) as f64) as f32
+            } else {
+                vs.iter().fold(0f32, |m, x| m.max(x.abs()))
+            };
+            let (scale, code) = choose(stat);
+            chosen[j] = (scale, code);
+            if scale == 0.0 {
+                qs.fill(0);
+                continue;
+            }
+            let (pre, inv) = prescale(scale / self.l);
+            if stochastic {
+                if self.n == 1 {
+                    stochastic_trits(vs, rs, pre, inv, qs);
+                } else {
+                    stochastic_levels(vs, rs, pre, inv, self.l, qs);
+                }
+            } else if absmean {
+                crate::quant::threshold_trits(vs, scale, 2.0, qs);
+            } else {
+                nearest_levels(vs, pre, inv, self.l, qs);
+            }
+        }
+        encode_levels(self.n, &q[..m], bytes);
+    }
+
     /// Requantizes one block in place. `bytes` are the block's level bytes, `g` its gradient
     /// slice, `old_unit` its current level unit (`scale/L`). `choose` maps the block
     /// statistic to the stored `(scale, code)`; `draws` supplies one 16-bit draw per element

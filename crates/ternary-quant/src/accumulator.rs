@@ -295,33 +295,64 @@ impl PackedAccumulator {
         let blocks = self.len.div_ceil(self.block);
         let nn = usize::from(n);
         let mut scratch = Scratch::new();
-        for bi in 0..blocks {
-            let e0 = bi * self.block;
-            let e1 = (e0 + self.block).min(self.len);
-            let old_unit = self.scale(bi) / step.l;
-            let bytes = &mut self.trits[nn * e0 / 5..(nn * e1).div_ceil(5)];
-            let fmt = self.config.scale_format;
-            let (s, c) = step.block(
-                bytes,
-                &grad[e0..e1],
-                old_unit,
-                |stat| match fmt {
-                    ScaleFormat::F32 => (stat, 0),
-                    ScaleFormat::Log8 => {
-                        let c = if stat >= r_new {
-                            if stat == 0.0 { ZERO_CODE } else { 0 }
-                        } else {
-                            log8_code(r_new, stat)
-                        };
-                        (log8_scale(r_new, c), c)
+        let fmt = self.config.scale_format;
+        let choose = move |stat: f32| match fmt {
+            ScaleFormat::F32 => (stat, 0),
+            ScaleFormat::Log8 => {
+                let c = if stat >= r_new {
+                    if stat == 0.0 { ZERO_CODE } else { 0 }
+                } else {
+                    log8_code(r_new, stat)
+                };
+                (log8_scale(r_new, c), c)
+            }
+        };
+        if self.block <= TILE {
+            // Whole blocks per stack tile: one decode, one draw copy, one pack per tile.
+            let tile = TILE / self.block * self.block;
+            let mut units = [0f32; TILE / 5];
+            let mut chosen = [(0f32, 0u8); TILE / 5];
+            for t0 in (0..self.len).step_by(tile) {
+                let t1 = (t0 + tile).min(self.len);
+                let (bi0, nbk) = (t0 / self.block, (t1 - t0).div_ceil(self.block));
+                for (j, u) in units[..nbk].iter_mut().enumerate() {
+                    *u = self.scale(bi0 + j) / step.l;
+                }
+                step.blocks(
+                    &mut self.trits[nn * t0 / 5..(nn * t1).div_ceil(5)],
+                    &grad[t0..t1],
+                    self.block,
+                    &units[..nbk],
+                    choose,
+                    draws.as_mut(),
+                    &mut scratch,
+                    &mut chosen[..nbk],
+                );
+                for (j, &(s, c)) in chosen[..nbk].iter().enumerate() {
+                    match fmt {
+                        ScaleFormat::F32 => self.scales[bi0 + j] = s,
+                        ScaleFormat::Log8 => self.codes[bi0 + j] = c,
                     }
-                },
-                draws.as_mut(),
-                &mut scratch,
-            );
-            match fmt {
-                ScaleFormat::F32 => self.scales[bi] = s,
-                ScaleFormat::Log8 => self.codes[bi] = c,
+                }
+            }
+        } else {
+            for bi in 0..blocks {
+                let e0 = bi * self.block;
+                let e1 = (e0 + self.block).min(self.len);
+                let old_unit = self.scale(bi) / step.l;
+                let bytes = &mut self.trits[nn * e0 / 5..(nn * e1).div_ceil(5)];
+                let (s, c) = step.block(
+                    bytes,
+                    &grad[e0..e1],
+                    old_unit,
+                    choose,
+                    draws.as_mut(),
+                    &mut scratch,
+                );
+                match fmt {
+                    ScaleFormat::F32 => self.scales[bi] = s,
+                    ScaleFormat::Log8 => self.codes[bi] = c,
+                }
             }
         }
         if self.config.scale_format == ScaleFormat::Log8 {
