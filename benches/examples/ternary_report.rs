@@ -343,7 +343,7 @@ fn main() -> Result<()> {
     let (train_steps, seeds, lrs): (usize, Vec<u64>, Vec<f64>) = if quick {
         (60, vec![0], vec![1e-3])
     } else {
-        (600, vec![0, 1, 2], vec![1e-3, 2e-3, 4e-3, 8e-3])
+        (600, vec![0, 1, 2], vec![1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2])
     };
     let task = DigitsTask::new(Some(64), 8, &dev)?;
     out.push_str(&format!(
