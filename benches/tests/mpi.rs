@@ -205,13 +205,20 @@ fn a_killed_rank_stops_the_job_and_resume_gives_the_same_weights() {
     ];
     let mut a = common.to_vec();
     a.extend(["--kill-rank", "1", "--kill-step", "25"]);
-    let t0 = Instant::now();
-    let o = mpirun(2, &a, Duration::from_secs(120));
-    assert!(!o.status.success(), "the job must fail:\n{}", text(&o));
-    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
+    // A hang is what this guards against: a generous bound (the run itself takes seconds),
+    // so that a loaded machine does not fail it.
+    let o = mpirun(2, &a, Duration::from_secs(600));
     let t = text(&o);
+    // mpirun reports a rank killed by SIGKILL through its own exit status, 128 + 9 (OpenMPI
+    // 4.1), or is itself ended by that signal; not the exit code 2 of a rank that returned an
+    // error. Its wording is not relied on.
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        o.status.code() == Some(128 + 9) || o.status.signal() == Some(9),
+        "the job must end by the rank's SIGKILL, got {}:\n{t}",
+        o.status
+    );
     assert!(t.contains("killing myself"), "{t}");
-    assert!(t.contains("signal 9") || t.contains("Killed"), "{t}");
     assert_eq!(
         std::fs::read_to_string(ck.join("LATEST")).unwrap().trim(),
         "20"
@@ -277,6 +284,38 @@ fn misconfigured_ranks_all_fail_with_the_same_typed_error() {
             );
             assert!(t.contains(&line), "{mismatch}: missing {line:?} in\n{t}");
         }
+    }
+}
+
+#[test]
+fn an_oversize_message_stops_every_rank_together() {
+    // Rank 1's transport takes at most 1000 bytes (MPI's own limit is 2^31 - 1: an f32
+    // frame of about 512M parameters). The 64-byte handshake fits; the first 38,464-byte
+    // gradient frame does not, and both ranks learn it from the gathered lengths: both
+    // report the same error and exit, neither waits.
+    let o = mpirun(
+        2,
+        &[
+            "--mode",
+            "f32",
+            "--trainer",
+            "none",
+            "--steps",
+            "5",
+            "--limit-rank",
+            "1",
+            "--limit-bytes",
+            "1000",
+        ],
+        Duration::from_secs(300),
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    for rank in 0..2 {
+        let line = format!(
+            "rank {rank}: error: gradient exchange: rank 0's message of 38464 bytes at offset 0 of the gathered buffer exceeds the transport's limit of 1000 bytes"
+        );
+        assert!(t.contains(&line), "missing {line:?} in\n{t}");
     }
 }
 

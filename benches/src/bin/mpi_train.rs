@@ -31,7 +31,7 @@ enum TrainerChoice {
     None,
     /// The best configuration measured (F1 P1 C1).
     Best,
-    /// The seed's defaults.
+    /// The defaults of vsa-optim-rs 0.1.1.
     Defaults,
 }
 
@@ -88,6 +88,12 @@ struct Args {
     /// Test hook: the step of --nan-rank's NaN.
     #[arg(long)]
     nan_step: Option<usize>,
+    /// Test hook: this rank's transport takes messages of at most --limit-bytes.
+    #[arg(long)]
+    limit_rank: Option<usize>,
+    /// Test hook: --limit-rank's message limit in bytes (MPI's own is 2^31 - 1).
+    #[arg(long)]
+    limit_bytes: Option<u64>,
     /// Test hook: rank 1 starts with a different seed, mode or parameter shape.
     #[arg(long, value_enum)]
     mismatch: Option<Mismatch>,
@@ -231,6 +237,9 @@ fn main() {
     };
     let mut world = world;
     let rank = world.rank();
+    if let Some(bytes) = args.limit_bytes.filter(|_| args.limit_rank == Some(rank)) {
+        world.set_limit(bytes);
+    }
     let s = settings(&args, rank);
     match run(&mut world, &s) {
         Ok(r) => {

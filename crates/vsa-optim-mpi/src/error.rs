@@ -69,6 +69,31 @@ pub enum Error {
     /// `vsa-optim-rs`).
     #[error("codec error: {0}")]
     Codec(String),
+    /// A message is too large for the transport. Found from the all-gathered message
+    /// lengths before any payload moves ([`LengthsFirst`](crate::LengthsFirst)), so every
+    /// rank returns the same error and none waits for a transfer that will not happen.
+    #[error(
+        "rank {rank}'s message of {bytes} bytes at offset {offset} of the gathered buffer exceeds the transport's limit of {limit} bytes (per message and per offset); no rank sent its payload"
+    )]
+    MessageTooLarge {
+        /// The first rank whose message (or its offset) is over the limit.
+        rank: usize,
+        /// That rank's message length in bytes.
+        bytes: u64,
+        /// Where that message starts in the gathered buffer (the sum of the lengths of the
+        /// ranks before it).
+        offset: u64,
+        /// The smallest limit that any rank's transport stated.
+        limit: u64,
+    },
+    /// A [`Collective`](crate::Collective) returned an all-gather that does not add up (a
+    /// bug in a user-implemented transport): the wrong number of parts, part lengths that
+    /// do not sum to the bytes received, or this rank's own part changed.
+    #[error("the collective returned a malformed all-gather: {reason}")]
+    MalformedGather {
+        /// What does not add up.
+        reason: String,
+    },
     /// The transport failed or is not available.
     #[error("transport error: {0}")]
     Transport(String),

@@ -153,6 +153,47 @@ pub fn layout_hash(params: &[(String, Vec<usize>)]) -> u64 {
     fnv(words)
 }
 
+/// Checks what a [`Collective`] returned before anything reads it: one part per rank, part
+/// lengths that add up to the bytes received, and this rank's own part equal to what it sent.
+/// A transport implemented outside this crate may get this wrong; a slice is never taken on
+/// its word.
+///
+/// # Errors
+/// [`Error::MalformedGather`] saying what does not add up.
+fn check_gather<C: Collective + ?Sized>(
+    collective: &C,
+    mine: &[u8],
+    recv: &[u8],
+    lens: &[usize],
+) -> Result<()> {
+    let bad = |reason: String| Err(Error::MalformedGather { reason });
+    let (rank, size) = (collective.rank(), collective.size());
+    if lens.len() != size || rank >= size {
+        return bad(format!(
+            "{} parts for {size} ranks, this process being rank {rank}",
+            lens.len()
+        ));
+    }
+    let Some(total) = lens.iter().try_fold(0usize, |a, &l| a.checked_add(l)) else {
+        return bad("the part lengths overflow".into());
+    };
+    if total != recv.len() {
+        return bad(format!(
+            "part lengths add up to {total} bytes, but {} bytes were received",
+            recv.len()
+        ));
+    }
+    let at: usize = lens[..rank].iter().sum();
+    if recv[at..at + lens[rank]] != *mine {
+        return bad(format!(
+            "rank {rank}'s own part ({} bytes) differs from the {} bytes it sent",
+            lens[rank],
+            mine.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Settings that every rank must agree on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ExchangeConfig {
@@ -246,7 +287,9 @@ impl<C: Collective> GradientExchange<C> {
             user: config.user_fingerprint,
         };
         let (mut recv, mut recv_lens) = (Vec::new(), Vec::new());
-        collective.all_gather_bytes(&mine.to_bytes(), &mut recv, &mut recv_lens)?;
+        let mine = mine.to_bytes();
+        collective.all_gather_bytes(&mine, &mut recv, &mut recv_lens)?;
+        check_gather(&collective, &mine, &recv, &recv_lens)?;
         let mut all = Vec::with_capacity(recv_lens.len());
         let mut at = 0;
         for (r, &len) in recv_lens.iter().enumerate() {
@@ -393,13 +436,7 @@ impl<C: Collective> GradientExchange<C> {
         self.stats.last_frame_bytes = self.send.len();
         self.collective
             .all_gather_bytes(&self.send, &mut self.recv, &mut self.recv_lens)?;
-        if self.recv_lens.len() != self.collective.size() {
-            return Err(Error::Transport(format!(
-                "the all-gather returned {} parts for {} ranks",
-                self.recv_lens.len(),
-                self.collective.size()
-            )));
-        }
+        check_gather(&self.collective, &self.send, &self.recv, &self.recv_lens)?;
         self.stats.bytes_sent += self.send.len() as u64;
         self.stats.bytes_received += (self.recv.len() - self.send.len()) as u64;
 
@@ -502,11 +539,10 @@ impl<C: Collective> GradientExchange<C> {
     /// # Errors
     /// Transport errors.
     pub fn gather_u64(&mut self, value: u64) -> Result<Vec<u64>> {
-        self.collective.all_gather_bytes(
-            &value.to_le_bytes(),
-            &mut self.recv,
-            &mut self.recv_lens,
-        )?;
+        let mine = value.to_le_bytes();
+        self.collective
+            .all_gather_bytes(&mine, &mut self.recv, &mut self.recv_lens)?;
+        check_gather(&self.collective, &mine, &self.recv, &self.recv_lens)?;
         self.stats.bytes_sent += 8;
         self.stats.bytes_received += (self.recv.len() - 8) as u64;
         // A rank out of lockstep may have sent something else: never read shifted words.

@@ -20,7 +20,11 @@
 //!
 //! The transport is a [`Collective`]: `MpiWorld` (feature `mpi`, rsmpi over the system's
 //! MPI, for example Debian's OpenMPI) or [`SingleProcess`]. Without the `mpi` feature this
-//! crate needs no MPI library.
+//! crate needs no MPI library. Another transport implements the two calls of
+//! [`GatherPrimitives`] and gets, through [`LengthsFirst`], the same guarantee as `MpiWorld`:
+//! a message too large for it fails on every rank together ([`Error::MessageTooLarge`]).
+//! Whatever a `Collective` returns is checked before it is read
+//! ([`Error::MalformedGather`]).
 //!
 //! Because every rank records the same averaged gradient, every rank's
 //! `DeterministicPhaseTrainer` predictor stays bit-identical, and a predicted step needs no
@@ -63,9 +67,12 @@ pub use codec::{
     Context, DEFAULT_TERNARY_BLOCK, ExchangeMode, F32Codec, GradientCodec, TernaryCodec,
     TernaryPacking,
 };
+pub use collective::{
+    Collective, GatherPrimitives, LengthsFirst, MPI_COUNT_LIMIT, SingleProcess,
+    check_message_lengths,
+};
 #[cfg(feature = "mpi")]
-pub use collective::MpiWorld;
-pub use collective::{Collective, SingleProcess};
+pub use collective::{MpiComm, MpiWorld};
 pub use error::{Error, Result};
 pub use exchange::{
     ExchangeConfig, ExchangeStats, GradientExchange, HEADER_BYTES, Handshake, PROTOCOL_VERSION,

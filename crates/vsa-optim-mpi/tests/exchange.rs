@@ -3,16 +3,18 @@
 //! built by hand from the documented frame layout), and over a collective of threads.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
 
 use proptest::prelude::*;
 use vsa_optim_mpi::reduce::mean_in_rank_order;
 use vsa_optim_mpi::{
     Collective, Context, DEFAULT_TERNARY_BLOCK, Error, ExchangeConfig, ExchangeMode, F32Codec,
-    GradientCodec, GradientExchange, HEADER_BYTES, Handshake, PROTOCOL_VERSION, SingleProcess,
-    TernaryCodec, TernaryPacking, check_handshakes, layout_hash,
+    GradientCodec, GradientExchange, HEADER_BYTES, Handshake, LengthsFirst, MPI_COUNT_LIMIT,
+    PROTOCOL_VERSION, SingleProcess, TernaryCodec, TernaryPacking, check_handshakes, layout_hash,
 };
+
+use crate::transport::ThreadPrims;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -206,65 +208,14 @@ impl Collective for Scripted {
     }
 }
 
-/// A real all-gather between threads: write your slot, wait, read all slots, wait.
-struct ThreadWorld {
-    rank: usize,
-    size: usize,
-    slots: Arc<Mutex<Vec<Vec<u8>>>>,
-    barrier: Arc<Barrier>,
-    calls: u64,
-}
+/// A real all-gather between threads: the lengths-first collective over threads.
+type ThreadWorld = LengthsFirst<ThreadPrims>;
 
-impl ThreadWorld {
-    fn world(size: usize) -> Vec<Self> {
-        let slots = Arc::new(Mutex::new(vec![Vec::new(); size]));
-        let barrier = Arc::new(Barrier::new(size));
-        (0..size)
-            .map(|rank| Self {
-                rank,
-                size,
-                slots: Arc::clone(&slots),
-                barrier: Arc::clone(&barrier),
-                calls: 0,
-            })
-            .collect()
-    }
-}
-
-impl Collective for ThreadWorld {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-
-    fn size(&self) -> usize {
-        self.size
-    }
-
-    fn all_gather_bytes(
-        &mut self,
-        mine: &[u8],
-        out: &mut Vec<u8>,
-        lens: &mut Vec<usize>,
-    ) -> vsa_optim_mpi::Result<()> {
-        self.slots.lock().unwrap()[self.rank] = mine.to_vec();
-        self.barrier.wait();
-        {
-            let slots = self.slots.lock().unwrap();
-            out.clear();
-            lens.clear();
-            for p in slots.iter() {
-                out.extend_from_slice(p);
-                lens.push(p.len());
-            }
-        }
-        self.barrier.wait();
-        self.calls += 1;
-        Ok(())
-    }
-
-    fn collective_calls(&self) -> u64 {
-        self.calls
-    }
+fn thread_world(size: usize) -> Vec<ThreadWorld> {
+    ThreadPrims::world(size)
+        .into_iter()
+        .map(|p| LengthsFirst::new(p, MPI_COUNT_LIMIT))
+        .collect()
 }
 
 /// Counts calls and can be told to fail its next encode; otherwise an F32 codec.
@@ -1316,7 +1267,7 @@ fn run_threads(
     make: fn() -> Box<dyn GradientCodec + Send>,
     inputs: Vec<Vec<(Vec<Vec<f32>>, f32)>>,
 ) -> Vec<Vec<StepResult>> {
-    let handles: Vec<_> = ThreadWorld::world(n)
+    let handles: Vec<_> = thread_world(n)
         .into_iter()
         .zip(inputs)
         .map(|(world, steps)| {
