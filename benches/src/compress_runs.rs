@@ -401,12 +401,15 @@ pub struct CodecRun {
     pub test_accuracy: f64,
     /// Final test cross-entropy.
     pub test_loss: f64,
-    /// Mean serialised bytes per step (warm-up steps included).
+    /// Mean serialised bytes per step sent (warm-up steps included).
     pub mean_bytes: f64,
     /// Serialised bytes of the last step.
     pub last_bytes: usize,
     /// Training seconds (evaluation excluded), compression included.
     pub train_secs: f64,
+    /// The gradient became non-finite (training diverged) and the run stopped there; the
+    /// accuracy is that of the weights at that point.
+    pub diverged: bool,
 }
 
 /// Trains the digits MLP (batch 64, AdamW lr `lr`) for `steps` steps, every gradient going
@@ -459,7 +462,9 @@ pub fn train_digits_codec(codec: Codec, steps: usize, lr: f64, seed: u64) -> Res
     };
     let (mut secs, mut total_bytes, mut last_bytes) = (0f64, 0usize, 4 * set.total_numel());
     let mut out: Vec<Vec<f32>> = set.specs().iter().map(|s| vec![0f32; s.numel()]).collect();
+    let (mut diverged, mut taken) = (false, 0usize);
     for step in 0..steps {
+        taken = step + 1;
         let t0 = Instant::now();
         let (g, _) = full_gradient(&task, model.as_ref(), &vars, step, seed)?;
         if let State::Exact = state {
@@ -475,21 +480,37 @@ pub fn train_digits_codec(codec: Codec, steps: usize, lr: f64, seed: u64) -> Res
                 .ok_or_else(|| candle_core::Error::Msg(format!("no gradient for {}", spec.name)))?;
             map.insert(spec.name.clone(), t.clone());
         }
-        let host = set.to_host_f32(&map).map_err(wrap)?;
-        let bytes = match &mut state {
+        let host = match set.to_host_f32(&map) {
+            Ok(h) => h,
+            Err(vsa_optim_rs::Error::NonFiniteGradient { .. }) => {
+                diverged = true;
+                break;
+            }
+            Err(e) => return Err(wrap(e)),
+        };
+        let sent: std::result::Result<usize, grad_sketch::Error> = match &mut state {
             State::Exact => unreachable!("handled above"),
-            State::Sketch(c) => {
-                let bytes = c.compress(&host).map_err(wrap)?.to_bytes().map_err(wrap)?;
-                let z = CompressedGradients::from_bytes(&bytes).map_err(wrap)?;
-                c.decompress_into(&z, &mut out).map_err(wrap)?;
-                bytes.len()
+            State::Sketch(c) => c.compress(&host).and_then(|z| {
+                let bytes = z.to_bytes()?;
+                let z = CompressedGradients::from_bytes(&bytes)?;
+                c.decompress_into(&z, &mut out)?;
+                Ok(bytes.len())
+            }),
+            State::Method(c) => c.compress(&host).and_then(|m| {
+                let bytes = m.to_bytes()?;
+                let m = grad_sketch::Message::from_bytes(&bytes)?;
+                c.decompress_into(&m, &mut out)?;
+                Ok(bytes.len())
+            }),
+        };
+        let bytes = match sent {
+            Ok(b) => b,
+            // The error-feedback residual (or a sketch sum) overflowed f32.
+            Err(grad_sketch::Error::NonFiniteGradient { .. }) => {
+                diverged = true;
+                break;
             }
-            State::Method(c) => {
-                let bytes = c.compress(&host).map_err(wrap)?.to_bytes().map_err(wrap)?;
-                let m = grad_sketch::Message::from_bytes(&bytes).map_err(wrap)?;
-                c.decompress_into(&m, &mut out).map_err(wrap)?;
-                bytes.len()
-            }
+            Err(e) => return Err(wrap(e)),
         };
         total_bytes += bytes;
         last_bytes = bytes;
@@ -505,9 +526,11 @@ pub fn train_digits_codec(codec: Codec, steps: usize, lr: f64, seed: u64) -> Res
     Ok(CodecRun {
         test_accuracy,
         test_loss,
-        mean_bytes: total_bytes as f64 / steps.max(1) as f64,
+        // Steps that sent something (a diverged run stops before sending its last step).
+        mean_bytes: total_bytes as f64 / (taken - usize::from(diverged)).max(1) as f64,
         last_bytes,
         train_secs: secs,
+        diverged,
     })
 }
 
@@ -532,6 +555,10 @@ pub struct TunedRow {
     pub train_secs: f64,
     /// Mean accuracy at every grid point, in grid order.
     pub grid: Vec<f64>,
+    /// Runs (of all seeds and learning rates) that diverged.
+    pub diverged: usize,
+    /// Runs in all.
+    pub runs: usize,
 }
 
 impl TunedRow {
@@ -558,11 +585,14 @@ pub fn tuned_table(
     for &(budget, codec) in codecs {
         let mut best: Option<TunedRow> = None;
         let mut grid = Vec::new();
+        let (mut diverged, mut total) = (0, 0);
         for &lr in lrs {
             let mut runs = Vec::new();
             for seed in 0..seeds {
                 let r = train_digits_codec(codec, steps, lr, seed)?;
                 progress(&codec.label(), lr, seed, &r);
+                diverged += usize::from(r.diverged);
+                total += 1;
                 runs.push(r);
             }
             let k = runs.len() as f64;
@@ -576,6 +606,8 @@ pub fn tuned_table(
                 last_bytes: runs[0].last_bytes,
                 train_secs: runs.iter().map(|r| r.train_secs).sum::<f64>() / k,
                 grid: Vec::new(),
+                diverged: 0,
+                runs: 0,
             };
             grid.push(row.mean_accuracy());
             let better = best.as_ref().is_none_or(|b| {
@@ -587,6 +619,8 @@ pub fn tuned_table(
         }
         if let Some(mut b) = best {
             b.grid = grid;
+            b.diverged = diverged;
+            b.runs = total;
             rows.push(b);
         }
     }
