@@ -22,9 +22,11 @@
 mod compressor;
 mod kernels;
 mod message;
+mod state;
 
-pub use compressor::{Compressor, CompressorState};
+pub use compressor::Compressor;
 pub use message::{Message, Part};
+pub use state::CompressorState;
 
 use crate::error::{Result, config_error};
 
