@@ -64,20 +64,36 @@ pub(crate) fn estimate_into(table: &[f32], row_keys: &[u64], width: usize, out: 
 }
 
 /// The indices of the `k` largest `|v_j|` (ties to the lower index), ascending, in
-/// `order[..k]`. `order` is scratch of any capacity (reused).
+/// `order[..k]`. `order` is scratch of any capacity (reused). `v` must be finite.
+///
+/// For finite `x ≥ 0` the IEEE-754 bit pattern orders like the value, so the threshold is
+/// found by a selection over the `u32` bits of `|v|` (no comparator indirection), then one
+/// pass keeps everything above it and the first ties in index order.
 pub(crate) fn top_k(v: &[f32], k: usize, order: &mut Vec<u32>) {
     order.clear();
-    // Lengths above u32::MAX are refused when the compressor is built (indices are u32).
-    order.extend(0..u32::try_from(v.len()).unwrap_or(u32::MAX));
-    let by = |a: &u32, b: &u32| {
-        let (x, y) = (v[*a as usize].abs(), v[*b as usize].abs());
-        y.total_cmp(&x).then(a.cmp(b))
-    };
-    if k < v.len() {
-        order.select_nth_unstable_by(k, by);
-        order.truncate(k);
+    if k == 0 {
+        return;
     }
-    order.sort_unstable();
+    // Lengths above u32::MAX are refused when the compressor is built (indices are u32).
+    let n = u32::try_from(v.len()).unwrap_or(u32::MAX);
+    if k >= v.len() {
+        order.extend(0..n);
+        return;
+    }
+    order.extend(v.iter().map(|x| x.abs().to_bits()));
+    let (_, &mut t, _) = order.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
+    let above = v.iter().filter(|x| x.abs().to_bits() > t).count();
+    let mut ties = k - above;
+    order.clear();
+    for (j, x) in (0..n).zip(v) {
+        let b = x.abs().to_bits();
+        if b > t {
+            order.push(j);
+        } else if b == t && ties > 0 {
+            ties -= 1;
+            order.push(j);
+        }
+    }
 }
 
 /// Fills `q` (`b × r`, row-major) with keyed uniforms in `[-1, 1)`.
@@ -191,6 +207,10 @@ mod tests {
         assert_eq!(o, vec![1], "tie between |−3| and |3| goes to index 1");
         top_k(&v, 6, &mut o);
         assert_eq!(o, vec![0, 1, 2, 3, 4, 5]);
+        top_k(&v, 2, &mut o);
+        assert_eq!(o, vec![1, 3], "both |3|s");
+        top_k(&[0.0, -0.0, 1.0, 0.0], 3, &mut o);
+        assert_eq!(o, vec![0, 1, 2], "zeros tie; the lower indices win");
     }
 
     #[test]
