@@ -4,10 +4,10 @@
 //!
 //! Each rank computes the gradient of its shard of the global batch, and
 //! [`DataParallel::average_host`] (or [`DataParallel::average_grad_store`]) returns the
-//! average over all ranks, identical bits on every rank, in one of three modes:
-//! `f32` (lossless, fixed rank-order sum), `ternary` ([`TernaryCodec`]) or `vsa`
-//! ([`VsaCodec`]: the VSA sketch of [`grad_sketch`](crate::grad_sketch) with error
-//! feedback).
+//! average over all ranks, identical bits on every rank, in one of four modes:
+//! `f32` (lossless, fixed rank-order sum), `ternary` ([`TernaryCodec`]), `vsa`
+//! ([`VsaCodec`]: the VSA sketch of [`grad_sketch`] with error feedback) or `compressed`
+//! ([`MethodCodec`]: top-k, random-k, the heavy-hitter count sketch or PowerSGD).
 //!
 //! Every rank then records the same averaged gradient in its trainer, so every rank's
 //! predictor and scheduler stay bit-identical, and a predicted step needs no communication:
