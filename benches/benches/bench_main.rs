@@ -11,6 +11,7 @@ criterion_group!(
     vsa_core_bench::benches,
     ternary_bench::benches,
     predict_bench::benches,
-    compress_bench::benches
+    compress_bench::benches,
+    compress_bench::method_benches
 );
 criterion_main!(benches);

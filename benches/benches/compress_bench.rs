@@ -87,3 +87,63 @@ pub fn benches(c: &mut Criterion) {
         g.finish();
     }
 }
+
+/// `grad_sketch::Compressor` methods: one compress + decompress of a 16M-element gradient
+/// (a 4096 × 4096 matrix), next to a memcpy of its bytes. Throughput is the gradient's f32
+/// bytes (elements/s = bytes/s ÷ 4).
+pub fn method_benches(c: &mut Criterion) {
+    use vsa_optim_rs::grad_sketch::{Compressor, CompressorConfig, Method};
+    let n = 1usize << 24;
+    let x = gradient(n);
+    let shapes = vec![("g".to_string(), vec![4096, 4096])];
+    let mut g = c.benchmark_group("compress_methods/n=16M");
+    g.throughput(Throughput::Bytes(4 * n as u64));
+    g.sample_size(10);
+    let mut dst = vec![0f32; n];
+    g.bench_function("memcpy", |b| {
+        b.iter(|| {
+            dst.copy_from_slice(black_box(&x));
+            black_box(&mut dst);
+        })
+    });
+    let methods = [
+        ("top-k 5% + EF", Method::TopK { k_fraction: 0.05 }, true),
+        ("random-k 10%", Method::RandomK { ratio: 0.1 }, false),
+        (
+            "count sketch r=3 ρ=0.1 dense median",
+            Method::CountSketch {
+                rows: 3,
+                ratio: 0.1,
+                k_fraction: 1.0,
+            },
+            false,
+        ),
+        (
+            "count sketch r=3 ρ=0.1 top-1% + EF",
+            Method::CountSketch {
+                rows: 3,
+                ratio: 0.1,
+                k_fraction: 0.01,
+            },
+            true,
+        ),
+        ("PowerSGD rank 2 + EF", Method::PowerSgd { rank: 2 }, true),
+    ];
+    let mut out = vec![vec![0f32; n]];
+    for (name, method, error_feedback) in methods {
+        let cfg = CompressorConfig {
+            method,
+            seed: 42,
+            error_feedback,
+            dense_warmup_steps: 0,
+        };
+        let mut comp = Compressor::new(&shapes, cfg).unwrap();
+        g.bench_function(format!("{name}: compress+decompress"), |b| {
+            b.iter(|| {
+                let m = comp.compress(&[black_box(&x[..])]).unwrap();
+                comp.decompress_into(&m, &mut out).unwrap();
+            })
+        });
+    }
+    g.finish();
+}

@@ -9,8 +9,11 @@
 //!   algorithm, and a single process that computes the same shards gets the same weights.
 //! * `ternary` ([`TernaryCodec`]): unbiased stochastic trits with one scale per 320-element
 //!   block, 1.7 (base 3) or 2.1 (bitplanes) bits per element on the wire.
-//! * `vsa`: the facade's `VSAGradientCompressor` with error feedback, plugged in through the
-//!   [`GradientCodec`] trait (`vsa_optim_rs::distributed`).
+//! * `vsa` ([`VsaCodec`]): the VSA sketch of `grad-sketch` with error feedback.
+//! * `compressed` ([`MethodCodec`]): a `grad-sketch` method (heavy-hitter count sketch,
+//!   random-k, top-k, PowerSGD) with error feedback.
+//!
+//! [`codec_for`] builds any of them from a mode, the parameter shapes and the configs.
 //!
 //! The exchange runs a start-up [`Handshake`] (world size, mode, seed, parameter layout,
 //! codec and training configuration), so that a misconfigured rank gives a typed
@@ -64,8 +67,8 @@ mod exchange;
 pub mod reduce;
 
 pub use codec::{
-    Context, DEFAULT_TERNARY_BLOCK, ExchangeMode, F32Codec, GradientCodec, TernaryCodec,
-    TernaryPacking,
+    Context, DEFAULT_TERNARY_BLOCK, ExchangeMode, F32Codec, GradientCodec, MethodCodec,
+    TernaryCodec, TernaryPacking, VsaCodec, codec_for,
 };
 pub use collective::{
     Collective, GatherPrimitives, LengthsFirst, MPI_COUNT_LIMIT, SingleProcess,

@@ -4,9 +4,10 @@
 //!
 //! Each rank computes the gradient of its shard of the global batch, and
 //! [`DataParallel::average_host`] (or [`DataParallel::average_grad_store`]) returns the
-//! average over all ranks, identical bits on every rank, in one of three modes:
-//! `f32` (lossless, fixed rank-order sum), `ternary` ([`TernaryCodec`]) or `vsa`
-//! ([`VsaCodec`]: [`VSAGradientCompressor`] with error feedback).
+//! average over all ranks, identical bits on every rank, in one of four modes:
+//! `f32` (lossless, fixed rank-order sum), `ternary` ([`TernaryCodec`]), `vsa`
+//! ([`VsaCodec`]: the VSA sketch of [`grad_sketch`] with error feedback) or `compressed`
+//! ([`MethodCodec`]: top-k, random-k, the heavy-hitter count sketch or PowerSGD).
 //!
 //! Every rank then records the same averaged gradient in its trainer, so every rank's
 //! predictor and scheduler stay bit-identical, and a predicted step needs no communication:
@@ -32,226 +33,42 @@
 //! # Ok::<(), vsa_optim_rs::Error>(())
 //! ```
 
+use candle_core::Tensor;
 use candle_core::backprop::GradStore;
-use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 
 #[cfg(feature = "mpi")]
 pub use vsa_optim_mpi::MpiWorld;
 pub use vsa_optim_mpi::{
     Collective, Context, DEFAULT_TERNARY_BLOCK, ExchangeConfig, ExchangeMode, ExchangeStats,
-    F32Codec, GradientCodec, GradientExchange, Handshake, SingleProcess, TernaryCodec,
-    TernaryPacking, reduce,
+    F32Codec, GradientCodec, GradientExchange, Handshake, MethodCodec, SingleProcess, TernaryCodec,
+    TernaryPacking, VsaCodec, reduce,
 };
 
-use crate::compress::{CompressedGradients, VSAConfig, VSAGradientCompressor};
-use crate::error::{Error, Result};
+use crate::compress::VSAConfig;
+use crate::error::Result;
 use crate::params::ParamSet;
 
-/// The `vsa` mode's codec: a [`VSAGradientCompressor`] (with its error feedback, when the
-/// config has it) on each rank. Binding keys come from the shared seed and the compressor's
-/// call counter, which advances in lockstep on every rank, so any rank decodes any rank's
-/// payload. A failed exchange restores the residuals and the counter.
-#[derive(Debug)]
-pub struct VsaCodec {
-    compressor: VSAGradientCompressor,
-    backup: Vec<Vec<f32>>,
-    backup_step: u64,
-    staged: bool,
-    names: Vec<String>,
-}
-
-impl VsaCodec {
-    /// A codec for the parameters `shapes`.
-    ///
-    /// # Errors
-    /// As [`VSAGradientCompressor::new`].
-    pub fn new(shapes: &[(String, Vec<usize>)], config: VSAConfig) -> Result<Self> {
-        let compressor = VSAGradientCompressor::new(shapes, config, &Device::Cpu)?;
-        let names: Vec<String> = compressor
-            .params()
-            .specs()
-            .iter()
-            .map(|s| s.name.clone())
-            .collect();
-        let backup = compressor
-            .params()
-            .specs()
-            .iter()
-            .map(|s| vec![0f32; s.numel()])
-            .collect();
-        Ok(Self {
-            compressor,
-            backup,
-            backup_step: 0,
-            staged: false,
-            names,
-        })
-    }
-
-    /// The compressor.
-    pub fn compressor(&self) -> &VSAGradientCompressor {
-        &self.compressor
-    }
-}
-
-fn codec_error(e: Error) -> vsa_optim_mpi::Error {
-    vsa_optim_mpi::Error::Codec(e.to_string())
-}
-
-impl GradientCodec for VsaCodec {
-    fn mode(&self) -> ExchangeMode {
-        ExchangeMode::Vsa
-    }
-
-    fn fingerprint(&self) -> u64 {
-        // The compressor's fingerprint covers dimension, ratio, seed, reconstruction,
-        // quantization and parameters; error feedback changes what a rank sends too.
-        crate::vsa_core::rng::mix(
-            self.compressor.fingerprint(),
-            u64::from(self.compressor.config().error_feedback),
-        )
-    }
-
-    fn encode(
-        &mut self,
-        _ctx: Context,
-        grads: &[Vec<f32>],
-        out: &mut Vec<u8>,
-    ) -> vsa_optim_mpi::Result<()> {
-        self.backup_step = self.compressor.step();
-        self.staged = true;
-        if self.compressor.config().error_feedback {
-            for (b, name) in self.backup.iter_mut().zip(&self.names) {
-                if let Some(r) = self.compressor.residual(name) {
-                    b.copy_from_slice(r);
-                }
-            }
-        }
-        let z = self.compressor.compress_host(grads).map_err(codec_error)?;
-        out.extend_from_slice(&z.to_bytes());
-        Ok(())
-    }
-
-    fn decode(
-        &mut self,
-        ctx: Context,
-        payload: &[u8],
-        out: &mut [Vec<f32>],
-    ) -> vsa_optim_mpi::Result<()> {
-        let bad = |e: Error| vsa_optim_mpi::Error::Decode {
-            rank: ctx.rank,
-            reason: e.to_string(),
-        };
-        let z = CompressedGradients::from_bytes(payload).map_err(bad)?;
-        self.compressor.decompress_host_into(&z, out).map_err(bad)
-    }
-
-    fn commit(&mut self) {
-        self.staged = false;
-    }
-
-    fn rollback(&mut self) {
-        // Only an encode that was not committed is undone: a failure before this rank
-        // encoded (its own NaN, or a check before the all-gather) leaves nothing to undo.
-        if std::mem::take(&mut self.staged) {
-            self.compressor.set_step(self.backup_step);
-            if self.compressor.config().error_feedback {
-                for (b, name) in self.backup.iter().zip(&self.names) {
-                    // The backup was copied from a valid residual: it has the right length
-                    // and is finite, so this cannot fail.
-                    let _ = self.compressor.set_residual(name, b);
-                }
-            }
-        }
-    }
-
-    fn state(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&self.compressor.step().to_le_bytes());
-        for name in &self.names {
-            if let Some(r) = self.compressor.residual(name) {
-                for &x in r {
-                    out.extend_from_slice(&x.to_le_bytes());
-                }
-            }
-        }
-        out
-    }
-
-    fn restore(&mut self, state: &[u8]) -> vsa_optim_mpi::Result<()> {
-        let bad = |reason: String| vsa_optim_mpi::Error::Decode {
-            rank: usize::MAX,
-            reason,
-        };
-        let ef = self.compressor.config().error_feedback;
-        let total: usize = if ef {
-            self.backup.iter().map(Vec::len).sum()
-        } else {
-            0
-        };
-        if state.len() != 8 + 4 * total {
-            return Err(bad(format!(
-                "VSA codec state of {} bytes, expected {}",
-                state.len(),
-                8 + 4 * total
-            )));
-        }
-        let step = u64::from_le_bytes(state[..8].try_into().expect("8 bytes"));
-        let mut values: Vec<Vec<f32>> = Vec::new();
-        if ef {
-            let mut words = state[8..]
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-            for b in &self.backup {
-                let v: Vec<f32> = words.by_ref().take(b.len()).collect();
-                if !v.iter().all(|x| x.is_finite()) {
-                    return Err(bad("VSA codec state holds a non-finite residual".into()));
-                }
-                values.push(v);
-            }
-        }
-        for (name, v) in self.names.iter().zip(&values) {
-            self.compressor
-                .set_residual(name, v)
-                .map_err(|e| bad(e.to_string()))?;
-        }
-        self.compressor.set_step(step);
-        self.backup_step = step;
-        self.staged = false;
-        Ok(())
-    }
-}
-
 /// The codec for `mode` over the parameters `shapes`: f32, ternary (base-3 payload with
-/// one scale per 320 elements, randomness from `seed`) or VSA (`vsa`).
+/// one scale per 320 elements, randomness from `seed`), VSA (`vsa`) or `compressed`
+/// ([`grad_sketch::CompressorConfig::default`](crate::grad_sketch::CompressorConfig) keyed
+/// by `seed`; build a [`MethodCodec`] for another method). Built by
+/// [`vsa_optim_mpi::codec_for`].
 ///
 /// # Errors
-/// [`Error::InvalidConfig`] for an invalid VSA config or unsupported mode; parameter errors.
+/// [`Error::Exchange`](crate::Error::Exchange) wrapping `InvalidConfig` for an invalid VSA
+/// config or parameter list.
 pub fn codec_for(
     mode: ExchangeMode,
     shapes: &[(String, Vec<usize>)],
     seed: u64,
     vsa: VSAConfig,
 ) -> Result<Box<dyn GradientCodec + Send>> {
-    let params = ParamSet::new(shapes)?;
-    let lens: Vec<usize> = params.specs().iter().map(|s| s.numel()).collect();
-    Ok(match mode {
-        ExchangeMode::F32 => Box::new(F32Codec::new(&lens)),
-        ExchangeMode::Ternary => Box::new(TernaryCodec::new(
-            &lens,
-            seed,
-            DEFAULT_TERNARY_BLOCK,
-            TernaryPacking::Base3,
-        )?),
-        ExchangeMode::Vsa => Box::new(VsaCodec::new(shapes, vsa)?),
-        other => {
-            return Err(Error::InvalidConfig {
-                field: "mode",
-                reason: format!("unsupported exchange mode {other}"),
-            });
-        }
-    })
+    let method = crate::grad_sketch::CompressorConfig {
+        seed,
+        ..Default::default()
+    };
+    Ok(vsa_optim_mpi::codec_for(mode, shapes, seed, vsa, method)?)
 }
 
 /// Data-parallel gradient averaging for candle models, in sorted-parameter-name order.
@@ -266,7 +83,7 @@ impl<C: Collective> DataParallel<C> {
     /// Builds the exchange for the parameters `shapes` and runs the start-up handshake:
     /// every rank must pass the same shapes, mode, seed, VSA config and `user_fingerprint`
     /// (a hash of whatever else must agree, e.g. the trainer config), or every rank gets
-    /// [`Error::Exchange`] wrapping `ConfigMismatch`.
+    /// [`Error::Exchange`](crate::Error::Exchange) wrapping `ConfigMismatch`.
     ///
     /// # Errors
     /// Parameter errors, invalid configs, handshake mismatches, transport errors.
@@ -325,7 +142,7 @@ impl<C: Collective> DataParallel<C> {
     /// returns the average (identical on every rank) and the mean loss.
     ///
     /// # Errors
-    /// [`Error::Exchange`]: non-finite values on any rank, layout errors, transport errors.
+    /// [`Error::Exchange`](crate::Error::Exchange): non-finite values on any rank, layout errors, transport errors.
     /// On error nothing changes on any rank.
     pub fn average_host(
         &mut self,

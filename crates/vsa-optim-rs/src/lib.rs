@@ -63,6 +63,7 @@
 #![deny(missing_docs)]
 
 pub use grad_predict;
+pub use grad_sketch;
 pub use phase_scheduler;
 pub use ternary_quant;
 pub use vsa_core;

@@ -1,14 +1,12 @@
-//! The facade's data-parallel pieces without MPI (a world of one rank): the VSA codec's
-//! staging, rollback and checkpoint state, `DataParallel` on `GradStore`s, and the trainer's
-//! host-gradient entry points. The multi-rank behaviour is tested under `mpirun` in
-//! `benches/tests/mpi.rs`.
+//! The facade's data-parallel pieces without MPI (a world of one rank): `DataParallel` on
+//! `GradStore`s and the trainer's host-gradient entry points. The VSA codec's staging,
+//! rollback and checkpoint state are tested in `vsa-optim-mpi` (`tests/codec/vsa.rs`); the
+//! multi-rank behaviour under `mpirun` in `benches/tests/mpi.rs`.
 #![cfg(feature = "distributed")]
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use vsa_optim_rs::distributed::{
-    Context, DataParallel, ExchangeMode, GradientCodec, SingleProcess, VsaCodec,
-};
+use vsa_optim_rs::distributed::{DataParallel, ExchangeMode, SingleProcess};
 use vsa_optim_rs::{DeterministicPhaseConfig, DeterministicPhaseTrainer, Error, VSAConfig};
 
 fn shapes() -> Vec<(String, Vec<usize>)> {
@@ -32,89 +30,6 @@ fn vsa_config() -> VSAConfig {
         seed: 9,
         ..VSAConfig::default()
     }
-}
-
-fn encode(c: &mut VsaCodec, step: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    c.encode(Context { step, rank: 0 }, &grads(step), &mut out)
-        .unwrap();
-    out
-}
-
-#[test]
-fn vsa_codec_rollback_restores_error_feedback_exactly() {
-    let mut a = VsaCodec::new(&shapes(), vsa_config()).unwrap();
-    let mut b = VsaCodec::new(&shapes(), vsa_config()).unwrap();
-    for t in 0..3 {
-        let x = encode(&mut a, t);
-        a.commit();
-        assert_eq!(x, encode(&mut b, t));
-        b.commit();
-    }
-    // `a` stages step 3 and rolls it back; `b` never saw it. Both must now send the same.
-    let staged = encode(&mut a, 3);
-    a.rollback();
-    assert_eq!(a.compressor().step(), 3);
-    let (x, y) = (encode(&mut a, 3), encode(&mut b, 3));
-    assert_eq!(x, y);
-    assert_eq!(x, staged, "same input, same state: same bytes");
-    // Without the rollback the residual would have moved on and the bytes would differ.
-    let mut c = VsaCodec::new(&shapes(), vsa_config()).unwrap();
-    for t in 0..4 {
-        encode(&mut c, t);
-        c.commit();
-    }
-    assert_ne!(encode(&mut c, 3), x);
-}
-
-#[test]
-fn vsa_codec_state_round_trip_resumes_bit_identically() {
-    let mut a = VsaCodec::new(&shapes(), vsa_config()).unwrap();
-    for t in 0..5 {
-        encode(&mut a, t);
-        a.commit();
-    }
-    let state = a.state();
-    assert_eq!(state.len(), 8 + 4 * (40 + 1500));
-    let mut b = VsaCodec::new(&shapes(), vsa_config()).unwrap();
-    b.restore(&state).unwrap();
-    for t in 5..8 {
-        assert_eq!(encode(&mut a, t), encode(&mut b, t));
-        a.commit();
-        b.commit();
-    }
-    // Malformed states are refused and leave the codec as it was.
-    let before = b.state();
-    assert!(b.restore(&state[..state.len() - 1]).is_err());
-    let mut nan = state.clone();
-    nan[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
-    assert!(b.restore(&nan).is_err());
-    assert_eq!(b.state(), before);
-}
-
-#[test]
-fn vsa_codec_decodes_what_the_compressor_reconstructs() {
-    let mut a = VsaCodec::new(&shapes(), vsa_config()).unwrap();
-    let payload = encode(&mut a, 0);
-    let mut out = vec![vec![0f32; 40], vec![0f32; 1500]];
-    a.decode(Context { step: 0, rank: 0 }, &payload, &mut out)
-        .unwrap();
-    // A 10x sketch keeps about √0.1 ≈ 0.32 of the direction (docs/compression.md); the
-    // reconstruction must be positively aligned well above chance (|cos| ~ 1/√1540 ≈ 0.03).
-    let g = grads(0);
-    let (mut dot, mut gg, mut oo) = (0f64, 0f64, 0f64);
-    for (x, y) in g.iter().flatten().zip(out.iter().flatten()) {
-        dot += f64::from(*x) * f64::from(*y);
-        gg += f64::from(*x).powi(2);
-        oo += f64::from(*y).powi(2);
-    }
-    let cos = dot / (gg.sqrt() * oo.sqrt());
-    assert!(cos > 0.2, "cosine {cos}");
-    // Garbage is a typed decode error.
-    assert!(
-        a.decode(Context { step: 0, rank: 3 }, &payload[..10], &mut out)
-            .is_err()
-    );
 }
 
 #[test]

@@ -1,5 +1,7 @@
-//! Integration tests of the gradient codecs: `F32Codec` (lossless) and `TernaryCodec`
-//! (unbiased stochastic trits, bitplanes or base 3).
+//! Integration tests of the gradient codecs: `F32Codec` (lossless), `TernaryCodec`
+//! (unbiased stochastic trits, bitplanes or base 3) and `VsaCodec` (module `vsa`).
+
+mod vsa;
 
 use proptest::prelude::*;
 use vsa_optim_mpi::{
@@ -221,7 +223,7 @@ fn f32_mode_and_fingerprint() {
     let mut a = a;
     assert!(a.state().is_empty());
     a.restore(&[]).unwrap();
-    assert!(matches!(a.restore(&[1]), Err(Error::Decode { .. })));
+    assert!(matches!(a.restore(&[1]), Err(Error::Codec(_))));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -690,6 +692,7 @@ fn exchange_mode_names_roundtrip() {
         (ExchangeMode::F32, "f32", 0u8),
         (ExchangeMode::Ternary, "ternary", 1),
         (ExchangeMode::Vsa, "vsa", 2),
+        (ExchangeMode::Compressed, "compressed", 3),
     ] {
         assert_eq!(m.name(), name);
         assert_eq!(m.to_string(), name);

@@ -6,6 +6,8 @@
 //! - [`train_digits`]: the digits MLP trained with uncompressed gradients, or with gradients
 //!   compressed, serialised to bytes, parsed and decompressed before every AdamW step (with or
 //!   without error feedback), as they would travel between workers.
+//! - [`tuned_table`] / [`train_digits_codec`]: the learning-rate-tuned side-by-side of every
+//!   codec (exact, the dense VSA sketch, `grad_sketch`'s methods) at equal bytes.
 //! - [`peak_rss_kib`]: the process's peak resident memory (`VmHWM`), for memory reports run in
 //!   their own process.
 
@@ -20,11 +22,15 @@ use vsa_optim_rs::compress::{
 };
 use vsa_optim_rs::{AdamW, ParamSet, ParamsAdamW};
 
+mod codecs;
+
+pub use codecs::{Codec, CodecRun, TunedRow, train_digits_codec, tuned_table};
+
 use crate::harness::full_gradient;
 use crate::tasks::{DigitsTask, Task};
 
-fn wrap(e: vsa_optim_rs::Error) -> candle_core::Error {
-    candle_core::Error::wrap(e)
+pub(crate) fn wrap(e: impl Into<vsa_optim_rs::Error>) -> candle_core::Error {
+    candle_core::Error::wrap(e.into())
 }
 
 /// One parameter's gradient on the host.
@@ -300,7 +306,7 @@ pub fn train_digits(path: GradientPath, steps: usize, lr: f64, seed: u64) -> Res
                     })?;
                     map.insert(spec.name.clone(), t.clone());
                 }
-                let bytes = c.compress(&map).map_err(wrap)?.to_bytes();
+                let bytes = c.compress(&map).map_err(wrap)?.to_bytes().map_err(wrap)?;
                 bytes_per_step = bytes.len();
                 let received = CompressedGradients::from_bytes(&bytes).map_err(wrap)?;
                 let restored = c.decompress(&received).map_err(wrap)?;

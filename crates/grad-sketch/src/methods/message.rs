@@ -1,0 +1,300 @@
+//! The [`Compressor`](super::Compressor)'s message and its little-endian byte format.
+
+use crate::error::{Result, invalid};
+
+/// One parameter's part of a [`Message`].
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Part {
+    /// Every element (warm-up steps, small parameters of PowerSGD).
+    Dense(Vec<f32>),
+    /// Values whose positions both sides derive from the keys: the count sketch table
+    /// (`rows × width`, row-major) or the random-k selection in index order.
+    Values(Vec<f32>),
+    /// Top-k: strictly increasing indices and their values.
+    Sparse {
+        /// Element indices, strictly increasing.
+        indices: Vec<u32>,
+        /// The values at those indices.
+        values: Vec<f32>,
+    },
+    /// PowerSGD factors: `P` (`a × r`, orthonormal columns) and `Q` (`b × r`), row-major.
+    LowRank {
+        /// `P`, `a·r` values.
+        p: Vec<f32>,
+        /// `Q`, `b·r` values.
+        q: Vec<f32>,
+    },
+}
+
+impl Part {
+    fn code(&self) -> u8 {
+        match self {
+            Self::Dense(_) => 0,
+            Self::Values(_) => 1,
+            Self::Sparse { .. } => 2,
+            Self::LowRank { .. } => 3,
+        }
+    }
+
+    /// Bytes of this part on the wire.
+    pub fn byte_len(&self) -> usize {
+        1 + match self {
+            Self::Dense(v) | Self::Values(v) => 4 + 4 * v.len(),
+            Self::Sparse { indices, values } => 4 + 4 * indices.len() + 4 * values.len(),
+            Self::LowRank { p, q } => 8 + 4 * (p.len() + q.len()),
+        }
+    }
+
+    pub(crate) fn all_finite(&self) -> bool {
+        let fin = |v: &[f32]| v.iter().all(|x| x.is_finite());
+        match self {
+            Self::Dense(v) | Self::Values(v) => fin(v),
+            Self::Sparse { values, .. } => fin(values),
+            Self::LowRank { p, q } => fin(p) && fin(q),
+        }
+    }
+}
+
+/// A compressed gradient set of a [`Compressor`](super::Compressor), in sorted
+/// parameter-name order.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Message {
+    /// Hash of the config (method and its parameters, seed, error feedback, warm-up) and
+    /// the parameter names and shapes; checked by the decoder.
+    pub fingerprint: u64,
+    /// The method's wire code ([`Method::code`](super::Method::code)).
+    pub method: u8,
+    /// The compressor's call counter when this message was made: keys the randomness.
+    pub step: u64,
+    /// Total gradient elements.
+    pub elements: u64,
+    /// One part per parameter.
+    pub parts: Vec<Part>,
+}
+
+const MAGIC: &[u8; 4] = b"GSKM";
+const VERSION: u8 = 1;
+/// Header bytes: magic 4, version 1, method 1, reserved 2, fingerprint 8, step 8,
+/// elements 8, part count 4.
+pub const MESSAGE_HEADER_BYTES: usize = 36;
+
+fn put_len(out: &mut Vec<u8>, n: usize) -> Result<()> {
+    let n = u32::try_from(n)
+        .map_err(|_| invalid(format!("length: expected at most {}, got {n}", u32::MAX)))?;
+    out.extend_from_slice(&n.to_le_bytes());
+    Ok(())
+}
+
+fn put_f32s(out: &mut Vec<u8>, v: &[f32]) {
+    out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or_else(|| {
+            invalid(format!(
+                "{what}: needs {n} bytes at offset {}, only {} left",
+                self.pos,
+                self.bytes.len() - self.pos
+            ))
+        })?;
+        let s = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn len(&mut self, what: &str) -> Result<usize> {
+        let v = self.u32(what)?;
+        usize::try_from(v).map_err(|_| invalid(format!("{what}: {v} does not fit in usize")))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        let b = self.take(8, what)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn f32s(&mut self, n: usize, what: &str) -> Result<Vec<f32>> {
+        let len = n
+            .checked_mul(4)
+            .ok_or_else(|| invalid(format!("{what}: length overflow")))?;
+        let b = self.take(len, what)?;
+        let v: Vec<f32> = b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if v.iter().all(|x| x.is_finite()) {
+            Ok(v)
+        } else {
+            Err(invalid(format!("{what}: a value is not finite")))
+        }
+    }
+
+    fn u32s(&mut self, n: usize, what: &str) -> Result<Vec<u32>> {
+        let len = n
+            .checked_mul(4)
+            .ok_or_else(|| invalid(format!("{what}: length overflow")))?;
+        let b = self.take(len, what)?;
+        Ok(b.chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+}
+
+impl Message {
+    /// Bytes of [`to_bytes`](Self::to_bytes).
+    pub fn byte_len(&self) -> usize {
+        MESSAGE_HEADER_BYTES + self.parts.iter().map(Part::byte_len).sum::<usize>()
+    }
+
+    /// The little-endian layout: the header (magic `b"GSKM"`, version 1, method code,
+    /// 2 reserved zero bytes, fingerprint u64, step u64, elements u64, part count u32), then
+    /// per part a kind byte (0 dense, 1 values, 2 sparse, 3 low rank) and: dense/values →
+    /// `u32` length and the f32 values; sparse → `u32 k`, `k` u32 indices, `k` f32 values;
+    /// low rank → `u32 |P|`, `u32 |Q|`, the values of `P` then `Q`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCompressed`](crate::Error::InvalidCompressed) for a length above
+    /// `u32::MAX` or sparse indices and values of different lengths.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.byte_len());
+        self.write_bytes(&mut out)?;
+        Ok(out)
+    }
+
+    /// Appends [`to_bytes`](Self::to_bytes)' layout to `out`; on error `out` is unchanged.
+    ///
+    /// # Errors
+    /// As [`Self::to_bytes`].
+    pub fn write_bytes(&self, out: &mut Vec<u8>) -> Result<()> {
+        let start = out.len();
+        let r = self.write_unchecked(out);
+        if r.is_err() {
+            out.truncate(start);
+        }
+        r
+    }
+
+    fn write_unchecked(&self, out: &mut Vec<u8>) -> Result<()> {
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&[VERSION, self.method, 0, 0]);
+        out.extend_from_slice(&self.fingerprint.to_le_bytes());
+        out.extend_from_slice(&self.step.to_le_bytes());
+        out.extend_from_slice(&self.elements.to_le_bytes());
+        put_len(out, self.parts.len())?;
+        for p in &self.parts {
+            out.push(p.code());
+            match p {
+                Part::Dense(v) | Part::Values(v) => {
+                    put_len(out, v.len())?;
+                    put_f32s(out, v);
+                }
+                Part::Sparse { indices, values } => {
+                    if indices.len() != values.len() {
+                        return Err(invalid(format!(
+                            "sparse part: {} indices but {} values",
+                            indices.len(),
+                            values.len()
+                        )));
+                    }
+                    put_len(out, indices.len())?;
+                    out.extend(indices.iter().flat_map(|i| i.to_le_bytes()));
+                    put_f32s(out, values);
+                }
+                Part::LowRank { p, q } => {
+                    put_len(out, p.len())?;
+                    put_len(out, q.len())?;
+                    put_f32s(out, p);
+                    put_f32s(out, q);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses [`to_bytes`](Self::to_bytes)' layout: magic, version, reserved bytes, part
+    /// kinds, lengths (no trailing bytes) and finite values. Whether the message fits a
+    /// compressor (fingerprint, sizes, indices) is checked by its `decompress`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCompressed`](crate::Error::InvalidCompressed) naming the field.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let mut r = Reader { bytes, pos: 0 };
+        let head = r.take(8, "header")?;
+        if &head[..4] != MAGIC {
+            return Err(invalid(format!(
+                "magic: expected {MAGIC:?}, got {:?}",
+                &head[..4]
+            )));
+        }
+        if head[4] != VERSION || head[6] != 0 || head[7] != 0 {
+            return Err(invalid(format!(
+                "version/reserved: expected {VERSION}/0/0, got {}/{}/{}",
+                head[4], head[6], head[7]
+            )));
+        }
+        let method = head[5];
+        let fingerprint = r.u64("fingerprint")?;
+        let step = r.u64("step")?;
+        let elements = r.u64("elements")?;
+        let count = r.len("part count")?;
+        let mut parts = Vec::with_capacity(count.min(bytes.len() / 5));
+        for i in 0..count {
+            let kind = r.take(1, "part kind")?[0];
+            let who = format!("part {i}");
+            let part = match kind {
+                0 | 1 => {
+                    let n = r.len(&who)?;
+                    let v = r.f32s(n, &who)?;
+                    if kind == 0 {
+                        Part::Dense(v)
+                    } else {
+                        Part::Values(v)
+                    }
+                }
+                2 => {
+                    let k = r.len(&who)?;
+                    let indices = r.u32s(k, &who)?;
+                    let values = r.f32s(k, &who)?;
+                    Part::Sparse { indices, values }
+                }
+                3 => {
+                    let np = r.len(&who)?;
+                    let nq = r.len(&who)?;
+                    let p = r.f32s(np, &who)?;
+                    let q = r.f32s(nq, &who)?;
+                    Part::LowRank { p, q }
+                }
+                k => return Err(invalid(format!("{who}: kind {k} is unknown"))),
+            };
+            parts.push(part);
+        }
+        if r.pos != bytes.len() {
+            return Err(invalid(format!(
+                "{} trailing bytes after the last part",
+                bytes.len() - r.pos
+            )));
+        }
+        Ok(Self {
+            fingerprint,
+            method,
+            step,
+            elements,
+            parts,
+        })
+    }
+}

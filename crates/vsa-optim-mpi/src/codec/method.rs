@@ -1,0 +1,117 @@
+//! The `compressed` mode's codec: any `grad_sketch::Compressor` method (heavy-hitter count
+//! sketch, random-k, top-k, PowerSGD) with its error feedback and warm start.
+
+use grad_sketch::{Compressor, CompressorConfig, CompressorState, Message};
+
+use super::{Context, ExchangeMode, GradientCodec};
+use crate::error::{Error, Result};
+
+/// A [`Compressor`] on each rank. Keys come from the shared seed and the compressor's call
+/// counter, which advances in lockstep on every rank; the fingerprint covers the method and
+/// its parameters, so the handshake refuses a rank whose decoding config differs. A failed
+/// exchange restores the residuals, the warm starts and the counter.
+#[derive(Debug)]
+pub struct MethodCodec {
+    compressor: Compressor,
+    backup: CompressorState,
+    staged: bool,
+}
+
+fn codec_error(e: grad_sketch::Error) -> Error {
+    Error::Codec(e.to_string())
+}
+
+impl MethodCodec {
+    /// A codec for the parameters `shapes` (`(name, shape)` in any order; payloads follow
+    /// the sorted-name order).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an invalid config or parameter list.
+    pub fn new(shapes: &[(String, Vec<usize>)], config: CompressorConfig) -> Result<Self> {
+        let compressor = Compressor::new(shapes, config)
+            .map_err(|e| Error::InvalidConfig(format!("compressed codec: {e}")))?;
+        let backup = compressor.state();
+        Ok(Self {
+            compressor,
+            backup,
+            staged: false,
+        })
+    }
+
+    /// The compressor.
+    pub fn compressor(&self) -> &Compressor {
+        &self.compressor
+    }
+}
+
+impl GradientCodec for MethodCodec {
+    fn mode(&self) -> ExchangeMode {
+        ExchangeMode::Compressed
+    }
+
+    fn fingerprint(&self) -> u64 {
+        self.compressor.fingerprint()
+    }
+
+    fn encode(&mut self, _ctx: Context, grads: &[Vec<f32>], out: &mut Vec<u8>) -> Result<()> {
+        self.compressor.copy_state_into(&mut self.backup);
+        let m = self.compressor.compress(grads).map_err(codec_error)?;
+        self.staged = true;
+        if let Err(e) = m.write_bytes(out) {
+            self.rollback();
+            return Err(codec_error(e));
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self, ctx: Context, payload: &[u8], out: &mut [Vec<f32>]) -> Result<()> {
+        let bad = |e: grad_sketch::Error| Error::Decode {
+            rank: ctx.rank,
+            reason: e.to_string(),
+        };
+        let m = Message::from_bytes(payload).map_err(bad)?;
+        self.compressor.decompress_into(&m, out).map_err(bad)
+    }
+
+    fn commit(&mut self) {
+        self.staged = false;
+    }
+
+    fn rollback(&mut self) {
+        if std::mem::take(&mut self.staged) {
+            // The backup was copied from this compressor: same shapes, finite.
+            let _ = self.compressor.restore(&self.backup);
+        }
+    }
+
+    fn state(&self) -> Vec<u8> {
+        let s = self.compressor.state();
+        let mut out = s.step.to_le_bytes().to_vec();
+        for v in s.residuals.iter().chain(&s.warm_starts) {
+            out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+        }
+        out
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let mut s = self.compressor.state();
+        let total: usize = s.residuals.iter().chain(&s.warm_starts).map(Vec::len).sum();
+        if state.len() != 8 + 4 * total {
+            return Err(Error::Codec(format!(
+                "compressed codec state of {} bytes, expected {}",
+                state.len(),
+                8 + 4 * total
+            )));
+        }
+        s.step = u64::from_le_bytes(state[..8].try_into().expect("8 bytes"));
+        let mut words = state[8..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        for v in s.residuals.iter_mut().chain(s.warm_starts.iter_mut()) {
+            v.iter_mut().zip(words.by_ref()).for_each(|(x, w)| *x = w);
+        }
+        self.compressor.restore(&s).map_err(codec_error)?;
+        self.staged = false;
+        Ok(())
+    }
+}

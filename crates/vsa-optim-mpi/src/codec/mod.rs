@@ -1,0 +1,256 @@
+//! Gradient codecs: how one rank's gradient becomes the bytes it sends, and back.
+//!
+//! A codec is given the parameter layout (one `Vec<f32>` per parameter, in the same order
+//! on every rank) and, at each exchange, the step and the sending rank, which key any
+//! randomness. Decoding any rank's payload must give the same values on every rank, so that
+//! every rank computes the same average.
+
+mod method;
+mod ternary;
+mod vsa;
+
+pub use method::MethodCodec;
+pub use ternary::{DEFAULT_TERNARY_BLOCK, TernaryCodec, TernaryPacking};
+pub use vsa::VsaCodec;
+
+use crate::error::{Error, Result};
+
+/// The exchange modes. Part of the start-up handshake: all ranks must use the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExchangeMode {
+    /// Raw little-endian `f32`: the bit-deterministic reference.
+    F32,
+    /// Unbiased stochastic ternary trits with one `f32` scale per block.
+    Ternary,
+    /// The VSA sketch of `grad-sketch` with error feedback ([`VsaCodec`]).
+    Vsa,
+    /// A `grad-sketch` method (heavy-hitter count sketch, random-k, top-k, PowerSGD) with
+    /// error feedback ([`MethodCodec`]).
+    Compressed,
+}
+
+impl ExchangeMode {
+    /// The mode's wire tag.
+    pub fn tag(self) -> u8 {
+        match self {
+            Self::F32 => 0,
+            Self::Ternary => 1,
+            Self::Vsa => 2,
+            Self::Compressed => 3,
+        }
+    }
+
+    /// A short lowercase name (`f32`, `ternary`, `vsa`, `compressed`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Ternary => "ternary",
+            Self::Vsa => "vsa",
+            Self::Compressed => "compressed",
+        }
+    }
+}
+
+impl std::fmt::Display for ExchangeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ExchangeMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "ternary" => Ok(Self::Ternary),
+            "vsa" => Ok(Self::Vsa),
+            "compressed" => Ok(Self::Compressed),
+            other => Err(Error::InvalidConfig(format!(
+                "unknown exchange mode {other:?}: expected f32, ternary, vsa or compressed"
+            ))),
+        }
+    }
+}
+
+/// Which ranks and step an encode or decode belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context {
+    /// The training step (keys randomness; the same on every rank).
+    pub step: u64,
+    /// The rank whose gradient is encoded or decoded.
+    pub rank: usize,
+}
+
+/// Turns one rank's gradient into bytes and back.
+///
+/// `encode` may stage internal state (error feedback, counters); the exchange calls
+/// [`commit`](GradientCodec::commit) once every rank's payload was decoded, or
+/// [`rollback`](GradientCodec::rollback) when the exchange failed on any rank, so a failed
+/// exchange leaves the codec as it was.
+pub trait GradientCodec {
+    /// The mode, checked by the handshake.
+    fn mode(&self) -> ExchangeMode;
+    /// A hash of everything that must agree between ranks for payloads to decode the same
+    /// (block sizes, dimensions, seeds), checked by the handshake.
+    fn fingerprint(&self) -> u64;
+    /// Appends the payload for `grads` (finite, in the layout given at construction) to
+    /// `out`.
+    ///
+    /// # Errors
+    /// Codec-specific; state must be unchanged on error.
+    fn encode(&mut self, ctx: Context, grads: &[Vec<f32>], out: &mut Vec<u8>) -> Result<()>;
+    /// Decodes rank `ctx.rank`'s payload into `out` (overwriting it).
+    ///
+    /// # Errors
+    /// [`Error::Decode`] on a malformed payload; [`Error::LengthMismatch`] when `out` does
+    /// not have the layout given at construction. This crate's codecs validate everything
+    /// before writing, so `out` is untouched on error.
+    fn decode(&mut self, ctx: Context, payload: &[u8], out: &mut [Vec<f32>]) -> Result<()>;
+    /// Makes the state staged by the last `encode` permanent.
+    fn commit(&mut self) {}
+    /// Discards the state staged by the last `encode`.
+    fn rollback(&mut self) {}
+    /// Checkpointable state (empty for stateless codecs).
+    fn state(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// Restores [`state`](GradientCodec::state).
+    ///
+    /// # Errors
+    /// [`Error::Codec`] when the bytes are not a state of this codec.
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Codec(format!(
+                "a stateless codec was given {} bytes of state",
+                state.len()
+            )))
+        }
+    }
+}
+
+pub(crate) fn check_grads(lens: &[usize], grads: &[Vec<f32>]) -> Result<()> {
+    if grads.len() != lens.len() {
+        return Err(Error::LengthMismatch {
+            what: "number of parameters".into(),
+            expected: lens.len(),
+            actual: grads.len(),
+        });
+    }
+    for (k, (g, &n)) in grads.iter().zip(lens).enumerate() {
+        if g.len() != n {
+            return Err(Error::LengthMismatch {
+                what: format!("gradient of parameter {k}"),
+                expected: n,
+                actual: g.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn decode_error(ctx: Context, reason: impl Into<String>) -> Error {
+    Error::Decode {
+        rank: ctx.rank,
+        reason: reason.into(),
+    }
+}
+
+/// FNV-1a over little-endian `u64` words: the fingerprints' hash.
+pub(crate) fn fnv(words: impl IntoIterator<Item = u64>) -> u64 {
+    vsa_core::rng::fnv1a(words.into_iter().flat_map(u64::to_le_bytes))
+}
+
+/// Raw `f32`, little-endian: `4·n` bytes, lossless.
+#[derive(Debug, Clone)]
+pub struct F32Codec {
+    lens: Vec<usize>,
+}
+
+impl F32Codec {
+    /// A codec for parameters of lengths `lens`.
+    pub fn new(lens: &[usize]) -> Self {
+        Self {
+            lens: lens.to_vec(),
+        }
+    }
+}
+
+impl GradientCodec for F32Codec {
+    fn mode(&self) -> ExchangeMode {
+        ExchangeMode::F32
+    }
+
+    fn fingerprint(&self) -> u64 {
+        fnv(self.lens.iter().map(|&n| n as u64))
+    }
+
+    fn encode(&mut self, _ctx: Context, grads: &[Vec<f32>], out: &mut Vec<u8>) -> Result<()> {
+        check_grads(&self.lens, grads)?;
+        for g in grads {
+            for &x in g {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self, ctx: Context, payload: &[u8], out: &mut [Vec<f32>]) -> Result<()> {
+        let total: usize = self.lens.iter().sum();
+        if payload.len() != 4 * total {
+            return Err(decode_error(
+                ctx,
+                format!(
+                    "f32 payload of {} bytes, expected {}",
+                    payload.len(),
+                    4 * total
+                ),
+            ));
+        }
+        check_grads(&self.lens, out)?;
+        let mut chunks = payload.chunks_exact(4);
+        for o in out.iter_mut() {
+            for (x, c) in o.iter_mut().zip(chunks.by_ref()) {
+                *x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The codec for `mode` over the parameters `shapes` (`(name, shape)` in any order; every
+/// codec works in sorted-name order): f32, ternary (base-3 payload with one scale per 320
+/// elements, randomness from `seed`), VSA (`vsa`, [`VsaCodec`] with `vsa`) or `compressed`
+/// ([`MethodCodec`] with `method`).
+///
+/// # Errors
+/// [`Error::InvalidConfig`] for an invalid parameter list or config.
+pub fn codec_for(
+    mode: ExchangeMode,
+    shapes: &[(String, Vec<usize>)],
+    seed: u64,
+    vsa: grad_sketch::SketchConfig,
+    method: grad_sketch::CompressorConfig,
+) -> Result<Box<dyn GradientCodec + Send>> {
+    let params = grad_sketch::Params::new(shapes)
+        .map_err(|e| Error::InvalidConfig(format!("parameters: {e}")))?;
+    let lens: Vec<usize> = params
+        .list()
+        .iter()
+        .map(grad_sketch::Param::numel)
+        .collect();
+    Ok(match mode {
+        ExchangeMode::F32 => Box::new(F32Codec::new(&lens)),
+        ExchangeMode::Ternary => Box::new(TernaryCodec::new(
+            &lens,
+            seed,
+            DEFAULT_TERNARY_BLOCK,
+            TernaryPacking::Base3,
+        )?),
+        ExchangeMode::Vsa => Box::new(VsaCodec::new(shapes, vsa)?),
+        ExchangeMode::Compressed => Box::new(MethodCodec::new(shapes, method)?),
+    })
+}
