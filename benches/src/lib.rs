@@ -7,7 +7,8 @@
 //! - [`compare`]: the side-by-side comparison table.
 //! - [`plot`]: loss curves as SVG.
 //! - [`compress_runs`], [`ternary_runs`]: training with compressed or ternary-accumulated gradients.
-//! - [`distributed`]: data-parallel training over MPI ranks (or the single-process reference).
+//! - `distributed` (feature `distributed`): data-parallel training over MPI ranks (or the
+//!   single-process reference).
 //! - [`workloads`]: the demo's workload sizes and trainer configs.
 
 #![deny(missing_docs)]
@@ -15,6 +16,7 @@
 pub mod compare;
 pub mod compress_runs;
 pub mod data;
+#[cfg(feature = "distributed")]
 pub mod distributed;
 pub mod harness;
 pub mod models;

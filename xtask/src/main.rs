@@ -178,7 +178,7 @@ fn write_report(crit_dir: &Path, demo_out: &Path, flags: &str) -> Result<(), Str
         date = sh("date -u '+%Y-%m-%d %H:%M UTC'"),
         cpu = sh("lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1"),
         cores = sh("nproc"),
-        mpi = current_mpi_section(),
+        mpi = current_generated_sections(),
     );
     let path = root().join("docs").join("benchmarks.md");
     std::fs::write(&path, doc).map_err(|e| e.to_string())?;
@@ -275,15 +275,39 @@ fn fmt_ns(ns: f64) -> String {
 const MPI_BEGIN: &str = "<!-- mpi:begin (cargo xtask mpi) -->";
 const MPI_END: &str = "<!-- mpi:end -->";
 
-/// The data-parallel section currently in `docs/benchmarks.md` (kept when `bench` rewrites
-/// the rest), with its markers; empty when there is none.
-fn current_mpi_section() -> String {
+/// The generated sections currently in `docs/benchmarks.md` that other commands own (the
+/// data-parallel section of `cargo xtask mpi`, the ternary frontier and the compression
+/// methods of their report examples, …): every `<!-- NAME:begin … -->` … `<!-- NAME:end -->`
+/// block, with its markers, in document order. `bench` rewrites the rest of the file and
+/// keeps these; empty when there are none.
+fn current_generated_sections() -> String {
     let doc =
         std::fs::read_to_string(root().join("docs").join("benchmarks.md")).unwrap_or_default();
-    match (doc.find(MPI_BEGIN), doc.find(MPI_END)) {
-        (Some(a), Some(b)) if b > a => format!("\n{}\n", &doc[a..b + MPI_END.len()]),
-        _ => String::new(),
+    preserved_sections(&doc)
+}
+
+/// Every marked section of `doc` (see [`current_generated_sections`]), each on its own lines.
+fn preserved_sections(doc: &str) -> String {
+    let mut out = String::new();
+    let mut rest = doc;
+    while let Some(a) = rest.find("<!-- ") {
+        let after = &rest[a + 5..];
+        let Some(colon) = after.find(':') else { break };
+        let name = &after[..colon];
+        let is_begin = after[colon..].starts_with(":begin");
+        let end_marker = format!("<!-- {name}:end -->");
+        match (is_begin, rest[a..].find(&end_marker)) {
+            (true, Some(b)) if !name.contains(char::is_whitespace) => {
+                let end = a + b + end_marker.len();
+                out.push('\n');
+                out.push_str(&rest[a..end]);
+                out.push('\n');
+                rest = &rest[end..];
+            }
+            _ => rest = &rest[a + 5..],
+        }
     }
+    out
 }
 
 /// One data-parallel run's configuration.
@@ -677,4 +701,20 @@ fn mpi(args: &[String]) -> Result<(), String> {
     std::fs::write(&path, new).map_err(|e| e.to_string())?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::preserved_sections;
+
+    #[test]
+    fn bench_keeps_every_marked_section_in_order() {
+        let doc = "# Measured\nkernels\n<!-- a:begin (cmd a) -->\nA1\n<!-- a:end -->\ntext\n\
+                   <!-- img: not a section -->\n<!-- b:begin -->\nB\n<!-- b:end -->\n<!-- c:begin -->\nunclosed\n";
+        assert_eq!(
+            preserved_sections(doc),
+            "\n<!-- a:begin (cmd a) -->\nA1\n<!-- a:end -->\n\n<!-- b:begin -->\nB\n<!-- b:end -->\n"
+        );
+        assert_eq!(preserved_sections("no markers"), "");
+    }
 }
