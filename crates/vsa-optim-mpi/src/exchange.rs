@@ -135,10 +135,15 @@ pub fn check_handshakes(all: &[Handshake]) -> Result<()> {
 }
 
 fn mode_name(tag: u64) -> String {
-    [ExchangeMode::F32, ExchangeMode::Ternary, ExchangeMode::Vsa]
-        .into_iter()
-        .find(|m| u64::from(m.tag()) == tag)
-        .map_or_else(|| format!("unknown mode {tag}"), |m| m.name().to_string())
+    [
+        ExchangeMode::F32,
+        ExchangeMode::Ternary,
+        ExchangeMode::Vsa,
+        ExchangeMode::Compressed,
+    ]
+    .into_iter()
+    .find(|m| u64::from(m.tag()) == tag)
+    .map_or_else(|| format!("unknown mode {tag}"), |m| m.name().to_string())
 }
 
 /// Hash of parameter names and shapes, in the given order.

@@ -1,24 +1,17 @@
 //! The unbiased stochastic ternary codec.
 
+pub use ternary_quant::TernaryPacking;
 use ternary_quant::fused::{
     quantize_stochastic_base3_with_scale_into, quantize_stochastic_planes_with_scale_into,
 };
 use ternary_quant::pack::{check_base3, check_planes};
 use ternary_quant::{
-    RngKey, base3_bytes, dequantize_base3_into, dequantize_planes_into, max_abs, plane_words,
+    DEFAULT_SCALE_BLOCK, RngKey, base3_bytes, dequantize_base3_into, dequantize_planes_into,
+    max_abs, plane_words,
 };
 
 use super::{Context, ExchangeMode, GradientCodec, check_grads, decode_error, fnv};
 use crate::error::{Error, Result};
-
-/// How ternary trits travel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TernaryPacking {
-    /// Two bitplanes (`+1` and `−1`), 2 bits per element.
-    Planes,
-    /// Base 3, five trits per byte, 1.6 bits per element.
-    Base3,
-}
 
 /// Unbiased stochastic ternary: per block of `block` elements, scale `s = max|x|` and trits
 /// with `P(q = sign x) = |x|/s`, so `E[s·q] = x`. Randomness is keyed by
@@ -37,9 +30,9 @@ pub struct TernaryCodec {
     words: Vec<u64>,
 }
 
-/// The default scale block: 320 elements (64 base-3 bytes, 5 plane words), the
-/// accumulator's default in `ternary-quant`.
-pub const DEFAULT_TERNARY_BLOCK: usize = 320;
+/// The default scale block: 320 elements (64 base-3 bytes, 5 plane words): ternary-quant's
+/// [`DEFAULT_SCALE_BLOCK`], defined there once.
+pub const DEFAULT_TERNARY_BLOCK: usize = DEFAULT_SCALE_BLOCK;
 
 impl TernaryCodec {
     /// A codec for parameters of lengths `lens`.
