@@ -483,3 +483,84 @@ fn a_changed_varmap_is_a_typed_error_and_changes_nothing() {
         fresh.trainer.state_bytes().unwrap()
     );
 }
+
+#[test]
+fn presets_validate_and_mean_what_they_say() {
+    let d = DeterministicPhaseConfig::default();
+    assert_eq!(DeterministicPhaseConfig::seed_schedule(), d);
+    assert_eq!(
+        (
+            d.warmup_steps,
+            d.full_steps,
+            d.predict_steps,
+            d.correct_every
+        ),
+        (10, 5, 20, 5)
+    );
+    let alt = DeterministicPhaseConfig::alternating();
+    let off = DeterministicPhaseConfig::prediction_off();
+    for c in [&d, &alt, &off] {
+        c.validate().unwrap();
+        assert_eq!(DeterministicPhaseConfig::new(c.clone()).unwrap(), *c);
+    }
+    let shapes = vec![("w".to_string(), vec![3])];
+    let phases = |c: DeterministicPhaseConfig| {
+        let mut t = DeterministicPhaseTrainer::new(&shapes, c, &Device::Cpu).unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..40 {
+            let info = t.begin_step().unwrap();
+            seen.push(info.phase);
+            if info.needs_backward {
+                let g = Tensor::new(&[1.0f32, 2.0, 3.0], &Device::Cpu).unwrap();
+                t.record_full_gradients(&HashMap::from([("w".to_string(), g)]))
+                    .unwrap();
+                t.end_step(1.0).unwrap();
+            } else {
+                t.get_predicted_gradients().unwrap();
+                t.end_step_without_loss().unwrap();
+            }
+        }
+        seen
+    };
+    assert!(phases(off).iter().all(|p| *p == DeterministicPhase::Warmup));
+    // After warmup: Full, Predict, Correct, repeating (one true gradient per reused one).
+    let a = phases(alt);
+    assert_eq!(
+        &a[10..16],
+        &[
+            DeterministicPhase::Full,
+            DeterministicPhase::Predict,
+            DeterministicPhase::Correct,
+            DeterministicPhase::Full,
+            DeterministicPhase::Predict,
+            DeterministicPhase::Correct,
+        ]
+    );
+    // Config errors share one shape, and prediction_horizon ≠ 1 is refused.
+    let bad = DeterministicPhaseConfig {
+        prediction_horizon: 2,
+        ..d.clone()
+    };
+    assert!(matches!(
+        bad.validate(),
+        Err(Error::Scheduler(
+            vsa_optim_rs::phase_scheduler::Error::InvalidConfig {
+                parameter: "prediction_horizon",
+                ..
+            }
+        ))
+    ));
+    let bad = DeterministicPhaseConfig {
+        residual_rate: 0.0,
+        ..d
+    };
+    assert!(matches!(
+        bad.validate(),
+        Err(Error::Predict(
+            vsa_optim_rs::grad_predict::Error::InvalidParameter {
+                parameter: "residual_rate",
+                ..
+            }
+        ))
+    ));
+}

@@ -97,10 +97,11 @@ impl History {
                 let (m, n) = match (&self.a, &self.b) {
                     (Some(a), Some(b)) => {
                         let m32 = read(a)?;
-                        let n = (read(b)?.affine(f64::from(c1), 0.0)?
-                            + m32.affine(f64::from(c2), 0.0)?)?;
-                        let m =
-                            (m32.affine(f64::from(a0), 0.0)? + g32.affine(f64::from(b0), 0.0)?)?;
+                        // One temporary per statement (peak memory).
+                        let n = read(b)?.affine(f64::from(c1), 0.0)?;
+                        let n = (n + m32.affine(f64::from(c2), 0.0)?)?;
+                        let m = m32.affine(f64::from(a0), 0.0)?;
+                        let m = (m + g32.affine(f64::from(b0), 0.0)?)?;
                         (m, n)
                     }
                     _ => (g32.affine(f64::from(b0), 0.0)?, g32.zeros_like()?),
@@ -164,24 +165,26 @@ impl History {
         rate: f32,
     ) -> Result<(Tensor, CorrectionSums)> {
         let p0 = self.model_prediction(coeffs)?;
+        // One statement per temporary, so that at most two full-size temporaries are alive
+        // at a time (peak memory, see `examples/trainer_memory.rs`).
+        let r = {
+            let step = (g32 - &p0)?.affine(f64::from(rate), 0.0)?;
+            match &self.residual {
+                Some(r) => (r.affine(f64::from(1.0 - rate), 0.0)? + step)?,
+                None => step,
+            }
+        };
         let f = match (&self.residual, self.residual_active) {
-            (Some(r), true) => (&p0 + r)?,
-            _ => p0.clone(),
+            (Some(old), true) => (&p0 + old)?,
+            _ => p0,
         };
-        let keep = 1.0 - rate;
-        let step = (g32 - &p0)?.affine(f64::from(rate), 0.0)?;
-        let r = match &self.residual {
-            Some(r) => (r.affine(f64::from(keep), 0.0)? + step)?,
-            None => step,
-        };
-        let e = (&f - g32)?;
-        let sums = [
-            (&f * g32)?.sum_all()?,
-            f.sqr()?.sum_all()?,
-            g32.sqr()?.sum_all()?,
-            e.sqr()?.sum_all()?,
-            r.sqr()?.sum_all()?,
-        ];
+        let dot = (&f * g32)?.sum_all()?;
+        let pp = f.sqr()?.sum_all()?;
+        let gg = g32.sqr()?.sum_all()?;
+        let ee = (&f - g32)?.sqr()?.sum_all()?;
+        drop(f);
+        let rr = r.sqr()?.sum_all()?;
+        let sums = [dot, pp, gg, ee, rr];
         Ok((r, CorrectionSums { sums }))
     }
 
