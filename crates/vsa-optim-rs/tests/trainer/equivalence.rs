@@ -13,6 +13,16 @@ use vsa_optim_rs::{
     PredictorModel, StatPrecision,
 };
 
+/// The device the tests put the trainer's history on: the first CUDA device with
+/// `--features cuda` and `VSA_TEST_DEVICE=cuda` (`cargo xtask gpu`), else the CPU.
+fn device() -> Device {
+    #[cfg(feature = "cuda")]
+    if std::env::var("VSA_TEST_DEVICE").as_deref() == Ok("cuda") {
+        return Device::new_cuda(0).expect("VSA_TEST_DEVICE=cuda needs a CUDA device");
+    }
+    Device::Cpu
+}
+
 const SHAPES: [(&str, &[usize]); 2] = [("layer.weight", &[9, 37]), ("layer.bias", &[37])];
 
 fn shapes() -> Vec<(String, Vec<usize>)> {
@@ -65,7 +75,7 @@ fn host_map(values: &[Vec<f32>], dtype: DType) -> HashMap<String, Tensor> {
     set.iter()
         .zip(values)
         .map(|((name, shape), v)| {
-            let t = Tensor::from_slice(v.as_slice(), shape.as_slice(), &Device::Cpu)
+            let t = Tensor::from_slice(v.as_slice(), shape.as_slice(), &device())
                 .unwrap()
                 .to_dtype(dtype)
                 .unwrap();
@@ -98,7 +108,7 @@ struct Outcome {
 /// Runs the trainer and the reference side by side on the same fixed gradients and checks
 /// that every prediction is equal.
 fn run(cfg: DeterministicPhaseConfig, dtype: DType, steps: u64) -> Outcome {
-    let mut trainer = DeterministicPhaseTrainer::new(&shapes(), cfg.clone(), &Device::Cpu).unwrap();
+    let mut trainer = DeterministicPhaseTrainer::new(&shapes(), cfg.clone(), &device()).unwrap();
     let sizes: Vec<usize> = trainer.params().specs().iter().map(|s| s.numel()).collect();
     let mut reference: Vec<GradientPredictor> = sizes
         .iter()
@@ -255,7 +265,7 @@ fn trainer_at_predict(
     model: PredictorModel,
 ) -> (DeterministicPhaseTrainer, HashMap<String, Tensor>) {
     let cfg = config(model, HistoryMode::Streaming, StatPrecision::F32);
-    let mut t = DeterministicPhaseTrainer::new(&shapes(), cfg, &Device::Cpu).unwrap();
+    let mut t = DeterministicPhaseTrainer::new(&shapes(), cfg, &device()).unwrap();
     let sizes: Vec<usize> = t.params().specs().iter().map(|s| s.numel()).collect();
     let mut last = HashMap::new();
     loop {
@@ -301,7 +311,7 @@ fn f16_history_refuses_out_of_range_gradients_and_changes_nothing() {
         HistoryMode::Streaming,
         StatPrecision::F16,
     );
-    let mut t = DeterministicPhaseTrainer::new(&shapes(), cfg, &Device::Cpu).unwrap();
+    let mut t = DeterministicPhaseTrainer::new(&shapes(), cfg, &device()).unwrap();
     let sizes: Vec<usize> = t.params().specs().iter().map(|s| s.numel()).collect();
     t.begin_step().unwrap();
     let ok: Vec<Vec<f32>> = sizes
@@ -339,7 +349,7 @@ fn f16_history_refuses_out_of_range_gradients_and_changes_nothing() {
         HistoryMode::Streaming,
         StatPrecision::F16,
     );
-    let mut u = DeterministicPhaseTrainer::new(&shapes(), cfg, &Device::Cpu).unwrap();
+    let mut u = DeterministicPhaseTrainer::new(&shapes(), cfg, &device()).unwrap();
     for _ in 0..2 {
         u.begin_step().unwrap();
         u.record_full_gradients(&host_map(&ok, DType::F32)).unwrap();
@@ -360,7 +370,7 @@ fn checkpoint_version_and_config_are_checked() {
             HistoryMode::Streaming,
             StatPrecision::F32,
         ),
-        &Device::Cpu,
+        &device(),
     )
     .unwrap();
     let fresh = u.state_bytes().unwrap();
@@ -389,10 +399,55 @@ fn checkpoint_version_and_config_are_checked() {
             HistoryMode::Streaming,
             StatPrecision::F32,
         ),
-        &Device::Cpu,
+        &device(),
     )
     .unwrap();
     assert!(matches!(w.load_bytes(&bytes), Err(Error::Checkpoint(_))));
     u.load_bytes(&bytes).unwrap();
     assert_eq!(u.state_bytes().unwrap(), bytes);
+}
+
+/// A gradient on another device than the trainer's is a typed error and changes nothing
+/// (needs a CUDA device: built with `--features cuda`, run by `cargo xtask gpu`).
+#[cfg(feature = "cuda")]
+#[test]
+fn gradient_on_another_device_is_refused() {
+    let cuda = Device::new_cuda(0).expect("a CUDA device");
+    let cfg = config(
+        PredictorModel::LinearWls,
+        HistoryMode::Streaming,
+        StatPrecision::F32,
+    );
+    let mut t = DeterministicPhaseTrainer::new(&shapes(), cfg, &cuda).unwrap();
+    let sizes: Vec<usize> = t.params().specs().iter().map(|s| s.numel()).collect();
+    let g: Vec<Vec<f32>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(p, &n)| gradient(p, 0, n))
+        .collect();
+    let before = t.state_bytes().unwrap();
+    t.begin_step().unwrap();
+    let mut set: Vec<(String, Vec<usize>)> = shapes();
+    set.sort();
+    let on_cpu: HashMap<String, Tensor> = set
+        .iter()
+        .zip(&g)
+        .map(|((n, s), v)| {
+            (
+                n.clone(),
+                Tensor::from_slice(v.as_slice(), s.as_slice(), &Device::Cpu).unwrap(),
+            )
+        })
+        .collect();
+    assert!(matches!(
+        t.record_full_gradients(&on_cpu),
+        Err(Error::DeviceMismatch { .. })
+    ));
+    let on_gpu: HashMap<String, Tensor> = on_cpu
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_device(&cuda).unwrap()))
+        .collect();
+    t.record_full_gradients(&on_gpu).unwrap();
+    t.end_step(1.0).unwrap();
+    assert_ne!(t.state_bytes().unwrap(), before);
 }
