@@ -564,3 +564,20 @@ fn presets_validate_and_mean_what_they_say() {
         ))
     ));
 }
+
+/// A candle training loop returning `candle_core::Result` can use `?` on the facade.
+#[test]
+fn facade_errors_convert_to_candle_errors() {
+    fn inner() -> candle_core::Result<()> {
+        let shapes = vec![("w".to_string(), vec![2])];
+        let mut t = DeterministicPhaseTrainer::new(
+            &shapes,
+            DeterministicPhaseConfig::default(),
+            &Device::Cpu,
+        )?;
+        t.end_step(1.0)?; // no step in progress: a facade error, through `?`
+        Ok(())
+    }
+    let err = inner().unwrap_err();
+    assert!(err.to_string().contains("no step in progress"), "{err}");
+}
