@@ -4,6 +4,7 @@ use criterion::{criterion_group, criterion_main};
 mod compress_bench;
 mod predict_bench;
 mod ternary_bench;
+mod trainer_bench;
 mod vsa_core_bench;
 
 criterion_group!(
@@ -11,6 +12,7 @@ criterion_group!(
     vsa_core_bench::benches,
     ternary_bench::benches,
     predict_bench::benches,
+    trainer_bench::benches,
     compress_bench::benches,
     compress_bench::method_benches
 );

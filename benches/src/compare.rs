@@ -1,5 +1,7 @@
 //! A full comparison on one task: plain training over a learning-rate grid, the trainer, the
-//! two controls, and the compute-matched baseline, summarised as a table.
+//! rows that tell what it is worth (prediction off, `LinearWls` on the same config, a zero
+//! gradient on exactly the trainer's schedule), and the compute-matched baseline,
+//! summarised as a table.
 
 use candle_core::Result;
 use serde::Serialize;
@@ -150,18 +152,30 @@ pub fn compare(
         )?;
         controls.push(r.clone());
         runs.push(r);
+        let schedule = trainer_runs
+            .first()
+            .map(|(_, r)| r.schedule.clone())
+            .unwrap_or_default();
+        let wls = DeterministicPhaseConfig {
+            predictor_model: vsa_optim_rs::PredictorModel::LinearWls,
+            ..cfg.clone()
+        };
         for (name, method) in [
             (
-                "control: reuse last gradient",
-                Method::ReuseLast(Box::new(cfg.clone())),
+                "trainer, prediction off".to_string(),
+                Method::Trainer(Box::new(DeterministicPhaseConfig::prediction_off())),
             ),
             (
-                "control: zero gradient",
-                Method::Zero(Box::new(cfg.clone())),
+                format!("trainer {label}, LinearWls"),
+                Method::Trainer(Box::new(wls)),
+            ),
+            (
+                format!("control: zero gradient on the {label} schedule"),
+                Method::ZeroOnSchedule(schedule),
             ),
         ] {
-            let r = run(task, &method, name, s.lr * lr_mult, s, |i| {
-                progress(name, i)
+            let r = run(task, &method, &name, s.lr * lr_mult, s, |i| {
+                progress(&name, i)
             })?;
             controls.push(r.clone());
             runs.push(r);
@@ -283,4 +297,82 @@ impl Comparison {
         s.push('\n');
         s
     }
+}
+
+/// The no-harm measurement: training seconds of plain AdamW and of the trainer with
+/// prediction off (the same backward passes), in `reps` interleaved repetitions
+/// (plain, off, plain, off, …) so that both see the same machine load.
+#[derive(Debug, Clone, Serialize)]
+pub struct NoHarm {
+    /// Task label.
+    pub task: String,
+    /// Training seconds of each plain run.
+    pub plain: Vec<f64>,
+    /// Training seconds of each prediction-off trainer run.
+    pub off: Vec<f64>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+impl NoHarm {
+    /// Fastest prediction-off run ÷ fastest plain run.
+    pub fn fastest_ratio(&self) -> f64 {
+        let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+        min(&self.off) / min(&self.plain)
+    }
+
+    /// Median, minimum and maximum of the per-pair ratios off ÷ plain.
+    pub fn pair_ratios(&self) -> (f64, f64, f64) {
+        let r: Vec<f64> = self
+            .off
+            .iter()
+            .zip(&self.plain)
+            .map(|(o, p)| o / p)
+            .collect();
+        let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (median(r), lo, hi)
+    }
+
+    /// One Markdown table row: task, reps, fastest ratio, median [min, max] of pair ratios.
+    pub fn markdown_row(&self) -> String {
+        let (m, lo, hi) = self.pair_ratios();
+        format!(
+            "| {} | {} | {:.3} | {:.3} [{:.3}, {:.3}] |",
+            self.task,
+            self.plain.len(),
+            self.fastest_ratio(),
+            m,
+            lo,
+            hi
+        )
+    }
+}
+
+/// Runs the no-harm measurement (see [`NoHarm`]) at learning rate `lr`.
+///
+/// # Errors
+/// Candle and trainer errors.
+pub fn no_harm(task: &dyn Task, s: RunSettings, reps: usize) -> Result<NoHarm> {
+    let mut out = NoHarm {
+        task: task.name(),
+        plain: Vec::new(),
+        off: Vec::new(),
+    };
+    let off = Method::Trainer(Box::new(DeterministicPhaseConfig::prediction_off()));
+    for _ in 0..reps {
+        out.plain
+            .push(run(task, &Method::Plain, "plain", s.lr, s, |_| {})?.secs);
+        out.off
+            .push(run(task, &off, "trainer, prediction off", s.lr, s, |_| {})?.secs);
+    }
+    Ok(out)
 }

@@ -28,11 +28,9 @@ pub enum Method {
     /// `DeterministicPhaseTrainer`, but predicted steps still run the forward pass (to report
     /// their loss to the scheduler); measures what forward skipping is worth.
     TrainerWithForward(Box<DeterministicPhaseConfig>),
-    /// Control: the trainer's schedule, but predicted steps feed the last true gradient.
-    ReuseLast(Box<DeterministicPhaseConfig>),
-    /// Control: the trainer's schedule, but predicted steps feed a zero gradient
-    /// (AdamW coasts on its momentum).
-    Zero(Box<DeterministicPhaseConfig>),
+    /// Control: exactly the schedule of a finished trainer run (`true` = backward pass at
+    /// that step), with a zero gradient on its predicted steps (AdamW coasts on its momentum).
+    ZeroOnSchedule(Vec<bool>),
 }
 
 /// One evaluation point of a run.
@@ -71,6 +69,8 @@ pub struct RunResult {
     pub state_bytes: usize,
     /// A hash of the final weights (FNV-1a over the f32 bits in sorted-name order).
     pub weights_hash: u64,
+    /// Whether each step ran a backward pass (the schedule a control can replay).
+    pub schedule: Vec<bool>,
 }
 
 impl RunResult {
@@ -201,11 +201,8 @@ pub fn run(
     let mut opt = AdamW::from_varmap(&varmap, params).map_err(wrap)?;
     let k = task.micro_batches();
     let config = match method {
-        Method::Plain => None,
-        Method::Trainer(c)
-        | Method::TrainerWithForward(c)
-        | Method::ReuseLast(c)
-        | Method::Zero(c) => Some((**c).clone()),
+        Method::Plain | Method::ZeroOnSchedule(_) => None,
+        Method::Trainer(c) | Method::TrainerWithForward(c) => Some((**c).clone()),
     };
     let mut trainer = match &config {
         Some(c) => Some(
@@ -214,7 +211,7 @@ pub fn run(
         ),
         None => None,
     };
-    let mut last_true: Option<GradStore> = None;
+    let mut schedule = Vec::with_capacity(s.steps);
     let (mut backward, mut forward) = (0usize, 0usize);
     let mut secs = 0f64;
     let mut curve = Vec::new();
@@ -233,13 +230,27 @@ pub fn run(
         let t0 = Instant::now();
         match trainer.as_mut() {
             None => {
-                let (g, _) = full_gradient(task, model.as_ref(), &vars, step, s.seed)?;
-                backward += k;
-                forward += k;
-                opt.step(&g)?;
+                let backward_step = match method {
+                    Method::ZeroOnSchedule(plan) => plan.get(step).copied().unwrap_or(true),
+                    _ => true,
+                };
+                schedule.push(backward_step);
+                if backward_step {
+                    let (g, _) = full_gradient(task, model.as_ref(), &vars, step, s.seed)?;
+                    backward += k;
+                    forward += k;
+                    opt.step(&g)?;
+                } else {
+                    let mut g = GradStore::default();
+                    for v in &vars {
+                        g.insert(v.as_tensor(), v.as_tensor().zeros_like()?);
+                    }
+                    opt.step(&g)?;
+                }
             }
             Some(tr) => {
                 let info = tr.begin_step().map_err(wrap)?;
+                schedule.push(info.needs_backward);
                 if info.needs_backward {
                     let (g, loss) = full_gradient(task, model.as_ref(), &vars, step, s.seed)?;
                     backward += k;
@@ -247,7 +258,6 @@ pub fn run(
                     tr.record_grad_store(&varmap, &g).map_err(wrap)?;
                     opt.step(&g)?;
                     tr.end_step(loss).map_err(wrap)?;
-                    last_true = Some(g);
                 } else {
                     let mut loss = None;
                     match method {
@@ -267,18 +277,10 @@ pub fn run(
                             let g = tr.predicted_grad_store(&varmap).map_err(wrap)?;
                             opt.step(&g)?;
                         }
-                        Method::ReuseLast(_) => {
-                            let g = last_true.as_ref().ok_or_else(|| {
-                                candle_core::Error::Msg("no true gradient yet".into())
-                            })?;
-                            opt.step(g)?;
-                        }
-                        _ => {
-                            let mut g = GradStore::default();
-                            for v in &vars {
-                                g.insert(v.as_tensor(), v.as_tensor().zeros_like()?);
-                            }
-                            opt.step(&g)?;
+                        Method::Plain | Method::ZeroOnSchedule(_) => {
+                            return Err(candle_core::Error::Msg(
+                                "internal: a trainer ran for a method without one".into(),
+                            ));
                         }
                     }
                     match loss {
@@ -305,6 +307,7 @@ pub fn run(
         stats: trainer.as_ref().map(|t| t.get_stats().to_string()),
         state_bytes,
         weights_hash: weights_hash(&vars)?,
+        schedule,
     })
 }
 

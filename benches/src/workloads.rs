@@ -103,15 +103,7 @@ pub fn workload_settings(w: Workload, r: Regime, quick: bool) -> WorkloadSetting
 /// (last-gradient) step, with a Correct step measuring every prediction so the scheduler can
 /// back off when quality is poor; predict phases never grow past one step.
 pub fn best_config() -> DeterministicPhaseConfig {
-    DeterministicPhaseConfig {
-        full_steps: 1,
-        predict_steps: 1,
-        correct_every: 1,
-        min_full_steps: 1,
-        min_predict_steps: 1,
-        max_predict_steps: 1,
-        ..DeterministicPhaseConfig::default()
-    }
+    DeterministicPhaseConfig::alternating()
 }
 
 /// The trainer configurations compared: the defaults first at the base learning rate (the

@@ -13,6 +13,8 @@
 //!   OpenMPI (`apt-get install -y --no-install-recommends libopenmpi-dev openmpi-bin
 //!   libclang-dev clang`).
 
+mod gpu;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -46,6 +48,8 @@ fn main() -> ExitCode {
         Some("demo") => demo(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("mpi") => mpi(&args[1..]),
+        Some("gpu") => gpu::gpu(&root(), cargo),
+        Some("gpu-check") => gpu::gpu_check(&root(), cargo()),
         Some("-h" | "--help" | "help") | None => {
             println!(
                 "usage: cargo xtask <demo [ARGS] | bench [--quick] [--no-peers] [--report-only] | mpi [--quick]>\n\n\
@@ -132,6 +136,8 @@ fn bench(args: &[String]) -> Result<(), String> {
 
     let seeds = if quick { "1" } else { "3" };
     let mut d = demo_command(&[
+        "--workload".into(),
+        "all".into(),
         "--seeds".into(),
         seeds.into(),
         "--out".into(),

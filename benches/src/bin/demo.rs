@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use vsa_optim_bench::compare::{Comparison, compare};
+use vsa_optim_bench::compare::{Comparison, NoHarm, compare, no_harm};
 use vsa_optim_bench::harness::RunSettings;
 use vsa_optim_bench::models::CharLmConfig;
 use vsa_optim_bench::plot::{Axis, curves};
@@ -38,8 +38,9 @@ enum RegimeArg {
 #[derive(Debug, Parser)]
 #[command(name = "demo", version)]
 struct Args {
-    /// Which workload to run.
-    #[arg(long, value_enum, default_value = "all")]
+    /// Which workload to run. The default, the digits MLP, prints its tables within minutes;
+    /// `--workload all` adds the char-LM (what `cargo xtask bench` runs, over 3 seeds).
+    #[arg(long, value_enum, default_value = "digits")]
     workload: WorkloadArg,
     /// Which batch regime to run.
     #[arg(long, value_enum, default_value = "both")]
@@ -59,6 +60,10 @@ struct Args {
     /// Where to write curves (SVG), tables (Markdown) and raw results (JSON).
     #[arg(long, default_value = "target/demo")]
     out: PathBuf,
+    /// Interleaved repetitions of the no-harm measurement (plain vs the trainer with
+    /// prediction off, same backward passes) per workload and regime; 0 skips it.
+    #[arg(long, default_value_t = 3)]
+    no_harm_reps: usize,
     /// Hide the progress bars.
     #[arg(long)]
     no_progress: bool,
@@ -102,6 +107,7 @@ fn real_main(args: &Args) -> Result<(), String> {
     };
     let device = candle_core::Device::Cpu;
     let mut report = String::new();
+    let mut harm: Vec<NoHarm> = Vec::new();
     for &w in &workloads {
         for &r in &regimes {
             let ws = workload_settings(w, r, args.quick);
@@ -130,7 +136,7 @@ fn real_main(args: &Args) -> Result<(), String> {
                     eval_every: ws.eval_every.min(steps),
                 };
                 let configs = trainer_configs();
-                let runs_total = args.lr_grid.len() + configs.len() + 3;
+                let runs_total = args.lr_grid.len() + configs.len() + 4;
                 let bar = if args.no_progress {
                     ProgressBar::hidden()
                 } else {
@@ -182,12 +188,43 @@ fn real_main(args: &Args) -> Result<(), String> {
                 println!("{summary}");
                 report.push_str(&summary);
             }
+            if args.no_harm_reps > 0 {
+                let settings = RunSettings {
+                    steps,
+                    lr: ws.lr,
+                    seed: 0,
+                    eval_every: ws.eval_every.min(steps),
+                };
+                eprintln!(
+                    "no-harm: {} × (plain, trainer with prediction off) on {}",
+                    args.no_harm_reps,
+                    task.name()
+                );
+                let h = no_harm(task.as_ref(), settings, args.no_harm_reps)
+                    .map_err(|e| e.to_string())?;
+                harm.push(h);
+            }
         }
+    }
+    if !harm.is_empty() {
+        let mut t = String::from(
+            "**No harm when backed off: trainer with prediction off ÷ plain AdamW, training \
+             seconds, same backward passes, interleaved repetitions**\n\n\
+             | workload | reps | fastest ÷ fastest | median [min, max] of pair ratios |\n\
+             |---|---|---|---|\n",
+        );
+        for h in &harm {
+            t.push_str(&h.markdown_row());
+            t.push('\n');
+        }
+        println!("\n{t}");
+        report.push_str(&format!("\n{t}\n"));
     }
     let path = args.out.join("report.md");
     std::fs::write(&path, &report).map_err(|e| format!("writing {}: {e}", path.display()))?;
     println!(
-        "curves, tables and raw results written to {}",
+        "curves, tables and raw results written to {}; the full grid (both workloads, 3 seeds, \
+         kernels) is `cargo xtask bench`, its numbers in docs/benchmarks.md",
         args.out.display()
     );
     Ok(())

@@ -42,6 +42,25 @@ pub enum StatPrecision {
 }
 
 impl StatPrecision {
+    /// The largest magnitude a stored value can hold (a larger gradient is refused with
+    /// [`Error::OutOfRange`](crate::Error::OutOfRange)).
+    pub const fn max_abs(self) -> f32 {
+        match self {
+            StatPrecision::F32 => f32::MAX,
+            StatPrecision::Bf16 => half::bf16::MAX.to_f32_const(),
+            StatPrecision::F16 => half::f16::MAX.to_f32_const(),
+        }
+    }
+
+    /// The precision's name, as in error messages: `f32`, `bf16` or `f16`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            StatPrecision::F32 => "f32",
+            StatPrecision::Bf16 => "bf16",
+            StatPrecision::F16 => "f16",
+        }
+    }
+
     /// Bytes per stored value.
     pub const fn bytes(self) -> usize {
         match self {

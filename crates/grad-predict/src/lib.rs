@@ -55,8 +55,12 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "ndarray")]
+mod array;
 mod config;
 mod error;
+mod fit;
+mod kernels;
 mod predictor;
 mod quality;
 mod storage;
@@ -64,6 +68,7 @@ mod variance;
 
 pub use config::{HistoryMode, PredictorConfig, PredictorModel, StatPrecision};
 pub use error::{Error, Result};
+pub use fit::{PredictCoefficients, RecordCoefficients};
 pub use predictor::GradientPredictor;
-pub use quality::{PredictionQuality, quality};
+pub use quality::{PredictionQuality, QualitySums, quality, residual_decision};
 pub use variance::extrapolation_variance_factor;

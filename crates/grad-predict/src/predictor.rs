@@ -1,235 +1,15 @@
 //! The per-tensor gradient predictor.
 
-use half::{bf16, f16};
-
 use crate::config::{HistoryMode, PredictorConfig, PredictorModel, StatPrecision};
 use crate::error::{Error, Result};
-use crate::quality::{PredictionQuality, QualitySums};
+use crate::fit::{Fit, PredictCoefficients, RecordCoefficients, plan_for};
+use crate::kernels::{
+    Buffers, Layout, PredictPlan, RecordPlan, Scratch, Store, WindowMeta, dispatch, predict_block,
+    record_block, sumsq_block,
+};
+use crate::quality::{PredictionQuality, QualitySums, residual_decision};
 use crate::storage::{BLOCK, Stored, max_abs_bits};
-
-/// The velocity term is dropped (the fit falls back to the weighted mean, v = 0) when the
-/// weighted variance of the sample times, M₂/A, is at or below this floor. With distinct
-/// integer steps that happens only when there is one sample, or when every older sample's
-/// weight has fallen below about 1e-200 of the newest one.
-const VAR_FLOOR: f64 = 1e-200;
-
-/// Scalars shared by every element: total weight A = Σw, weighted mean time μ = Σwτ/A and
-/// weighted second central moment M₂ = Σw(τ−μ)², all in time τ relative to the last sample
-/// (τ = step − last_step ≤ 0). The normal-equation determinant is A·M₂.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-struct Fit {
-    a: f64,
-    mu: f64,
-    m2: f64,
-}
-
-impl Fit {
-    fn velocity_ok(&self) -> bool {
-        self.m2 > VAR_FLOOR * self.a
-    }
-}
-
-/// Which per-element buffers exist and what they mean.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-enum Layout {
-    /// `a` = the last gradient.
-    Last,
-    /// `a` = M₀ = S₀/A, the decayed mean.
-    StreamMean,
-    /// `a` = M₀ = S₀/A, `b` = N₁ = −S₁/B̄ with B̄ = Σw|τ| (a second weighted mean).
-    StreamLine,
-    /// `a` = W slots of `len` values each.
-    Window(usize),
-}
-
-#[derive(Debug, Clone, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-struct Buffers<T> {
-    a: Vec<T>,
-    b: Vec<T>,
-}
-
-#[derive(Debug, Clone)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-enum Store {
-    F32(Buffers<f32>),
-    Bf16(Buffers<bf16>),
-    F16(Buffers<f16>),
-}
-
-macro_rules! dispatch {
-    ($store:expr, $b:ident => $body:expr) => {
-        match $store {
-            Store::F32($b) => $body,
-            Store::Bf16($b) => $body,
-            Store::F16($b) => $body,
-        }
-    };
-}
-
-/// Ring-buffer metadata (Window mode only): the step of each slot and its per-slot
-/// coefficients p = w/A and q = w(τ−μ)/M₂, so that the prediction at horizon h is
-/// Σ (p + (h−μ)·q)·g over the slots.
-#[derive(Debug, Clone, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-struct WindowMeta {
-    cap: usize,
-    steps: Vec<u64>,
-    head: usize,
-    filled: usize,
-    p: Vec<f64>,
-    q: Vec<f64>,
-}
-
-impl WindowMeta {
-    /// Slot index of the j-th oldest held gradient.
-    #[inline]
-    fn chrono(&self, j: usize) -> usize {
-        (self.head + self.cap - self.filled + j) % self.cap
-    }
-}
-
-/// How a block of predictions is formed from the stored history.
-#[derive(Clone, Copy)]
-enum PredictPlan<'a> {
-    /// out = a.
-    Copy,
-    /// out = M₀ + γ·(N₁ − M₀).
-    Line { gamma: f32 },
-    /// out = Σ (p + hm·q)·slot over the held slots, oldest first.
-    Window { meta: &'a WindowMeta, hm: f64 },
-}
-
-/// How a block of a new gradient g enters the stored history.
-#[derive(Clone, Copy)]
-enum RecordPlan {
-    /// a = g.
-    Copy,
-    /// M₀ ← a0·M₀ + b0·g.
-    Mean { a0: f32, b0: f32 },
-    /// N₁ ← c1·N₁ + c2·M₀ (old M₀), then M₀ ← a0·M₀ + b0·g.
-    Line { a0: f32, b0: f32, c1: f32, c2: f32 },
-    /// Slot starting at `offset` ← g.
-    Slot { offset: usize },
-}
-
-struct Scratch {
-    s0: [f32; BLOCK],
-    s1: [f32; BLOCK],
-}
-
-impl Scratch {
-    fn new() -> Self {
-        Self {
-            s0: [0.0; BLOCK],
-            s1: [0.0; BLOCK],
-        }
-    }
-}
-
-fn predict_block<T: Stored>(
-    plan: PredictPlan<'_>,
-    bufs: &Buffers<T>,
-    len: usize,
-    start: usize,
-    out: &mut [f32],
-    sc: &mut Scratch,
-) {
-    let end = start + out.len();
-    match plan {
-        PredictPlan::Copy => out.copy_from_slice(T::read(&bufs.a[start..end], &mut sc.s0)),
-        PredictPlan::Line { gamma } => {
-            let m = T::read(&bufs.a[start..end], &mut sc.s0);
-            let n = T::read(&bufs.b[start..end], &mut sc.s1);
-            for ((o, &m), &n) in out.iter_mut().zip(m).zip(n) {
-                *o = m + gamma * (n - m);
-            }
-        }
-        PredictPlan::Window { meta, hm } => {
-            for j in 0..meta.filled {
-                let s = meta.chrono(j);
-                let c = (meta.p[s] + hm * meta.q[s]) as f32;
-                let off = s * len;
-                let x = T::read(&bufs.a[off + start..off + end], &mut sc.s0);
-                if j == 0 {
-                    for (o, &v) in out.iter_mut().zip(x) {
-                        *o = c * v;
-                    }
-                } else {
-                    for (o, &v) in out.iter_mut().zip(x) {
-                        *o += c * v;
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn record_block<T: Stored>(
-    plan: RecordPlan,
-    bufs: &mut Buffers<T>,
-    start: usize,
-    g: &[f32],
-    sc: &mut Scratch,
-) {
-    let end = start + g.len();
-    match plan {
-        RecordPlan::Copy => T::store(g, &mut bufs.a[start..end]),
-        RecordPlan::Slot { offset } => T::store(g, &mut bufs.a[offset + start..offset + end]),
-        RecordPlan::Mean { a0, b0 } => T::modify(&mut bufs.a[start..end], &mut sc.s0, |m| {
-            for (m, &x) in m.iter_mut().zip(g) {
-                *m = a0 * *m + b0 * x;
-            }
-        }),
-        RecordPlan::Line { a0, b0, c1, c2 } => {
-            let Buffers { a, b } = bufs;
-            let (s0, s1) = (&mut sc.s0, &mut sc.s1);
-            T::modify(&mut a[start..end], s0, |m| {
-                T::modify(&mut b[start..end], s1, |n| {
-                    for ((m, n), &x) in m.iter_mut().zip(n.iter_mut()).zip(g) {
-                        *n = c1 * *n + c2 * *m;
-                        *m = a0 * *m + b0 * x;
-                    }
-                })
-            })
-        }
-    }
-}
-
-/// The prediction plan at horizon `h` for the current scalars.
-fn plan_for<'a>(layout: Layout, fit: &Fit, window: &'a WindowMeta, h: f64) -> PredictPlan<'a> {
-    match layout {
-        Layout::Last | Layout::StreamMean => PredictPlan::Copy,
-        // ĝ(h) = M₀ + γ·(N₁ − M₀) with γ = (h − μ)·A·μ / M₂ (see the docs' derivation).
-        Layout::StreamLine if fit.velocity_ok() => PredictPlan::Line {
-            gamma: ((h - fit.mu) * fit.a * fit.mu / fit.m2) as f32,
-        },
-        Layout::StreamLine => PredictPlan::Copy,
-        Layout::Window(_) => PredictPlan::Window {
-            meta: window,
-            hm: h - fit.mu,
-        },
-    }
-}
-
-/// Sum of squares of one block: eight f32 lanes, then f64.
-#[inline]
-fn sumsq_block(x: &[f32]) -> f64 {
-    let mut lanes = [0f32; 8];
-    let c = x.chunks_exact(8);
-    let tail = c.remainder();
-    for c in c {
-        for (l, &v) in lanes.iter_mut().zip(c) {
-            *l += v * v;
-        }
-    }
-    for (l, &v) in lanes.iter_mut().zip(tail) {
-        *l += v * v;
-    }
-    lanes.iter().map(|&v| f64::from(v)).sum()
-}
+use half::{bf16, f16};
 
 /// A closed-form gradient predictor for one tensor of `len` f32 elements.
 ///
@@ -491,58 +271,11 @@ impl GradientPredictor {
         match self.layout {
             Layout::Last => (RecordPlan::Copy, Fit::default()),
             Layout::StreamMean | Layout::StreamLine => {
-                let (fit, a0, b0, c1, c2) = match self.last_step {
-                    None => (
-                        Fit {
-                            a: 1.0,
-                            mu: 0.0,
-                            m2: 0.0,
-                        },
-                        0.0,
-                        1.0,
-                        0.0,
-                        0.0,
-                    ),
-                    Some(last) => {
-                        let delta = (step - last) as f64;
-                        let Fit { a, mu, m2 } = self.fit;
-                        // Relative time: the old samples move Δ further into the past, their
-                        // weights shrink by k = decay^Δ, and the new sample sits at τ = 0
-                        // with weight 1 (a weighted Welford step).
-                        let k = decay.powf(delta);
-                        let ka = k * a;
-                        let a_new = ka + 1.0;
-                        let a0 = ka / a_new;
-                        let d = mu - delta;
-                        // B̄ = Σw|τ| = −A·μ; N₁ coefficients with k factored out.
-                        let bbar = -a * mu;
-                        let da = delta * a;
-                        let denom = bbar + da;
-                        (
-                            Fit {
-                                a: a_new,
-                                mu: a0 * d,
-                                m2: k * m2 + a0 * d * d,
-                            },
-                            a0,
-                            1.0 / a_new,
-                            bbar / denom,
-                            da / denom,
-                        )
-                    }
-                };
+                let (fit, [a0, b0, c1, c2]) = self.fit.stream_step(self.last_step, step, decay);
                 let plan = if self.layout == Layout::StreamLine {
-                    RecordPlan::Line {
-                        a0: a0 as f32,
-                        b0: b0 as f32,
-                        c1: c1 as f32,
-                        c2: c2 as f32,
-                    }
+                    RecordPlan::Line { a0, b0, c1, c2 }
                 } else {
-                    RecordPlan::Mean {
-                        a0: a0 as f32,
-                        b0: b0 as f32,
-                    }
+                    RecordPlan::Mean { a0, b0 }
                 };
                 (plan, fit)
             }
@@ -725,66 +458,54 @@ impl GradientPredictor {
                 }
             });
         }
-        let gn = sums.gg.sqrt();
-        let rn = rr.sqrt();
-        let ratio = if gn > 0.0 {
-            rn / gn
-        } else if rn > 0.0 {
-            f64::INFINITY
-        } else {
-            0.0
-        };
-        self.residual_ratio = ratio as f32;
-        self.residual_active = ratio > f64::from(self.config.residual_threshold);
+        let (ratio, active) = residual_decision(rr, sums.gg, self.config.residual_threshold);
+        self.residual_ratio = ratio;
+        self.residual_active = active;
         self.commit(step, fit);
         Ok(sums.finish())
     }
 }
 
-#[cfg(feature = "ndarray")]
 impl GradientPredictor {
-    /// [`record`](Self::record) for an ndarray view of any shape (standard layout).
+    /// The scalar coefficients with which recording a gradient at `step` would update the
+    /// per-element history (see [`RecordCoefficients`]), without recording anything. With
+    /// [`predict_coefficients`](Self::predict_coefficients) it lets another implementation
+    /// (the facade's device-resident trainer) keep the history as device tensors while this
+    /// crate solves the scalars: a predictor of length 0 tracks them, and
+    /// `record(step, &[])` commits them.
     ///
     /// # Errors
-    /// [`Error::NotContiguous`], or as [`record`](Self::record).
-    pub fn record_array<D: ndarray::Dimension>(
-        &mut self,
-        step: u64,
-        grad: ndarray::ArrayView<'_, f32, D>,
-    ) -> Result<()> {
-        let g = grad
-            .as_slice()
-            .ok_or(Error::NotContiguous { what: "grad" })?;
-        self.record(step, g)
+    /// [`Error::NonIncreasingStep`].
+    pub fn record_coefficients(&self, step: u64) -> Result<RecordCoefficients> {
+        self.check_next_step(step)?;
+        Ok(match self.record_plan(step).0 {
+            RecordPlan::Copy => RecordCoefficients::Replace,
+            RecordPlan::Mean { a0, b0 } => RecordCoefficients::Mean { a0, b0 },
+            RecordPlan::Line { a0, b0, c1, c2 } => RecordCoefficients::Line { a0, b0, c1, c2 },
+            RecordPlan::Slot { .. } => RecordCoefficients::Slot {
+                slot: self.window.head,
+            },
+        })
     }
 
-    /// [`predict_into`](Self::predict_into) for an ndarray view of any shape (standard layout).
+    /// The scalar coefficients of the prediction at `step` (see [`PredictCoefficients`]);
+    /// the residual, when active, is added on top.
     ///
     /// # Errors
-    /// [`Error::NotContiguous`], or as [`predict_into`](Self::predict_into).
-    pub fn predict_into_array<D: ndarray::Dimension>(
-        &self,
-        step: u64,
-        mut out: ndarray::ArrayViewMut<'_, f32, D>,
-    ) -> Result<()> {
-        let o = out
-            .as_slice_mut()
-            .ok_or(Error::NotContiguous { what: "out" })?;
-        self.predict_into(step, o)
-    }
-
-    /// [`record_correction`](Self::record_correction) for an ndarray view (standard layout).
-    ///
-    /// # Errors
-    /// [`Error::NotContiguous`], or as [`record_correction`](Self::record_correction).
-    pub fn record_correction_array<D: ndarray::Dimension>(
-        &mut self,
-        step: u64,
-        grad: ndarray::ArrayView<'_, f32, D>,
-    ) -> Result<PredictionQuality> {
-        let g = grad
-            .as_slice()
-            .ok_or(Error::NotContiguous { what: "grad" })?;
-        self.record_correction(step, g)
+    /// [`Error::NoSamples`], [`Error::StepInPast`].
+    pub fn predict_coefficients(&self, step: u64) -> Result<PredictCoefficients> {
+        let h = self.horizon(step)?;
+        Ok(match self.predict_plan(h) {
+            PredictPlan::Copy => PredictCoefficients::Copy,
+            PredictPlan::Line { gamma } => PredictCoefficients::Line { gamma },
+            PredictPlan::Window { meta, hm } => PredictCoefficients::Window {
+                terms: (0..meta.filled)
+                    .map(|j| {
+                        let s = meta.chrono(j);
+                        (s, (meta.p[s] + hm * meta.q[s]) as f32)
+                    })
+                    .collect(),
+            },
+        })
     }
 }

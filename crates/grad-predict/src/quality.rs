@@ -12,12 +12,20 @@ pub struct PredictionQuality {
     pub relative_error: f32,
 }
 
-/// Running sums of one pass: ⟨p,g⟩, ‖p‖², ‖g‖², ‖p−g‖², in f64 across blocks.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct QualitySums {
+/// Running sums behind a [`PredictionQuality`]: ⟨p,g⟩, ‖p‖², ‖g‖², ‖p−g‖², in f64.
+///
+/// Public so that other implementations of the predictor (the facade's device path) form
+/// the quality with the same conventions: fill the four sums however the data allows, add
+/// the sums of several tensors with [`add`](Self::add), and call [`finish`](Self::finish).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct QualitySums {
+    /// ⟨p, g⟩.
     pub dot: f64,
+    /// ‖p‖².
     pub pp: f64,
+    /// ‖g‖².
     pub gg: f64,
+    /// ‖p − g‖².
     pub ee: f64,
 }
 
@@ -58,7 +66,18 @@ impl QualitySums {
         self.ee += sum(ee);
     }
 
-    pub(crate) fn finish(&self) -> PredictionQuality {
+    /// Adds the sums of another tensor (the quality over several tensors together).
+    pub fn add(&mut self, other: &QualitySums) {
+        self.dot += other.dot;
+        self.pp += other.pp;
+        self.gg += other.gg;
+        self.ee += other.ee;
+    }
+
+    /// The cosine and relative error these sums imply, with the conventions documented on
+    /// [`PredictionQuality`].
+    #[must_use]
+    pub fn finish(&self) -> PredictionQuality {
         let (np, ng) = (self.pp.sqrt(), self.gg.sqrt());
         let cosine = if np == 0.0 && ng == 0.0 {
             1.0
@@ -110,4 +129,21 @@ pub fn quality(pred: &[f32], truth: &[f32]) -> Result<PredictionQuality> {
         s.add_block(p, g);
     }
     Ok(s.finish())
+}
+
+/// The residual decision of [`GradientPredictor::record_correction`](crate::GradientPredictor::record_correction):
+/// from ‖r‖² (`rr`, after the update) and the true gradient's ‖g‖² (`gg`), the ratio
+/// ‖r‖/‖g‖ (∞ when g = 0 and r ≠ 0, 0 when both are zero) and whether r is applied from now
+/// on (ratio > `threshold`).
+#[must_use]
+pub fn residual_decision(rr: f64, gg: f64, threshold: f32) -> (f32, bool) {
+    let (gn, rn) = (gg.sqrt(), rr.sqrt());
+    let ratio = if gn > 0.0 {
+        rn / gn
+    } else if rn > 0.0 {
+        f64::INFINITY
+    } else {
+        0.0
+    };
+    (ratio as f32, ratio > f64::from(threshold))
 }

@@ -1,6 +1,5 @@
 //! The scheduler's configuration, its validation and the closed-form schedule counts.
 
-use grad_predict::{HistoryMode, PredictorModel};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -16,19 +15,19 @@ pub const COSINE_SLACK: f32 = 1.01;
 
 /// Configuration of the phase schedule and of its adaptation.
 ///
-/// The first ten fields are the seed's, with the seed's defaults. `history_mode` and
-/// `predictor_model` are forwarded to the trainer's predictor (grad-predict); their defaults
-/// (`Streaming`, `LastGradient`) were chosen by measurement (`docs/trainer.md`): the linear
-/// velocity term never predicted better than the last true gradient on real training.
-/// The remaining fields bound and tune the adaptation (see `docs/phase-scheduler.md`); they
-/// are validated even when `adaptive_phases` is false.
+/// The first six fields are the schedule fields of vsa-optim-rs 0.1.1's
+/// `DeterministicPhaseConfig`, with its defaults. The predictor's settings (history window,
+/// decay, model, residual) belong to the trainer: the facade's `DeterministicPhaseConfig` keeps
+/// the flat 0.1.1 API and splits itself into this config and the predictor's. The remaining
+/// fields bound and tune the adaptation (see `docs/phase-scheduler.md`); they are validated even
+/// when `adaptive_phases` is false.
 ///
 /// Build one with struct-update syntax (`..Default::default()`) or with
-/// [`DeterministicPhaseConfig::builder`]; [`PhaseScheduler::new`](crate::PhaseScheduler::new)
-/// validates it.
+/// [`ScheduleConfig::builder`]; [`ScheduleConfig::new`] and
+/// [`PhaseScheduler::new`](crate::PhaseScheduler::new) validate it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct DeterministicPhaseConfig {
+pub struct ScheduleConfig {
     /// Number of warmup steps (true gradients) before the first Full phase. Default 10. May be 0.
     pub warmup_steps: usize,
     /// Length of a Full phase (true gradients before each predict block). Default 5, at least 1.
@@ -44,26 +43,6 @@ pub struct DeterministicPhaseConfig {
     /// Relative rise of the loss over its smoothed value that counts as a spike. Default 0.1,
     /// finite and positive.
     pub loss_increase_threshold: f32,
-    /// History length of the predictor (`HistoryMode::Window(n)` must carry this `n`).
-    /// Default 8, at least 1 (at least 2 for a windowed `LinearWls`).
-    pub history_window: usize,
-    /// How many steps ahead the trainer's predictor extrapolates. Default 1, at least 1.
-    /// Passed through to the trainer.
-    pub prediction_horizon: usize,
-    /// Per-step decay of the predictor's history weights, in `(0, 1]`. Default 0.95. Passed
-    /// through to the trainer.
-    pub history_decay: f32,
-    /// The trainer's residual-correction threshold (seed field), finite and `>= 0`. Default
-    /// 0.1. Validated here, read only by the trainer.
-    pub residual_threshold: f32,
-    /// How the predictor keeps its history. Default `Streaming`: O(1) history per element, and
-    /// with the default `LastGradient` model the mode makes no difference to the prediction
-    /// (see `docs/trainer.md`).
-    pub history_mode: HistoryMode,
-    /// Which model the predictor fits. Default `LastGradient`, chosen by measurement: on the
-    /// digits MLP and the char-LM, `LinearWls` and `DecayedMean` never reached the target in
-    /// fewer backward passes (see `docs/trainer.md`).
-    pub predictor_model: PredictorModel,
     /// Lower bound of the adapted predict length. Default 1, at least 1.
     pub min_predict_steps: usize,
     /// Upper bound of the adapted predict length. Default 80, at least `min_predict_steps`;
@@ -108,7 +87,7 @@ pub struct DeterministicPhaseConfig {
     pub backoff_reset_blocks: usize,
 }
 
-impl Default for DeterministicPhaseConfig {
+impl Default for ScheduleConfig {
     fn default() -> Self {
         Self {
             warmup_steps: 10,
@@ -117,12 +96,6 @@ impl Default for DeterministicPhaseConfig {
             correct_every: 5,
             adaptive_phases: true,
             loss_increase_threshold: 0.1,
-            history_window: 8,
-            prediction_horizon: 1,
-            history_decay: 0.95,
-            residual_threshold: 0.1,
-            history_mode: HistoryMode::Streaming,
-            predictor_model: PredictorModel::LastGradient,
             min_predict_steps: 1,
             max_predict_steps: 80,
             predict_increase: 5,
@@ -185,11 +158,20 @@ fn check_f32(parameter: &'static str, value: f32, lo: f32, hi: f32, expected: &s
     Ok(())
 }
 
-impl DeterministicPhaseConfig {
+impl ScheduleConfig {
+    /// `config` after [`validate`](Self::validate).
+    ///
+    /// # Errors
+    /// As [`ScheduleConfig::validate`].
+    pub fn new(config: Self) -> Result<Self> {
+        config.validate()?;
+        Ok(config)
+    }
+
     /// A builder starting from the defaults.
     #[must_use]
-    pub fn builder() -> DeterministicPhaseConfigBuilder {
-        DeterministicPhaseConfigBuilder {
+    pub fn builder() -> ScheduleConfigBuilder {
+        ScheduleConfigBuilder {
             config: Self::default(),
         }
     }
@@ -210,38 +192,6 @@ impl DeterministicPhaseConfig {
                 "finite and > 0",
                 self.loss_increase_threshold,
             ));
-        }
-        check_len("history_window", self.history_window, 1)?;
-        check_len("prediction_horizon", self.prediction_horizon, 1)?;
-        if !self.history_decay.is_finite() || self.history_decay <= 0.0 || self.history_decay > 1.0
-        {
-            return Err(invalid("history_decay", "in (0, 1]", self.history_decay));
-        }
-        check_f32(
-            "residual_threshold",
-            self.residual_threshold,
-            0.0,
-            f32::MAX,
-            "finite and >= 0",
-        )?;
-        if let HistoryMode::Window(n) = self.history_mode {
-            if n != self.history_window {
-                return Err(invalid(
-                    "history_mode",
-                    format!(
-                        "Window(history_window = {}) or Streaming",
-                        self.history_window
-                    ),
-                    format!("Window({n})"),
-                ));
-            }
-            if self.predictor_model == PredictorModel::LinearWls && n < 2 {
-                return Err(invalid(
-                    "history_window",
-                    "at least 2 for a windowed LinearWls predictor",
-                    n,
-                ));
-            }
         }
         check_len("min_predict_steps", self.min_predict_steps, 1)?;
         check_len(
@@ -376,7 +326,7 @@ impl DeterministicPhaseConfig {
 }
 
 /// Step counts by phase, as computed by
-/// [`DeterministicPhaseConfig::counts_without_adaptation`].
+/// [`ScheduleConfig::counts_without_adaptation`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ScheduleCounts {
     /// All steps.
@@ -399,14 +349,11 @@ impl ScheduleCounts {
     }
 }
 
-/// Builder for [`DeterministicPhaseConfig`]; every setter takes the field of the same name, and
+/// Builder for [`ScheduleConfig`]; every setter takes the field of the same name, and
 /// [`build`](Self::build) validates.
-///
-/// `history_mode(HistoryMode::Window(n))` also sets `history_window = n`, and
-/// `history_window(n)` also updates a `Window` history mode, so the two never disagree.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DeterministicPhaseConfigBuilder {
-    config: DeterministicPhaseConfig,
+pub struct ScheduleConfigBuilder {
+    config: ScheduleConfig,
 }
 
 macro_rules! setters {
@@ -422,7 +369,7 @@ macro_rules! setters {
     };
 }
 
-impl DeterministicPhaseConfigBuilder {
+impl ScheduleConfigBuilder {
     setters! {
         /// Sets `warmup_steps`.
         warmup_steps: usize,
@@ -436,14 +383,6 @@ impl DeterministicPhaseConfigBuilder {
         adaptive_phases: bool,
         /// Sets `loss_increase_threshold`.
         loss_increase_threshold: f32,
-        /// Sets `prediction_horizon`.
-        prediction_horizon: usize,
-        /// Sets `history_decay`.
-        history_decay: f32,
-        /// Sets `residual_threshold`.
-        residual_threshold: f32,
-        /// Sets `predictor_model`.
-        predictor_model: PredictorModel,
         /// Sets `min_predict_steps`.
         min_predict_steps: usize,
         /// Sets `max_predict_steps`.
@@ -478,31 +417,11 @@ impl DeterministicPhaseConfigBuilder {
         backoff_reset_blocks: usize,
     }
 
-    /// Sets `history_window`, and the window of a `HistoryMode::Window` history mode.
-    #[must_use]
-    pub fn history_window(mut self, value: usize) -> Self {
-        self.config.history_window = value;
-        if let HistoryMode::Window(_) = self.config.history_mode {
-            self.config.history_mode = HistoryMode::Window(value);
-        }
-        self
-    }
-
-    /// Sets `history_mode`; `Window(n)` also sets `history_window = n`.
-    #[must_use]
-    pub fn history_mode(mut self, value: HistoryMode) -> Self {
-        self.config.history_mode = value;
-        if let HistoryMode::Window(n) = value {
-            self.config.history_window = n;
-        }
-        self
-    }
-
     /// Validates and returns the config.
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming the first invalid field.
-    pub fn build(self) -> Result<DeterministicPhaseConfig> {
+    pub fn build(self) -> Result<ScheduleConfig> {
         self.config.validate()?;
         Ok(self.config)
     }
@@ -514,7 +433,7 @@ mod tests {
 
     #[test]
     fn defaults_validate_and_match_the_seed() {
-        let c = DeterministicPhaseConfig::default();
+        let c = ScheduleConfig::default();
         c.validate().unwrap();
         assert_eq!(
             (
@@ -527,14 +446,12 @@ mod tests {
         );
         assert!(c.adaptive_phases);
         assert_eq!(c.loss_increase_threshold, 0.1);
-        assert_eq!((c.history_window, c.prediction_horizon), (8, 1));
-        assert_eq!((c.history_decay, c.residual_threshold), (0.95, 0.1));
     }
 
     #[test]
     fn hundred_default_steps() {
         // W=10, then cycles of L = 5 + 20 + 4 = 29: 90 = 3·29 + 3.
-        let counts = DeterministicPhaseConfig::default()
+        let counts = ScheduleConfig::default()
             .counts_without_adaptation(100)
             .unwrap();
         assert_eq!(counts.warmup_steps, 10);
@@ -542,20 +459,5 @@ mod tests {
         assert_eq!(counts.correct_steps, 12);
         assert_eq!(counts.predicted_steps, 60);
         assert_eq!(counts.backward_steps(), 40);
-    }
-
-    #[test]
-    fn builder_keeps_window_consistent() {
-        let c = DeterministicPhaseConfig::builder()
-            .history_mode(HistoryMode::Window(16))
-            .build()
-            .unwrap();
-        assert_eq!(c.history_window, 16);
-        let c = DeterministicPhaseConfig::builder()
-            .history_mode(HistoryMode::Window(4))
-            .history_window(6)
-            .build()
-            .unwrap();
-        assert_eq!(c.history_mode, HistoryMode::Window(6));
     }
 }

@@ -12,7 +12,7 @@ pub enum Error {
     /// A configuration field is out of its allowed range, or two fields contradict each other.
     #[error("invalid config: `{parameter}` must be {expected}, got {actual}")]
     InvalidConfig {
-        /// The offending field of [`DeterministicPhaseConfig`](crate::DeterministicPhaseConfig).
+        /// The offending field of [`ScheduleConfig`](crate::ScheduleConfig).
         parameter: &'static str,
         /// The allowed range, in words.
         expected: String,

@@ -5,17 +5,16 @@
 //! facade) asks it for the next phase, reports the
 //! loss and, at backward steps, the measured quality of its prediction. The scheduler is
 //! deterministic (no randomness at all) and serialisable with serde, so a checkpointed
-//! scheduler resumes identically. The predictor itself lives in
-//! [`grad-predict`](grad_predict), whose [`HistoryMode`] and
-//! [`PredictorModel`] the config carries.
+//! scheduler resumes identically. It depends on no predictor: the trainer owns the
+//! predictor's settings and measures the quality it reports here.
 //!
 //! # Quick start
 //!
 //! ```
-//! use phase_scheduler::{DeterministicPhase, DeterministicPhaseConfig, PhaseScheduler};
+//! use phase_scheduler::{DeterministicPhase, ScheduleConfig, PhaseScheduler};
 //!
 //! // The seed's defaults, without adaptation: the schedule follows the closed formula.
-//! let config = DeterministicPhaseConfig { adaptive_phases: false, ..Default::default() };
+//! let config = ScheduleConfig { adaptive_phases: false, ..Default::default() };
 //! let mut scheduler = PhaseScheduler::new(config)?;
 //! for _ in 0..100 {
 //!     let info = scheduler.begin_step()?;
@@ -59,7 +58,7 @@
 //! backward passes** and **60 predicted** steps: **2.50× fewer backward passes**. (The seed's
 //! README claimed "10 warmup + ~25 full + ~65 predict ≈ 35 backward passes, 2.9×"; that count
 //! left out the Correct steps.) See
-//! [`DeterministicPhaseConfig::counts_without_adaptation`].
+//! [`ScheduleConfig::counts_without_adaptation`].
 //!
 //! # Transitions
 //!
@@ -121,18 +120,21 @@
 //! bit (without it the resume property test fails); binary formats are exact.
 #![deny(missing_docs)]
 
+mod checkpoint;
 mod config;
 mod error;
 mod phase;
 mod scheduler;
 mod stats;
+mod step;
+mod transitions;
 
+pub use checkpoint::STATE_VERSION;
 pub use config::{
-    COSINE_SLACK, DeterministicPhaseConfig, DeterministicPhaseConfigBuilder, MAX_PHASE_LEN,
-    ScheduleCounts,
+    COSINE_SLACK, MAX_PHASE_LEN, ScheduleConfig, ScheduleConfigBuilder, ScheduleCounts,
 };
 pub use error::{Error, Result};
-pub use grad_predict::{HistoryMode, PredictorModel};
 pub use phase::{DeterministicPhase, FullReason};
-pub use scheduler::{MAX_RELATIVE_ERROR, PhaseScheduler, QualityReport, STATE_VERSION, StepInfo};
+pub use scheduler::PhaseScheduler;
 pub use stats::{PhaseStats, QualityClass, QualityStats};
+pub use step::{MAX_RELATIVE_ERROR, QualityReport, StepInfo};

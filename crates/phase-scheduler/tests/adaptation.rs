@@ -1,7 +1,7 @@
 //! Adaptation: quality high → longer, quality low → back-off with bounded probing, loss
 //! spike → shorter.
 
-use phase_scheduler::{DeterministicPhase as Ph, DeterministicPhaseConfig, PhaseScheduler};
+use phase_scheduler::{DeterministicPhase as Ph, PhaseScheduler, ScheduleConfig};
 
 use crate::common::{BAD, GOOD, NEUTRAL, run, small, step};
 
@@ -9,7 +9,7 @@ use crate::common::{BAD, GOOD, NEUTRAL, run, small, step};
 /// shrinks F by one per block down to `min_full_steps`.
 #[test]
 fn high_quality_lengthens_prediction_within_bounds() {
-    let mut s = PhaseScheduler::new(DeterministicPhaseConfig::default()).unwrap();
+    let mut s = PhaseScheduler::new(ScheduleConfig::default()).unwrap();
     let mut seen = vec![s.stats().effective_predict_steps];
     for _ in 0..4000 {
         let info = s.peek();
@@ -41,7 +41,7 @@ fn high_quality_lengthens_prediction_within_bounds() {
 /// scheduler backs off; probes come after 32, 64, …, 1024 Full steps, then every 1024.
 #[test]
 fn low_quality_backs_off_and_probing_is_bounded() {
-    let mut s = PhaseScheduler::new(DeterministicPhaseConfig::default()).unwrap();
+    let mut s = PhaseScheduler::new(ScheduleConfig::default()).unwrap();
     let n = 20_000;
     let mut predicted_before_backoff = None;
     let mut intervals = Vec::new();
@@ -90,7 +90,7 @@ fn low_quality_backs_off_and_probing_is_bounded() {
 /// pass and fails the block right after still faces a doubling interval.
 #[test]
 fn reprobe_success_and_interval_reset() {
-    let mut s = PhaseScheduler::new(DeterministicPhaseConfig {
+    let mut s = PhaseScheduler::new(ScheduleConfig {
         predict_steps: 1,
         ..small()
     })
@@ -137,7 +137,7 @@ fn reprobe_success_and_interval_reset() {
 /// `min_predict_steps` and `max_full_steps`.
 #[test]
 fn loss_spikes_shorten_prediction() {
-    let mut s = PhaseScheduler::new(DeterministicPhaseConfig::default()).unwrap();
+    let mut s = PhaseScheduler::new(ScheduleConfig::default()).unwrap();
     let mut loss = 1.0f32;
     let mut history = Vec::new();
     for _ in 0..3000 {

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests.
 
-use phase_scheduler::{DeterministicPhaseConfig, PhaseScheduler, QualityReport, StepInfo};
+use phase_scheduler::{PhaseScheduler, QualityReport, ScheduleConfig, StepInfo};
 
 /// Good by the default thresholds (cosine >= 0.9, relative error <= 0.5).
 pub const GOOD: QualityReport = QualityReport {
@@ -24,8 +24,8 @@ pub const SEVERE: QualityReport = QualityReport {
 };
 
 /// A small schedule: W 2, F 2, P 5, C 2 (blocks `PPC PPC PC`), adaptive.
-pub fn small() -> DeterministicPhaseConfig {
-    DeterministicPhaseConfig {
+pub fn small() -> ScheduleConfig {
+    ScheduleConfig {
         warmup_steps: 2,
         full_steps: 2,
         predict_steps: 5,

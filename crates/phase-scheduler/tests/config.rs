@@ -1,8 +1,6 @@
 //! Config validation: every field has a typed error naming it.
 
-use phase_scheduler::{
-    DeterministicPhaseConfig as Cfg, Error, HistoryMode, PhaseScheduler, PredictorModel,
-};
+use phase_scheduler::{Error, PhaseScheduler, ScheduleConfig as Cfg};
 
 fn rejected(cfg: Cfg) -> &'static str {
     let e1 = cfg.validate().unwrap_err();
@@ -59,65 +57,6 @@ fn every_invalid_field_is_named() {
                 ..d()
             },
             "loss_increase_threshold",
-        ),
-        (
-            Cfg {
-                history_window: 0,
-                history_mode: HistoryMode::Streaming,
-                ..d()
-            },
-            "history_window",
-        ),
-        (
-            Cfg {
-                prediction_horizon: 0,
-                ..d()
-            },
-            "prediction_horizon",
-        ),
-        (
-            Cfg {
-                history_decay: 0.0,
-                ..d()
-            },
-            "history_decay",
-        ),
-        (
-            Cfg {
-                history_decay: 1.5,
-                ..d()
-            },
-            "history_decay",
-        ),
-        (
-            Cfg {
-                residual_threshold: -0.1,
-                ..d()
-            },
-            "residual_threshold",
-        ),
-        (
-            Cfg {
-                residual_threshold: f32::INFINITY,
-                ..d()
-            },
-            "residual_threshold",
-        ),
-        (
-            Cfg {
-                history_mode: HistoryMode::Window(4),
-                ..d()
-            },
-            "history_mode",
-        ),
-        (
-            Cfg {
-                history_mode: HistoryMode::Window(1),
-                history_window: 1,
-                predictor_model: PredictorModel::LinearWls,
-                ..d()
-            },
-            "history_window",
         ),
         (
             Cfg {
@@ -279,17 +218,6 @@ fn message_names_parameter_expected_and_actual() {
         e.to_string(),
         "invalid config: `correct_every` must be in [1, 4294967295], got 0"
     );
-    let e = Cfg {
-        history_mode: HistoryMode::Window(4),
-        ..Default::default()
-    }
-    .validate()
-    .unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        "invalid config: `history_mode` must be Window(history_window = 8) or Streaming, got \
-         Window(4)"
-    );
 }
 
 #[test]
@@ -299,18 +227,11 @@ fn builder_validates() {
         .full_steps(5)
         .predict_steps(5)
         .correct_every(1)
-        .history_mode(HistoryMode::Window(16))
-        .predictor_model(PredictorModel::LinearWls)
         .build()
         .unwrap();
     assert_eq!(
-        (
-            cfg.warmup_steps,
-            cfg.predict_steps,
-            cfg.correct_every,
-            cfg.history_window
-        ),
-        (0, 5, 1, 16)
+        (cfg.warmup_steps, cfg.predict_steps, cfg.correct_every),
+        (0, 5, 1)
     );
     let err = Cfg::builder().correct_every(0).build().unwrap_err();
     assert!(matches!(

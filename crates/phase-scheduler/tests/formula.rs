@@ -1,12 +1,12 @@
 //! The closed formula for the step counts without adaptation, against the state machine.
 
-use phase_scheduler::{DeterministicPhase, DeterministicPhaseConfig, PhaseScheduler};
+use phase_scheduler::{DeterministicPhase, PhaseScheduler, ScheduleConfig};
 use proptest::prelude::*;
 
 use crate::common::{BAD, GOOD, SEVERE, step};
 
-fn config(w: usize, f: usize, p: usize, c: usize, adaptive: bool) -> DeterministicPhaseConfig {
-    DeterministicPhaseConfig {
+fn config(w: usize, f: usize, p: usize, c: usize, adaptive: bool) -> ScheduleConfig {
+    ScheduleConfig {
         warmup_steps: w,
         full_steps: f,
         predict_steps: p,
@@ -18,7 +18,7 @@ fn config(w: usize, f: usize, p: usize, c: usize, adaptive: bool) -> Determinist
     }
 }
 
-fn check(s: &PhaseScheduler, cfg: &DeterministicPhaseConfig, n: u64) {
+fn check(s: &PhaseScheduler, cfg: &ScheduleConfig, n: u64) {
     let expected = cfg.counts_without_adaptation(n).unwrap();
     let st = s.stats();
     assert_eq!(st.total_steps, n);
@@ -80,7 +80,7 @@ proptest! {
 /// The README arithmetic: 100 steps with the defaults.
 #[test]
 fn hundred_steps_with_defaults() {
-    let cfg = DeterministicPhaseConfig {
+    let cfg = ScheduleConfig {
         adaptive_phases: false,
         ..Default::default()
     };

@@ -177,7 +177,7 @@ fn corrupted_checkpoints_are_refused() {
         );
     };
     tamper("\"next_step\":9", "\"next_step\":10");
-    tamper("\"version\":1", "\"version\":2");
+    tamper("\"version\":2", "\"version\":3");
     tamper("\"correct_every\":2", "\"correct_every\":0");
     tamper(
         "\"effective_predict_steps\":5",
@@ -188,9 +188,8 @@ fn corrupted_checkpoints_are_refused() {
 }
 
 fn grad_predict_quality(relative_error: f32) -> QualityReport {
-    grad_predict::PredictionQuality {
+    QualityReport {
         cosine: 0.0,
         relative_error,
     }
-    .into()
 }

@@ -1,7 +1,7 @@
 //! Checkpoint and resume: a deserialised scheduler continues exactly like the original.
 
 use phase_scheduler::{
-    DeterministicPhase as Ph, DeterministicPhaseConfig, PhaseScheduler, QualityReport, StepInfo,
+    DeterministicPhase as Ph, PhaseScheduler, QualityReport, ScheduleConfig, StepInfo,
 };
 use proptest::prelude::*;
 
@@ -51,8 +51,8 @@ fn end(s: &mut PhaseScheduler, info: StepInfo, e: Event) {
     }
 }
 
-fn small_adaptive() -> DeterministicPhaseConfig {
-    DeterministicPhaseConfig {
+fn small_adaptive() -> ScheduleConfig {
+    ScheduleConfig {
         warmup_steps: 3,
         full_steps: 2,
         predict_steps: 6,

@@ -1,13 +1,11 @@
 //! One test (at least) per row of the transition table in the crate docs.
 
-use phase_scheduler::{
-    DeterministicPhase as Ph, DeterministicPhaseConfig, FullReason, PhaseScheduler,
-};
+use phase_scheduler::{DeterministicPhase as Ph, FullReason, PhaseScheduler, ScheduleConfig};
 
 use crate::common::{BAD, GOOD, NEUTRAL, SEVERE, run, small, snapshot, step, until};
 
-fn fixed() -> DeterministicPhaseConfig {
-    DeterministicPhaseConfig {
+fn fixed() -> ScheduleConfig {
+    ScheduleConfig {
         adaptive_phases: false,
         ..small()
     }
@@ -19,7 +17,7 @@ fn regular_schedule_letters() {
     let mut s = PhaseScheduler::new(fixed()).unwrap();
     assert_eq!(run(&mut s, 24, None), "WWFFPPCPPCPCFFPPCPPCPCFF");
     // The seed's defaults: FFFFF then four runs of PPPPPC.
-    let mut s = PhaseScheduler::new(DeterministicPhaseConfig::default()).unwrap();
+    let mut s = PhaseScheduler::new(ScheduleConfig::default()).unwrap();
     let letters = run(&mut s, 10 + 29 + 5, None);
     assert_eq!(
         letters,
@@ -30,7 +28,7 @@ fn regular_schedule_letters() {
 /// T0 with `W = 0`: the first step is Full.
 #[test]
 fn zero_warmup_starts_full() {
-    let cfg = DeterministicPhaseConfig {
+    let cfg = ScheduleConfig {
         warmup_steps: 0,
         ..fixed()
     };
@@ -89,7 +87,7 @@ fn t1_non_finite_in_warmup() {
 #[test]
 fn t3_non_finite_in_full() {
     for adaptive in [false, true] {
-        let cfg = DeterministicPhaseConfig {
+        let cfg = ScheduleConfig {
             adaptive_phases: adaptive,
             ..small()
         };
@@ -117,7 +115,7 @@ fn t3_non_finite_in_full() {
 #[test]
 fn t5_non_finite_in_block() {
     for adaptive in [false, true] {
-        let mut s = PhaseScheduler::new(DeterministicPhaseConfig {
+        let mut s = PhaseScheduler::new(ScheduleConfig {
             adaptive_phases: adaptive,
             ..small()
         })
@@ -168,7 +166,7 @@ fn t7_backoff_entry() {
     assert_eq!(s.stats().next_backoff_interval, 64);
     assert_eq!(s.stats().effective_predict_steps, 1);
 
-    let cfg = DeterministicPhaseConfig {
+    let cfg = ScheduleConfig {
         predict_steps: 1,
         ..small()
     };

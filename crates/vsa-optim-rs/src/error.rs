@@ -14,9 +14,6 @@ pub enum Error {
     /// The gradient predictor rejected a call or a config.
     #[error("gradient predictor: {0}")]
     Predict(#[from] grad_predict::Error),
-    /// A hypervector operation failed.
-    #[error("vsa-core: {0}")]
-    Core(#[from] vsa_core::Error),
     /// A ternary quantization or accumulation call failed.
     #[error("ternary-quant: {0}")]
     Ternary(#[from] ternary_quant::Error),
@@ -83,12 +80,6 @@ pub enum Error {
         /// The parameter.
         name: String,
     },
-    /// A loss is NaN or ±Inf where a finite loss is required.
-    #[error("loss is not finite: {value}")]
-    NonFiniteLoss {
-        /// The value received.
-        value: f64,
-    },
     /// A configuration field is out of range.
     #[error("invalid config `{field}`: {reason}")]
     InvalidConfig {
@@ -96,6 +87,14 @@ pub enum Error {
         field: &'static str,
         /// What is wrong, with the value.
         reason: String,
+    },
+    /// The `VarMap` passed to the trainer no longer holds the variables it was bound to (a
+    /// variable was replaced, removed or added, or another `VarMap` was passed). The
+    /// trainer resolves its variables once; build a new trainer for a new `VarMap`.
+    #[error("the VarMap changed since the trainer resolved its variables (at `{name}`)")]
+    VarMapChanged {
+        /// The first parameter (in sorted order) that differs.
+        name: String,
     },
     /// A call was made in a state that does not allow it.
     #[error("invalid state: {0}")]
@@ -131,6 +130,17 @@ pub enum Error {
     #[cfg(feature = "distributed")]
     #[error("gradient exchange: {0}")]
     Exchange(#[from] vsa_optim_mpi::Error),
+}
+
+/// So that a candle training loop returning `candle_core::Result` can use `?` on the
+/// facade's calls. Candle errors come back as they were; everything else is wrapped.
+impl From<Error> for candle_core::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Candle(e) => e,
+            other => candle_core::Error::wrap(other),
+        }
+    }
 }
 
 /// The facade's result type.

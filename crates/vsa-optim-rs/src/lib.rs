@@ -84,10 +84,13 @@ pub use compress::{
     VSAGradientCompressor,
 };
 pub use error::{Error, Result};
-pub use grad_predict::{HistoryMode, PredictorModel};
+pub use grad_predict::{HistoryMode, PredictorModel, StatPrecision};
 pub use params::{ParamSet, ParamSpec};
-pub use phase_scheduler::{DeterministicPhase, DeterministicPhaseConfig, StepInfo};
+pub use phase_scheduler::{DeterministicPhase, ScheduleConfig, StepInfo};
 pub use ternary::{
     TernaryAccumulatorState, TernaryConfig, TernaryConfigBuilder, TernaryGradientAccumulator,
 };
-pub use trainer::{DeterministicPhaseTrainer, TrainerStats};
+pub use trainer::{
+    DeterministicPhaseConfig, DeterministicPhaseConfigBuilder, DeterministicPhaseTrainer,
+    TrainerStats, TransferStats,
+};

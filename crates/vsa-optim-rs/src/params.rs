@@ -236,12 +236,21 @@ impl ParamSet {
     /// Builds f32 tensors with the declared shapes from host vectors in sorted order.
     ///
     /// # Errors
-    /// [`Error::ShapeMismatch`] when a vector's length differs from the declared size.
+    /// [`Error::ShapeMismatch`] when the number of vectors differs from the number of
+    /// parameters (named `<parameter list>`, shapes `[count]`) or a vector's length differs
+    /// from the declared size.
     pub fn from_host_f32(
         &self,
         values: &[Vec<f32>],
         device: &Device,
     ) -> Result<HashMap<String, Tensor>> {
+        if values.len() != self.specs.len() {
+            return Err(Error::ShapeMismatch {
+                name: "<parameter list>".into(),
+                expected: vec![self.specs.len()],
+                actual: vec![values.len()],
+            });
+        }
         let mut map = HashMap::with_capacity(self.specs.len());
         for (s, v) in self.specs.iter().zip(values) {
             if v.len() != s.numel() {
@@ -284,16 +293,6 @@ pub(crate) fn tensor_to_f32(t: &Tensor) -> Result<Vec<f32>> {
         t.to_dtype(DType::F32)?.flatten_all()?
     };
     Ok(t.to_vec1::<f32>()?)
-}
-
-/// True when every element of a float tensor is finite, computed on the tensor's device:
-/// `x − x` is `0` for finite `x` and NaN for NaN or ±Inf, so the sum is `0` exactly iff all
-/// elements are finite. Only one scalar crosses to the host.
-#[allow(clippy::eq_op)] // `x − x` is the point: it is NaN exactly for non-finite x.
-pub fn all_finite(t: &Tensor) -> Result<bool> {
-    let t = t.to_dtype(DType::F32)?;
-    let s = (&t - &t)?.sum_all()?.to_scalar::<f32>()?;
-    Ok(s == 0.0)
 }
 
 #[cfg(test)]
@@ -360,14 +359,8 @@ mod tests {
     }
 
     #[test]
-    fn finiteness_on_device() {
+    fn host_copies_check_finiteness_and_counts() {
         let d = Device::Cpu;
-        let ok = Tensor::new(&[1.0f32, -3.0, 0.0], &d).unwrap();
-        assert!(all_finite(&ok).unwrap());
-        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-            let t = Tensor::new(&[1.0f32, bad, 0.0], &d).unwrap();
-            assert!(!all_finite(&t).unwrap());
-        }
         let s = ParamSet::new(&[("w".into(), vec![3])]).unwrap();
         let mut m = HashMap::new();
         m.insert(
@@ -378,5 +371,22 @@ mod tests {
             s.to_host_f32(&m),
             Err(Error::NonFiniteGradient { .. })
         ));
+        // A short (or long) list of host vectors is refused, never truncated.
+        let two = ParamSet::new(&shapes()).unwrap();
+        for values in [
+            vec![vec![0.0f32; 4]],
+            vec![vec![0.0; 4], vec![0.0; 3], vec![0.0; 1]],
+        ] {
+            assert!(matches!(
+                two.from_host_f32(&values, &d),
+                Err(Error::ShapeMismatch { name, .. }) if name == "<parameter list>"
+            ));
+        }
+        assert_eq!(
+            two.from_host_f32(&[vec![0.0; 4], vec![0.0; 3]], &d)
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }

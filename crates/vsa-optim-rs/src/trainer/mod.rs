@@ -1,0 +1,586 @@
+//! [`DeterministicPhaseTrainer`]: the training loop of vsa-optim-rs 0.1.1 on candle, with
+//! the predictor's history kept as tensors on the parameters' device.
+//!
+//! Each step the trainer asks its [`PhaseScheduler`] whether to run a backward pass. On
+//! Warmup, Full and Correct steps the caller computes true gradients and records them; on
+//! Predict steps the caller takes the predicted gradients instead (and may skip the forward
+//! pass too). At Correct steps the trainer measures the prediction it would have made against
+//! the truth (cosine and relative error over all parameters) and reports it to the scheduler,
+//! which lengthens, shortens or abandons predict phases accordingly.
+//!
+//! **Where the work happens.** `grad-predict` stays the reference: a zero-length
+//! [`GradientPredictor`] solves the scalars (history weights, fit, window coefficients) once
+//! per step, and the trainer applies them to per-parameter tensors on the parameters' device
+//! (see `device.rs`). With the default `LastGradient` model the history *is* the recorded
+//! gradient tensor (a reference-counted clone), and a prediction is that tensor again.
+//! Predicted steps move nothing between host and device; a backward step reads back one small
+//! vector (a finiteness check per parameter, and at Correct steps the quality sums).
+//!
+//! Parameter identity is the sorted list of names; nothing depends on `HashMap` order.
+
+mod checkpoint;
+mod config;
+mod device;
+
+use std::collections::HashMap;
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+use grad_predict::{
+    GradientPredictor, PredictCoefficients, QualitySums, StatPrecision, residual_decision,
+};
+use phase_scheduler::{DeterministicPhase, PhaseScheduler, PhaseStats, QualityReport, StepInfo};
+use serde::{Deserialize, Serialize};
+
+pub use config::{DeterministicPhaseConfig, DeterministicPhaseConfigBuilder};
+
+use crate::error::{Error, Result};
+use crate::params::{ParamSet, check_tensor};
+use device::History;
+
+/// Statistics of a training run: the scheduler's counters plus the last measured
+/// prediction quality. `speedup` is `total_steps / full_steps`: fewer backward passes, not
+/// measured time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerStats {
+    /// Steps begun and ended.
+    pub total_steps: u64,
+    /// Steps that ran a backward pass (warmup + full + correct).
+    pub full_steps: u64,
+    /// Steps that used a predicted gradient.
+    pub predicted_steps: u64,
+    /// `total_steps / full_steps` (1 when nothing has run): the reduction in backward passes.
+    pub speedup: f64,
+    /// Cosine between prediction and truth at the last Correct step, over all parameters.
+    pub last_cosine: Option<f32>,
+    /// Relative error `‖ĝ − g‖ / ‖g‖` at the last Correct step, over all parameters.
+    pub last_relative_error: Option<f32>,
+    /// The scheduler's full statistics.
+    pub phases: PhaseStats,
+}
+
+impl std::fmt::Display for TrainerStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.phases)?;
+        if let Some(c) = self.last_cosine {
+            write!(f, "; last prediction cosine {c:.3}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Counters of the data the trainer moved between device and host, to show that predicted
+/// steps move none (issue: "zero host transfers on predicted steps").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferStats {
+    /// Read-backs of scalars (one small vector per backward step).
+    pub scalar_readbacks: u64,
+    /// Elements read back (the length of those vectors).
+    pub scalar_elements: u64,
+    /// Whole gradients copied between host and device (the `_host` API only).
+    pub host_gradient_copies: u64,
+}
+
+/// Predicts gradients on Predict steps so that their backward passes can be skipped.
+#[derive(Debug)]
+pub struct DeterministicPhaseTrainer {
+    params: ParamSet,
+    device: Device,
+    config: DeterministicPhaseConfig,
+    scheduler: PhaseScheduler,
+    /// The scalar reference: a zero-length predictor with the trainer's predictor config.
+    fit: GradientPredictor,
+    history: Vec<History>,
+    /// The variables of the `VarMap` the trainer serves, resolved once.
+    vars: Option<Vec<Var>>,
+    current: Option<StepInfo>,
+    recorded: bool,
+    /// This Predict step's predictions (f32, on the device), formed once per step.
+    predicted: Option<Vec<Tensor>>,
+    host_scratch: Vec<Vec<f32>>,
+    last_quality: Option<(f32, f32)>,
+    transfers: TransferStats,
+}
+
+impl DeterministicPhaseTrainer {
+    /// A trainer for the parameters `shapes` (`(name, shape)` in any order), keeping its
+    /// history on `device`.
+    ///
+    /// # Errors
+    /// An invalid config (see [`DeterministicPhaseConfig::validate`]), no parameters,
+    /// duplicate names or empty shapes.
+    pub fn new(
+        shapes: &[(String, Vec<usize>)],
+        config: DeterministicPhaseConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let params = ParamSet::new(shapes)?;
+        let scheduler = PhaseScheduler::new(config.schedule())?;
+        let fit = GradientPredictor::new(0, config.predictor())?;
+        let window = match config.history_mode {
+            grad_predict::HistoryMode::Window(w)
+                if config.predictor_model != grad_predict::PredictorModel::LastGradient =>
+            {
+                w
+            }
+            _ => 0,
+        };
+        let history = (0..params.len()).map(|_| History::new(window)).collect();
+        Ok(Self {
+            params,
+            device: device.clone(),
+            config,
+            scheduler,
+            fit,
+            history,
+            vars: None,
+            current: None,
+            recorded: false,
+            predicted: None,
+            host_scratch: Vec::new(),
+            last_quality: None,
+            transfers: TransferStats::default(),
+        })
+    }
+
+    /// A trainer for the float variables of `varmap` (identified by sorted name). The
+    /// variables are resolved once; later calls that take a `VarMap` must pass this one
+    /// (a changed `VarMap` is [`Error::VarMapChanged`]).
+    ///
+    /// # Errors
+    /// As [`DeterministicPhaseTrainer::new`].
+    pub fn from_varmap(
+        varmap: &VarMap,
+        config: DeterministicPhaseConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        let (set, vars) = ParamSet::from_varmap(varmap)?;
+        let shapes: Vec<(String, Vec<usize>)> = set
+            .specs()
+            .iter()
+            .map(|s| (s.name.clone(), s.shape.clone()))
+            .collect();
+        let mut t = Self::new(&shapes, config, device)?;
+        t.vars = Some(vars);
+        Ok(t)
+    }
+
+    /// The declared parameters, sorted by name.
+    pub fn params(&self) -> &ParamSet {
+        &self.params
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DeterministicPhaseConfig {
+        &self.config
+    }
+
+    /// The device the history lives on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Data moved between device and host so far.
+    pub fn transfers(&self) -> TransferStats {
+        self.transfers
+    }
+
+    /// Starts a step and says which phase it is in and whether it needs a backward pass.
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] when the previous step was not ended.
+    pub fn begin_step(&mut self) -> Result<StepInfo> {
+        if self.current.is_some() {
+            return Err(Error::InvalidState(
+                "begin_step called twice without end_step".into(),
+            ));
+        }
+        let info = self.scheduler.begin_step()?;
+        self.current = Some(info);
+        self.recorded = false;
+        self.predicted = None;
+        Ok(info)
+    }
+
+    /// What the next [`begin_step`](Self::begin_step) will return, without starting it.
+    pub fn peek(&self) -> StepInfo {
+        self.scheduler.peek()
+    }
+
+    fn current(&self) -> Result<StepInfo> {
+        self.current
+            .ok_or_else(|| Error::InvalidState("no step in progress: call begin_step".into()))
+    }
+
+    fn backward_step(&self, what: &str) -> Result<StepInfo> {
+        let info = self.current()?;
+        if !info.needs_backward {
+            return Err(Error::InvalidState(format!(
+                "{what} in a {:?} step: this step uses predicted gradients",
+                info.phase
+            )));
+        }
+        if self.recorded {
+            return Err(Error::InvalidState(
+                "gradients were already recorded in this step".into(),
+            ));
+        }
+        Ok(info)
+    }
+
+    /// Resolves the variables of `varmap` on first use (cached), and checks on every later
+    /// use, without sorting or cloning, that `varmap` still holds exactly those variables.
+    fn bind(&mut self, varmap: &VarMap) -> Result<()> {
+        if self.vars.is_none() {
+            self.vars = Some(self.params.vars_matching(varmap)?);
+        }
+        let vars = self.vars.as_deref().unwrap_or_default();
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::InvalidState("VarMap mutex is poisoned".into()))?;
+        for (spec, var) in self.params.specs().iter().zip(vars) {
+            match data.get(&spec.name) {
+                Some(v) if v.as_tensor().id() == var.as_tensor().id() => {}
+                _ => {
+                    return Err(Error::VarMapChanged {
+                        name: spec.name.clone(),
+                    });
+                }
+            }
+        }
+        let floats = data.values().filter(|v| v.dtype().is_float()).count();
+        if floats != vars.len() {
+            let extra = data
+                .iter()
+                .filter(|(k, v)| v.dtype().is_float() && self.params.position(k).is_none())
+                .map(|(k, _)| k.clone())
+                .min()
+                .unwrap_or_default();
+            return Err(Error::VarMapChanged { name: extra });
+        }
+        Ok(())
+    }
+
+    /// Records the true gradients of a Warmup, Full or Correct step. At a Correct step this
+    /// also measures the prediction against the truth and reports it to the scheduler.
+    /// Gradients may be f32, bf16 or f16, on the trainer's device.
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] outside a backward step or when called twice in a step; map
+    /// validation errors (unknown, missing, shape, dtype), [`Error::DeviceMismatch`],
+    /// [`Error::NonFiniteGradient`]. On error nothing changes.
+    pub fn record_full_gradients(&mut self, gradients: &HashMap<String, Tensor>) -> Result<()> {
+        let info = self.backward_step("record_full_gradients")?;
+        self.params.check_map(gradients)?;
+        let grads: Vec<Tensor> = self
+            .params
+            .specs()
+            .iter()
+            .map(|s| gradients[&s.name].clone())
+            .collect();
+        self.record_tensors(info, &grads)
+    }
+
+    /// Records the true gradients held in a `GradStore` for the variables of `varmap`.
+    ///
+    /// # Errors
+    /// As [`DeterministicPhaseTrainer::record_full_gradients`]; a variable without a gradient
+    /// is [`Error::MissingParameter`]; a `VarMap` other than the one first used is
+    /// [`Error::VarMapChanged`].
+    pub fn record_grad_store(&mut self, varmap: &VarMap, grads: &GradStore) -> Result<()> {
+        let info = self.backward_step("record_grad_store")?;
+        self.bind(varmap)?;
+        let vars = self.vars.as_deref().unwrap_or_default();
+        let mut list = Vec::with_capacity(vars.len());
+        for (spec, var) in self.params.specs().iter().zip(vars) {
+            let g = grads
+                .get(var.as_tensor())
+                .ok_or_else(|| Error::MissingParameter {
+                    name: spec.name.clone(),
+                })?;
+            check_tensor(spec, g)?;
+            list.push(g.clone());
+        }
+        self.record_tensors(info, &list)
+    }
+
+    /// Records true gradients given on the host, one `Vec<f32>` per parameter in sorted-name
+    /// order (see [`DeterministicPhaseTrainer::params`]): the form a data-parallel exchange
+    /// returns. They are copied to the device once. Same rules as
+    /// [`DeterministicPhaseTrainer::record_full_gradients`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] outside a backward step or when called twice in a step;
+    /// [`Error::ShapeMismatch`] for a wrong count or length; [`Error::NonFiniteGradient`].
+    /// On error nothing changes.
+    pub fn record_full_host(&mut self, gradients: &[Vec<f32>]) -> Result<()> {
+        let info = self.backward_step("record_full_host")?;
+        let map = self.params.from_host_f32(gradients, &self.device)?;
+        let list: Vec<Tensor> = self
+            .params
+            .specs()
+            .iter()
+            .map(|s| map[&s.name].clone())
+            .collect();
+        self.transfers.host_gradient_copies += 1;
+        self.record_tensors(info, &list)
+    }
+
+    /// Validates and records `grads` (sorted order, shapes and dtypes already checked).
+    /// Everything new is computed first; one read-back validates it; then it is committed.
+    fn record_tensors(&mut self, info: StepInfo, grads: &[Tensor]) -> Result<()> {
+        let step = info.step;
+        for (spec, g) in self.params.specs().iter().zip(grads) {
+            if !g.device().same_device(&self.device) {
+                return Err(Error::DeviceMismatch {
+                    name: spec.name.clone(),
+                    expected: format!("{:?}", self.device.location()),
+                    actual: format!("{:?}", g.device().location()),
+                });
+            }
+        }
+        let coeffs = self.fit.record_coefficients(step)?;
+        let correct = info.phase == DeterministicPhase::Correct && self.fit.samples() > 0;
+        let pcoeffs = if correct {
+            Some(self.fit.predict_coefficients(step)?)
+        } else {
+            None
+        };
+        let precision = self.config.history_precision;
+        let rate = self.config.residual_rate;
+        let ranged = precision != StatPrecision::F32;
+        let mut scalars = Vec::with_capacity(grads.len() * 7);
+        let mut new_hist = Vec::with_capacity(grads.len());
+        let mut residuals = Vec::with_capacity(grads.len());
+        for (h, g) in self.history.iter().zip(grads) {
+            let g32 = g.to_dtype(DType::F32)?;
+            scalars.push(g32.sum_all()?);
+            if ranged {
+                scalars.push(g32.abs()?.max_all()?);
+            }
+            if let Some(pc) = &pcoeffs {
+                let (r, sums) = h.correction(pc, &g32, rate)?;
+                scalars.extend(sums.sums);
+                residuals.push(r);
+            }
+            new_hist.push(h.recorded(coeffs, g, &g32, precision)?);
+        }
+        let values = self.read_back(&scalars)?;
+        let per = 1 + usize::from(ranged) + if correct { 5 } else { 0 };
+        let limit = precision.max_abs();
+        for ((spec, g), v) in self
+            .params
+            .specs()
+            .iter()
+            .zip(grads)
+            .zip(values.chunks(per))
+        {
+            if !v[0].is_finite() && !exactly_finite(g)? {
+                return Err(Error::NonFiniteGradient {
+                    name: spec.name.clone(),
+                });
+            }
+            if ranged && v[1] > limit {
+                return Err(out_of_range(g, limit, precision)?);
+            }
+        }
+        // Validated. The quality report is the last fallible call; the rest cannot fail.
+        let threshold = self.config.residual_threshold;
+        let mut total = QualitySums::default();
+        let mut decisions = Vec::with_capacity(if correct { grads.len() } else { 0 });
+        if correct {
+            for v in values.chunks(per) {
+                let v = &v[per - 5..];
+                let sums = QualitySums {
+                    dot: f64::from(v[0]),
+                    pp: f64::from(v[1]),
+                    gg: f64::from(v[2]),
+                    ee: f64::from(v[3]),
+                };
+                total.add(&sums);
+                decisions.push(residual_decision(f64::from(v[4]), sums.gg, threshold));
+            }
+            let q = total.finish();
+            self.scheduler.report_quality(QualityReport {
+                cosine: q.cosine,
+                relative_error: q.relative_error,
+            })?;
+            self.last_quality = Some((q.cosine, q.relative_error));
+        }
+        for (i, mut h) in new_hist.into_iter().enumerate() {
+            if let Some(&(ratio, active)) = decisions.get(i) {
+                h.residual = Some(residuals[i].clone());
+                h.residual_ratio = ratio;
+                h.residual_active = active;
+            }
+            self.history[i] = h;
+        }
+        self.fit.record(step, &[])?;
+        self.recorded = true;
+        Ok(())
+    }
+
+    /// Reads `scalars` (0-d f32 tensors) back to the host in one transfer.
+    fn read_back(&mut self, scalars: &[Tensor]) -> Result<Vec<f32>> {
+        let v = Tensor::stack(scalars, 0)?.to_vec1::<f32>()?;
+        self.transfers.scalar_readbacks += 1;
+        self.transfers.scalar_elements += v.len() as u64;
+        Ok(v)
+    }
+
+    /// This Predict step's predictions (f32, on the device), formed once.
+    fn predictions(&mut self) -> Result<&[Tensor]> {
+        let info = self.current()?;
+        if info.phase != DeterministicPhase::Predict {
+            return Err(Error::InvalidState(format!(
+                "predicted gradients asked for in a {:?} step",
+                info.phase
+            )));
+        }
+        if self.predicted.is_none() {
+            let coeffs: PredictCoefficients = self.fit.predict_coefficients(info.step)?;
+            let p = self
+                .history
+                .iter()
+                .map(|h| h.prediction(&coeffs))
+                .collect::<Result<Vec<_>>>()?;
+            self.predicted = Some(p);
+        }
+        Ok(self.predicted.as_deref().unwrap_or_default())
+    }
+
+    /// The predicted gradients of this Predict step copied to the host, in sorted-name order.
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] outside a Predict step.
+    pub fn predicted_host(&mut self) -> Result<&[Vec<f32>]> {
+        let host = self
+            .predictions()?
+            .iter()
+            .map(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?))
+            .collect::<Result<Vec<_>>>()?;
+        self.transfers.host_gradient_copies += 1;
+        self.host_scratch = host;
+        Ok(&self.host_scratch)
+    }
+
+    /// The predicted gradients for this Predict step, as f32 tensors on the trainer's device.
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] outside a Predict step.
+    pub fn get_predicted_gradients(&mut self) -> Result<HashMap<String, Tensor>> {
+        let p = self.predictions()?.to_vec();
+        Ok(self
+            .params
+            .specs()
+            .iter()
+            .zip(p)
+            .map(|(s, t)| (s.name.clone(), t))
+            .collect())
+    }
+
+    /// The predicted gradients as a `GradStore` keyed by the variables of `varmap`, ready for
+    /// any `candle_nn::Optimizer::step`: device tensors in each variable's dtype.
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] outside a Predict step; [`Error::UnknownParameter`] /
+    /// [`Error::MissingParameter`] / [`Error::ShapeMismatch`] when `varmap` does not hold
+    /// exactly the trainer's parameters; [`Error::VarMapChanged`] for a `VarMap` other than
+    /// the one first used.
+    pub fn predicted_grad_store(&mut self, varmap: &VarMap) -> Result<GradStore> {
+        self.bind(varmap)?;
+        let vars = self.vars.clone().unwrap_or_default();
+        let preds = self.predictions()?;
+        let mut store = GradStore::default();
+        for (var, p) in vars.iter().zip(preds) {
+            store.insert(var.as_tensor(), p.to_dtype(var.dtype())?);
+        }
+        Ok(store)
+    }
+
+    /// Ends the step with its loss. A NaN or Inf loss is recorded by the scheduler, which
+    /// switches to Full steps at once (see `phase-scheduler`); it is never averaged.
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] without a step in progress, or when a backward step ends
+    /// without recorded gradients.
+    pub fn end_step(&mut self, loss: f32) -> Result<()> {
+        let info = self.current()?;
+        if info.needs_backward && !self.recorded {
+            return Err(Error::InvalidState(format!(
+                "a {:?} step must record its gradients before end_step",
+                info.phase
+            )));
+        }
+        self.scheduler.end_step(loss)?;
+        self.current = None;
+        self.predicted = None;
+        Ok(())
+    }
+
+    /// Ends a Predict step whose forward pass was skipped, so it has no loss.
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] without a step in progress or outside a Predict step.
+    pub fn end_step_without_loss(&mut self) -> Result<()> {
+        let info = self.current()?;
+        if info.needs_backward {
+            return Err(Error::InvalidState(format!(
+                "end_step_without_loss in a {:?} step, which needs its loss",
+                info.phase
+            )));
+        }
+        self.scheduler.end_step_without_loss()?;
+        self.current = None;
+        self.predicted = None;
+        Ok(())
+    }
+
+    /// Statistics so far.
+    pub fn get_stats(&self) -> TrainerStats {
+        let p = self.scheduler.stats().clone();
+        TrainerStats {
+            total_steps: p.total_steps,
+            full_steps: p.full_steps,
+            predicted_steps: p.predicted_steps,
+            speedup: p.speedup(),
+            last_cosine: self.last_quality.map(|q| q.0),
+            last_relative_error: self.last_quality.map(|q| q.1),
+            phases: p,
+        }
+    }
+
+    /// Bytes held by the predictor's history tensors (including a recorded gradient that
+    /// the history shares with the caller).
+    pub fn memory_bytes(&self) -> usize {
+        self.history.iter().map(History::bytes).sum()
+    }
+}
+
+/// Whether every element of `g` is finite, exactly: `x − x` is 0 for finite x and NaN
+/// otherwise (used only when a gradient's sum is not finite, to tell overflow from NaN/Inf).
+#[allow(clippy::eq_op)]
+fn exactly_finite(g: &Tensor) -> Result<bool> {
+    let g = g.to_dtype(DType::F32)?;
+    Ok((&g - &g)?.sum_all()?.to_scalar::<f32>()? == 0.0)
+}
+
+/// The 16-bit storage error for a gradient above `limit` (error path only: it reads `g`).
+fn out_of_range(g: &Tensor, limit: f32, precision: StatPrecision) -> Result<Error> {
+    let v = g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let (index, &value) = v
+        .iter()
+        .enumerate()
+        .find(|(_, x)| x.abs() > limit)
+        .unwrap_or((0, &0.0));
+    Ok(Error::Predict(grad_predict::Error::OutOfRange {
+        what: "grad",
+        index,
+        value,
+        limit,
+        precision: precision.name(),
+    }))
+}
