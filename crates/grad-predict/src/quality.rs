@@ -66,6 +66,26 @@ impl QualitySums {
         self.ee += sum(ee);
     }
 
+    /// Adds the sums of a whole prediction `p` against the truth `g` (equal lengths), in the
+    /// reference's order: the same blocks as [`GradientPredictor::record_correction`](crate::GradientPredictor::record_correction),
+    /// so a caller holding slices gets the reference's sums bit for bit.
+    pub fn add_slices(&mut self, p: &[f32], g: &[f32]) {
+        for (p, g) in p
+            .chunks(crate::storage::BLOCK)
+            .zip(g.chunks(crate::storage::BLOCK))
+        {
+            self.add_block(p, g);
+        }
+    }
+
+    /// ‖x‖² in the reference's order (the residual norm of
+    /// [`GradientPredictor::record_correction`](crate::GradientPredictor::record_correction)).
+    #[must_use]
+    pub fn sum_squares(x: &[f32]) -> f64 {
+        x.chunks(crate::storage::BLOCK)
+            .fold(0.0, |acc, b| acc + crate::kernels::sumsq_block(b))
+    }
+
     /// Adds the sums of another tensor (the quality over several tensors together).
     pub fn add(&mut self, other: &QualitySums) {
         self.dot += other.dot;

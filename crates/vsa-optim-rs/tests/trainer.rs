@@ -2,6 +2,8 @@
 //! processes and thread counts, checkpoint/resume, and bad input; the device path against
 //! the grad-predict reference (`trainer/equivalence.rs`).
 
+#[path = "trainer/cpu_fast.rs"]
+mod cpu_fast;
 #[path = "trainer/equivalence.rs"]
 mod equivalence;
 

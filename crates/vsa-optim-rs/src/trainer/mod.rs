@@ -21,6 +21,7 @@
 mod checkpoint;
 mod config;
 mod device;
+mod host;
 
 use std::collections::HashMap;
 
@@ -101,6 +102,8 @@ pub struct DeterministicPhaseTrainer {
     host_scratch: Vec<Vec<f32>>,
     last_quality: Option<(f32, f32)>,
     transfers: TransferStats,
+    /// Test switch: use the tensor path even on the CPU.
+    force_tensor_path: bool,
 }
 
 impl DeterministicPhaseTrainer {
@@ -142,6 +145,7 @@ impl DeterministicPhaseTrainer {
             host_scratch: Vec::new(),
             last_quality: None,
             transfers: TransferStats::default(),
+            force_tensor_path: false,
         })
     }
 
@@ -180,6 +184,21 @@ impl DeterministicPhaseTrainer {
     /// The device the history lives on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Testing only, not part of the stable API: `true` makes a CPU trainer use the generic
+    /// tensor path instead of its CPU fast path (to check that both give the same results).
+    #[doc(hidden)]
+    pub fn set_force_tensor_path(&mut self, on: bool) {
+        self.force_tensor_path = on;
+    }
+
+    /// Whether this trainer uses the CPU fast path (`host.rs`): a CPU device with f32
+    /// history storage.
+    fn cpu_fast(&self) -> bool {
+        !self.force_tensor_path
+            && self.device.is_cpu()
+            && self.config.history_precision == StatPrecision::F32
     }
 
     /// Data moved between device and host so far.
@@ -349,6 +368,9 @@ impl DeterministicPhaseTrainer {
         } else {
             None
         };
+        if self.cpu_fast() {
+            return self.record_cpu(step, grads, coeffs, pcoeffs.as_ref());
+        }
         let precision = self.config.history_precision;
         let rate = self.config.residual_rate;
         let ranged = precision != StatPrecision::F32;
@@ -423,6 +445,78 @@ impl DeterministicPhaseTrainer {
         Ok(())
     }
 
+    /// [`Self::record_tensors`] on the CPU fast path: the checks and the quality sums come
+    /// from the same pass over the gradient's slice, nothing is read back.
+    fn record_cpu(
+        &mut self,
+        step: u64,
+        grads: &[Tensor],
+        coeffs: grad_predict::RecordCoefficients,
+        pcoeffs: Option<&PredictCoefficients>,
+    ) -> Result<()> {
+        let rate = self.config.residual_rate;
+        let mut corrections = Vec::with_capacity(if pcoeffs.is_some() { grads.len() } else { 0 });
+        for ((spec, h), g) in self.params.specs().iter().zip(&self.history).zip(grads) {
+            let (finite, c) = host::with_f32(g, |gs| -> Result<_> {
+                let c = match pcoeffs {
+                    Some(pc) => Some(h.correction_cpu(pc, gs, g, rate)?),
+                    None => None,
+                };
+                // A finite ‖g‖² proves every element finite; otherwise check exactly
+                // (it may be an f32 overflow of the sum).
+                let finite = match &c {
+                    Some((_, s, _)) if s.gg.is_finite() => true,
+                    _ => host::all_finite(gs),
+                };
+                Ok((finite, c))
+            })??;
+            if !finite {
+                return Err(Error::NonFiniteGradient {
+                    name: spec.name.clone(),
+                });
+            }
+            if let Some(c) = c {
+                corrections.push(c);
+            }
+        }
+        let new_hist = self
+            .history
+            .iter()
+            .zip(grads)
+            .map(|(h, g)| h.recorded_cpu(coeffs, g))
+            .collect::<Result<Vec<_>>>()?;
+        // Validated. The quality report is the last fallible call; the rest cannot fail.
+        let threshold = self.config.residual_threshold;
+        let mut decisions = Vec::with_capacity(corrections.len());
+        if pcoeffs.is_some() {
+            let mut total = QualitySums::default();
+            for (_, sums, rr) in &corrections {
+                total.add(sums);
+                decisions.push(residual_decision(*rr, sums.gg, threshold));
+            }
+            let q = total.finish();
+            self.scheduler.report_quality(QualityReport {
+                cosine: q.cosine,
+                relative_error: q.relative_error,
+            })?;
+            self.last_quality = Some((q.cosine, q.relative_error));
+        }
+        let mut corrections = corrections.into_iter();
+        for (i, mut h) in new_hist.into_iter().enumerate() {
+            if let (Some(&(ratio, active)), Some((r, _, _))) =
+                (decisions.get(i), corrections.next())
+            {
+                h.residual = Some(r);
+                h.residual_ratio = ratio;
+                h.residual_active = active;
+            }
+            self.history[i] = h;
+        }
+        self.fit.record(step, &[])?;
+        self.recorded = true;
+        Ok(())
+    }
+
     /// Reads `scalars` (0-d f32 tensors) back to the host in one transfer.
     fn read_back(&mut self, scalars: &[Tensor]) -> Result<Vec<f32>> {
         let v = Tensor::stack(scalars, 0)?.to_vec1::<f32>()?;
@@ -442,10 +536,17 @@ impl DeterministicPhaseTrainer {
         }
         if self.predicted.is_none() {
             let coeffs: PredictCoefficients = self.fit.predict_coefficients(info.step)?;
+            let fast = self.cpu_fast();
             let p = self
                 .history
                 .iter()
-                .map(|h| h.prediction(&coeffs))
+                .map(|h| {
+                    if fast {
+                        h.prediction_cpu(&coeffs)
+                    } else {
+                        h.prediction(&coeffs)
+                    }
+                })
                 .collect::<Result<Vec<_>>>()?;
             self.predicted = Some(p);
         }
