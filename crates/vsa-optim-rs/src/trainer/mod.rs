@@ -466,7 +466,8 @@ impl DeterministicPhaseTrainer {
                 // (it may be an f32 overflow of the sum).
                 let finite = match &c {
                     Some((_, s, _)) if s.gg.is_finite() => true,
-                    _ => host::all_finite(gs),
+                    Some(_) => host::all_finite(gs),
+                    None => host::finite(g, gs)?,
                 };
                 Ok((finite, c))
             })??;
