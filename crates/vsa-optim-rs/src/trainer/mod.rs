@@ -14,7 +14,9 @@
 //! (see `device.rs`). With the default `LastGradient` model the history *is* the recorded
 //! gradient tensor (a reference-counted clone), and a prediction is that tensor again.
 //! Predicted steps move nothing between host and device; a backward step reads back one small
-//! vector (a finiteness check per parameter, and at Correct steps the quality sums).
+//! vector (a finiteness check per parameter, and at Correct steps the quality sums). On
+//! `Device::Cpu` with f32 storage a fast path (`host.rs`) works on the tensors' slices in
+//! single passes instead of chaining candle ops, and reads nothing back.
 //!
 //! Parameter identity is the sorted list of names; nothing depends on `HashMap` order.
 
@@ -75,7 +77,8 @@ impl std::fmt::Display for TrainerStats {
 /// steps move none (issue: "zero host transfers on predicted steps").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransferStats {
-    /// Read-backs of scalars (one small vector per backward step).
+    /// Read-backs of scalars (one small vector per backward step; none on the CPU fast
+    /// path).
     pub scalar_readbacks: u64,
     /// Elements read back (the length of those vectors).
     pub scalar_elements: u64,
