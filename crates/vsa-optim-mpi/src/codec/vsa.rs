@@ -2,7 +2,9 @@
 
 use grad_sketch::{CompressedGradients, SketchCompressor, SketchConfig};
 
-use super::{Context, ExchangeMode, GradientCodec};
+use super::{
+    Context, ExchangeMode, GradientCodec, decode_error, finish_encode, sketch_error, split_state,
+};
 use crate::error::{Error, Result};
 
 /// The `vsa` mode's codec: a [`SketchCompressor`] (with its error feedback, when the config
@@ -16,10 +18,6 @@ pub struct VsaCodec {
     backup_step: u64,
     staged: bool,
     names: Vec<String>,
-}
-
-fn codec_error(e: grad_sketch::Error) -> Error {
-    Error::Codec(e.to_string())
 }
 
 impl VsaCodec {
@@ -79,21 +77,15 @@ impl GradientCodec for VsaCodec {
             }
         }
         // The compressor changes nothing on error.
-        let z = self.compressor.compress(grads).map_err(codec_error)?;
+        let z = self.compressor.compress(grads).map_err(sketch_error)?;
         self.backup_step = step;
         self.staged = true;
-        if let Err(e) = z.write_bytes(out) {
-            self.rollback();
-            return Err(codec_error(e));
-        }
-        Ok(())
+        let written = z.write_bytes(out);
+        finish_encode(self, written)
     }
 
     fn decode(&mut self, ctx: Context, payload: &[u8], out: &mut [Vec<f32>]) -> Result<()> {
-        let bad = |e: grad_sketch::Error| Error::Decode {
-            rank: ctx.rank,
-            reason: e.to_string(),
-        };
+        let bad = |e: grad_sketch::Error| decode_error(ctx, e.to_string());
         let z = CompressedGradients::from_bytes(payload).map_err(bad)?;
         self.compressor.decompress_into(&z, out).map_err(bad)
     }
@@ -130,17 +122,7 @@ impl GradientCodec for VsaCodec {
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         let total = self.residual_elements();
-        if state.len() != 8 + 4 * total {
-            return Err(Error::Codec(format!(
-                "VSA codec state of {} bytes, expected {}",
-                state.len(),
-                8 + 4 * total
-            )));
-        }
-        let step = u64::from_le_bytes(state[..8].try_into().expect("8 bytes"));
-        let mut words = state[8..]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        let (step, mut words) = split_state(state, total, "VSA codec")?;
         if !words.clone().all(f32::is_finite) {
             return Err(Error::Codec(
                 "VSA codec state holds a non-finite residual".into(),
@@ -148,7 +130,9 @@ impl GradientCodec for VsaCodec {
         }
         for (b, name) in self.backup.iter_mut().zip(&self.names) {
             b.iter_mut().zip(words.by_ref()).for_each(|(b, w)| *b = w);
-            self.compressor.set_residual(name, b).map_err(codec_error)?;
+            self.compressor
+                .set_residual(name, b)
+                .map_err(sketch_error)?;
         }
         self.compressor.set_step(step);
         self.backup_step = step;
