@@ -6,7 +6,7 @@ use grad_sketch::{Compressor, CompressorConfig, CompressorState, Message};
 use super::{
     Context, ExchangeMode, GradientCodec, decode_error, finish_encode, sketch_error, split_state,
 };
-use crate::error::{Error, Result};
+use crate::error::{Result, sketch_config_error};
 
 /// A [`Compressor`] on each rank. Keys come from the shared seed and the compressor's call
 /// counter, which advances in lockstep on every rank; the fingerprint covers the method and
@@ -26,8 +26,7 @@ impl MethodCodec {
     /// # Errors
     /// [`Error::InvalidConfig`] for an invalid config or parameter list.
     pub fn new(shapes: &[(String, Vec<usize>)], config: CompressorConfig) -> Result<Self> {
-        let compressor = Compressor::new(shapes, config)
-            .map_err(|e| Error::InvalidConfig(format!("compressed codec: {e}")))?;
+        let compressor = Compressor::new(shapes, config).map_err(sketch_config_error)?;
         let backup = compressor.state();
         Ok(Self {
             compressor,

@@ -13,7 +13,7 @@ pub use method::MethodCodec;
 pub use ternary::{DEFAULT_TERNARY_BLOCK, TernaryCodec, TernaryPacking};
 pub use vsa::VsaCodec;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, config_error, sketch_config_error};
 
 /// The exchange modes. Part of the start-up handshake: all ranks must use the same one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,9 +67,11 @@ impl std::str::FromStr for ExchangeMode {
             "ternary" => Ok(Self::Ternary),
             "vsa" => Ok(Self::Vsa),
             "compressed" => Ok(Self::Compressed),
-            other => Err(Error::InvalidConfig(format!(
-                "unknown exchange mode {other:?}: expected f32, ternary, vsa or compressed"
-            ))),
+            other => Err(config_error(
+                "mode",
+                "f32, ternary, vsa or compressed",
+                format!("{other:?}"),
+            )),
         }
     }
 }
@@ -272,8 +274,7 @@ pub fn codec_for(
     vsa: grad_sketch::SketchConfig,
     method: grad_sketch::CompressorConfig,
 ) -> Result<Box<dyn GradientCodec + Send>> {
-    let params = grad_sketch::Params::new(shapes)
-        .map_err(|e| Error::InvalidConfig(format!("parameters: {e}")))?;
+    let params = grad_sketch::Params::new(shapes).map_err(sketch_config_error)?;
     let lens: Vec<usize> = params
         .list()
         .iter()

@@ -5,7 +5,7 @@ use grad_sketch::{CompressedGradients, SketchCompressor, SketchConfig};
 use super::{
     Context, ExchangeMode, GradientCodec, decode_error, finish_encode, sketch_error, split_state,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, sketch_config_error};
 
 /// The `vsa` mode's codec: a [`SketchCompressor`] (with its error feedback, when the config
 /// has it) on each rank. Binding keys come from the shared seed and the compressor's call
@@ -27,8 +27,7 @@ impl VsaCodec {
     /// # Errors
     /// [`Error::InvalidConfig`] for an invalid config or parameter list.
     pub fn new(shapes: &[(String, Vec<usize>)], config: SketchConfig) -> Result<Self> {
-        let compressor = SketchCompressor::new(shapes, config)
-            .map_err(|e| Error::InvalidConfig(format!("vsa codec: {e}")))?;
+        let compressor = SketchCompressor::new(shapes, config).map_err(sketch_config_error)?;
         let list = compressor.params().list();
         let names = list.iter().map(|p| p.name.clone()).collect();
         let backup = if config.error_feedback {

@@ -9,29 +9,9 @@ use vsa_optim_mpi::{
     TernaryPacking,
 };
 
+use crate::common::Rng;
+
 const PACKINGS: [TernaryPacking; 2] = [TernaryPacking::Planes, TernaryPacking::Base3];
-
-/// SplitMix64: a tiny seeded generator for fixed test inputs (no unseeded randomness).
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn sign(&mut self) -> f32 {
-        if self.next_u64() & 1 == 0 { 1.0 } else { -1.0 }
-    }
-}
 
 /// FNV-1a (64 bit) over bytes.
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -541,7 +521,12 @@ fn ternary_rejects_invalid_blocks() {
         for packing in PACKINGS {
             let err = TernaryCodec::new(&[10], 0, block, packing).unwrap_err();
             match err {
-                Error::InvalidConfig(msg) => assert!(msg.contains(&block.to_string()), "{msg}"),
+                Error::InvalidConfig {
+                    parameter, actual, ..
+                } => {
+                    assert_eq!(parameter, "block");
+                    assert_eq!(actual, block.to_string());
+                }
                 other => panic!("block {block}: {other:?}"),
             }
         }
@@ -701,7 +686,7 @@ fn exchange_mode_names_roundtrip() {
     }
     assert!(matches!(
         "F32".parse::<ExchangeMode>(),
-        Err(Error::InvalidConfig(_))
+        Err(Error::InvalidConfig { .. })
     ));
 }
 
