@@ -28,9 +28,28 @@ impl<'a> Reader<'a> {
         Self { bytes, pos: 0 }
     }
 
-    /// The offset of the next byte.
-    pub(crate) fn pos(&self) -> usize {
-        self.pos
+    /// The 8-byte header after checking its 4-byte `magic`: the 4 bytes that follow it.
+    pub(crate) fn header(&mut self, magic: &[u8; 4]) -> Result<[u8; 4]> {
+        let head = self.take(8, "header")?;
+        if &head[..4] != magic {
+            return Err(invalid(format!(
+                "magic: expected {magic:?}, got {:?}",
+                &head[..4]
+            )));
+        }
+        Ok([head[4], head[5], head[6], head[7]])
+    }
+
+    /// Checks that every byte was read; `last` names the last item in the error.
+    pub(crate) fn finish(&self, last: &str) -> Result<()> {
+        if self.pos == self.bytes.len() {
+            Ok(())
+        } else {
+            Err(invalid(format!(
+                "{} trailing bytes after the last {last}",
+                self.bytes.len() - self.pos
+            )))
+        }
     }
 
     /// The next `n` bytes.

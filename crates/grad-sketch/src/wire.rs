@@ -248,27 +248,21 @@ impl CompressedGradients {
     /// offset.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let mut r = Reader::new(bytes);
-        let head = r.take(8, "header")?;
-        if &head[..4] != MAGIC {
-            return Err(invalid(format!(
-                "magic: expected {MAGIC:?}, got {:?}",
-                &head[..4]
-            )));
-        }
-        if head[4] != FORMAT_VERSION {
+        let head = r.header(MAGIC)?;
+        if head[0] != FORMAT_VERSION {
             return Err(invalid(format!(
                 "format version: expected {FORMAT_VERSION}, got {}",
-                head[4]
+                head[0]
             )));
         }
-        let reconstruction = Reconstruction::from_code(head[5])
-            .ok_or_else(|| invalid(format!("reconstruction code {} is unknown", head[5])))?;
-        let quantization = BundleQuantization::from_code(head[6])
-            .ok_or_else(|| invalid(format!("quantization code {} is unknown", head[6])))?;
-        if head[7] != 0 {
+        let reconstruction = Reconstruction::from_code(head[1])
+            .ok_or_else(|| invalid(format!("reconstruction code {} is unknown", head[1])))?;
+        let quantization = BundleQuantization::from_code(head[2])
+            .ok_or_else(|| invalid(format!("quantization code {} is unknown", head[2])))?;
+        if head[3] != 0 {
             return Err(invalid(format!(
                 "reserved byte: expected 0, got {}",
-                head[7]
+                head[3]
             )));
         }
         let fingerprint = r.u64("fingerprint")?;
@@ -311,12 +305,7 @@ impl CompressedGradients {
             check_param_values(&p, &format!("parameter {i}"))?;
             params.push(p);
         }
-        if r.pos() != bytes.len() {
-            return Err(invalid(format!(
-                "{} trailing bytes after the last parameter",
-                bytes.len() - r.pos()
-            )));
-        }
+        r.finish("parameter")?;
         Ok(Self {
             fingerprint,
             step,

@@ -164,20 +164,14 @@ impl Message {
     /// [`Error::InvalidCompressed`](crate::Error::InvalidCompressed) naming the field.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let mut r = Reader::new(bytes);
-        let head = r.take(8, "header")?;
-        if &head[..4] != MAGIC {
-            return Err(invalid(format!(
-                "magic: expected {MAGIC:?}, got {:?}",
-                &head[..4]
-            )));
-        }
-        if head[4] != VERSION || head[6] != 0 || head[7] != 0 {
+        let head = r.header(MAGIC)?;
+        if head[0] != VERSION || head[2] != 0 || head[3] != 0 {
             return Err(invalid(format!(
                 "version/reserved: expected {VERSION}/0/0, got {}/{}/{}",
-                head[4], head[6], head[7]
+                head[0], head[2], head[3]
             )));
         }
-        let method = head[5];
+        let method = head[1];
         let fingerprint = r.u64("fingerprint")?;
         let step = r.u64("step")?;
         let elements = r.u64("elements")?;
@@ -213,12 +207,7 @@ impl Message {
             };
             parts.push(part);
         }
-        if r.pos() != bytes.len() {
-            return Err(invalid(format!(
-                "{} trailing bytes after the last part",
-                bytes.len() - r.pos()
-            )));
-        }
+        r.finish("part")?;
         Ok(Self {
             fingerprint,
             method,
