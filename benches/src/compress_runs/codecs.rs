@@ -86,7 +86,7 @@ pub fn train_digits_codec(codec: Codec, steps: usize, lr: f64, seed: u64) -> Res
     let device = Device::Cpu;
     let task = DigitsTask::new(Some(64), 1, &device)?;
     let (varmap, model) = task.build(seed)?;
-    let (set, vars) = ParamSet::from_varmap(&varmap).map_err(wrap)?;
+    let (set, vars) = ParamSet::from_varmap(&varmap)?;
     let shapes: Vec<(String, Vec<usize>)> = set
         .specs()
         .iter()
@@ -98,8 +98,7 @@ pub fn train_digits_codec(codec: Codec, steps: usize, lr: f64, seed: u64) -> Res
             lr,
             ..ParamsAdamW::default()
         },
-    )
-    .map_err(wrap)?;
+    )?;
     enum State {
         Exact,
         Sketch(grad_sketch::SketchCompressor),
@@ -178,7 +177,7 @@ pub fn train_digits_codec(codec: Codec, steps: usize, lr: f64, seed: u64) -> Res
         };
         total_bytes += bytes;
         last_bytes = bytes;
-        let restored = set.from_host_f32(&out, &device).map_err(wrap)?;
+        let restored = set.from_host_f32(&out, &device)?;
         let mut store = GradStore::default();
         for (spec, v) in set.specs().iter().zip(&vars) {
             store.insert(v.as_tensor(), restored[&spec.name].clone());
