@@ -29,6 +29,40 @@ pub use codecs::{Codec, CodecRun, TunedRow, train_digits_codec, tuned_table};
 use crate::harness::full_gradient;
 use crate::tasks::{DigitsTask, Task};
 
+/// The digits MLP (batch 64) built from `seed`, its parameters and AdamW with `lr`: the
+/// common start of the compressed training runs.
+pub(crate) struct DigitsRun {
+    pub(crate) task: DigitsTask,
+    pub(crate) varmap: candle_nn::VarMap,
+    pub(crate) model: Box<dyn candle_nn::Module>,
+    pub(crate) set: ParamSet,
+    pub(crate) vars: Vec<candle_core::Var>,
+    pub(crate) opt: AdamW,
+}
+
+impl DigitsRun {
+    pub(crate) fn new(lr: f64, seed: u64) -> Result<Self> {
+        let task = DigitsTask::new(Some(64), 1, &Device::Cpu)?;
+        let (varmap, model) = task.build(seed)?;
+        let (set, vars) = ParamSet::from_varmap(&varmap)?;
+        let opt = AdamW::from_varmap(
+            &varmap,
+            ParamsAdamW {
+                lr,
+                ..ParamsAdamW::default()
+            },
+        )?;
+        Ok(Self {
+            task,
+            varmap,
+            model,
+            set,
+            vars,
+            opt,
+        })
+    }
+}
+
 /// For grad-sketch's errors, which have no direct `From` into candle's error (the facade's
 /// own errors convert with `?`).
 pub(crate) fn wrap(e: impl Into<vsa_optim_rs::Error>) -> candle_core::Error {
@@ -263,16 +297,14 @@ pub struct CompressedRun {
 /// Candle and compressor errors.
 pub fn train_digits(path: GradientPath, steps: usize, lr: f64, seed: u64) -> Result<CompressedRun> {
     let device = Device::Cpu;
-    let task = DigitsTask::new(Some(64), 1, &device)?;
-    let (varmap, model) = task.build(seed)?;
-    let (set, vars) = ParamSet::from_varmap(&varmap)?;
-    let mut opt = AdamW::from_varmap(
-        &varmap,
-        ParamsAdamW {
-            lr,
-            ..ParamsAdamW::default()
-        },
-    )?;
+    let DigitsRun {
+        task,
+        varmap,
+        model,
+        set,
+        vars,
+        mut opt,
+    } = DigitsRun::new(lr, seed)?;
     let mut comp = match path {
         GradientPath::Uncompressed => None,
         GradientPath::Compressed {
