@@ -256,21 +256,7 @@ proptest! {
             let mut codec = ternary(&lens, seed, packing);
             let dec = roundtrip(&mut codec, ctx(step, rank), &grads);
             for (x, d) in grads.iter().zip(&dec) {
-                for (xb, db) in x.chunks(320).zip(d.chunks(320)) {
-                    let s = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    for (&xi, &di) in xb.iter().zip(db) {
-                        prop_assert!(di == 0.0 || di == s || di == -s, "{di} not in ±{s}");
-                        if di != 0.0 {
-                            prop_assert!(xi != 0.0 && (di > 0.0) == (xi > 0.0), "x={xi} d={di}");
-                        }
-                        if xi.abs() == s {
-                            prop_assert_eq!(di, xi, "|x| = s must be exact");
-                        }
-                    }
-                    if s == 0.0 {
-                        prop_assert!(db.iter().all(|&v| v.to_bits() == 0), "zero block");
-                    }
-                }
+                check_block_trits(x, d, 320)?;
             }
         }
     }
@@ -308,13 +294,32 @@ proptest! {
             prop_assert_eq!(codec.payload_bytes(), scales + packed);
             let dec = roundtrip(&mut codec, ctx(5, 2), &grads);
             for (x, d) in grads.iter().zip(&dec) {
-                for (xb, db) in x.chunks(640).zip(d.chunks(640)) {
-                    let s = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    prop_assert!(db.iter().all(|&v| v == 0.0 || v == s || v == -s));
-                }
+                check_block_trits(x, d, 640)?;
             }
         }
     }
+}
+
+/// Every decoded value of `d` is −s_b, 0 or +s_b with s_b = max|x| over its `block`; a
+/// non-zero value has the sign of x; |x| = s_b decodes exactly to x; an all-zero block
+/// decodes to zeros.
+fn check_block_trits(x: &[f32], d: &[f32], block: usize) -> Result<(), TestCaseError> {
+    for (xb, db) in x.chunks(block).zip(d.chunks(block)) {
+        let s = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (&xi, &di) in xb.iter().zip(db) {
+            prop_assert!(di == 0.0 || di == s || di == -s, "{di} not in ±{s}");
+            if di != 0.0 {
+                prop_assert!(xi != 0.0 && (di > 0.0) == (xi > 0.0), "x={xi} d={di}");
+            }
+            if xi.abs() == s {
+                prop_assert_eq!(di, xi, "|x| = s must be exact");
+            }
+        }
+        if s == 0.0 {
+            prop_assert!(db.iter().all(|&v| v.to_bits() == 0), "zero block");
+        }
+    }
+    Ok(())
 }
 
 /// A fixed input: two parameters, 700 (two full blocks and a partial one) and 64 elements.
