@@ -24,7 +24,8 @@ impl MethodCodec {
     /// the sorted-name order).
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for an invalid config or parameter list.
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for an invalid config or parameter
+    /// list.
     pub fn new(shapes: &[(String, Vec<usize>)], config: CompressorConfig) -> Result<Self> {
         let compressor = Compressor::new(shapes, config).map_err(sketch_config_error)?;
         let backup = compressor.state();

@@ -38,8 +38,8 @@ impl TernaryCodec {
     /// A codec for parameters of lengths `lens`.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] unless `block` is a positive multiple of 320 (so that every
-    /// block starts on a plane word and on a base-3 byte).
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) unless `block` is a positive
+    /// multiple of 320 (so that every block starts on a plane word and on a base-3 byte).
     pub fn new(lens: &[usize], seed: u64, block: usize, packing: TernaryPacking) -> Result<Self> {
         if block == 0 || !block.is_multiple_of(DEFAULT_TERNARY_BLOCK) {
             return Err(config_error(
