@@ -247,13 +247,12 @@ fn real_gradients(steps: &[usize], dev: &Device) -> Result<Vec<(usize, usize, Mi
         (16, DigitsTask::new(Some(128), 16, dev)?),
     ];
     let (varmap, model) = task8.build(0)?;
-    let (set, vars) = ParamSet::from_varmap(&varmap).map_err(candle_core::Error::wrap)?;
-    let mut opt =
-        AdamW::from_varmap(&varmap, ParamsAdamW::default()).map_err(candle_core::Error::wrap)?;
+    let (set, vars) = ParamSet::from_varmap(&varmap)?;
+    let mut opt = AdamW::from_varmap(&varmap, ParamsAdamW::default())?;
     let host = |task: &DigitsTask, step: usize, j: usize| -> Result<Vec<Vec<f32>>> {
         let loss = task.micro_loss(model.as_ref(), step, j, 0)?;
         let g = grad_map(&varmap, &loss.backward()?)?;
-        set.to_host_f32(&g).map_err(candle_core::Error::wrap)
+        Ok(set.to_host_f32(&g)?)
     };
     let mut out = Vec::new();
     let last = steps.iter().copied().max().unwrap_or(0);

@@ -190,6 +190,7 @@ impl DpResult {
     }
 }
 
+/// For the exchange's, JSON's and other non-facade errors (the facade's convert with `?`).
 fn wrap(e: impl std::error::Error + Send + Sync + 'static) -> candle_core::Error {
     candle_core::Error::wrap(e)
 }
@@ -275,7 +276,7 @@ pub fn run<C: Collective>(collective: C, s: &DpSettings) -> Result<DpResult> {
     let rank = collective.rank();
     let task = s.task(shards)?;
     let (mut varmap, model) = task.build(s.seed)?;
-    let (set, vars) = ParamSet::from_varmap(&varmap).map_err(wrap)?;
+    let (set, vars) = ParamSet::from_varmap(&varmap)?;
     let mut shapes: Vec<(String, Vec<usize>)> = set
         .specs()
         .iter()
@@ -284,8 +285,7 @@ pub fn run<C: Collective>(collective: C, s: &DpSettings) -> Result<DpResult> {
     if s.corrupt_shapes_on == Some(rank) {
         shapes[0].1[0] += 1;
     }
-    let dp = DataParallel::new(collective, s.mode, &shapes, s.seed, s.vsa, s.fingerprint())
-        .map_err(wrap)?;
+    let dp = DataParallel::new(collective, s.mode, &shapes, s.seed, s.vsa, s.fingerprint())?;
     train(
         task.as_ref(),
         &mut varmap,
@@ -309,7 +309,7 @@ pub fn reference_run(shards: usize, s: &DpSettings) -> Result<DpResult> {
     }
     let task = s.task(shards)?;
     let (mut varmap, model) = task.build(s.seed)?;
-    let (_, vars) = ParamSet::from_varmap(&varmap).map_err(wrap)?;
+    let (_, vars) = ParamSet::from_varmap(&varmap)?;
     train::<SingleProcess>(
         task.as_ref(),
         &mut varmap,
@@ -339,13 +339,13 @@ fn train<C: Collective>(
             lr: s.lr,
             ..ParamsAdamW::default()
         },
-    )
-    .map_err(wrap)?;
+    )?;
     let mut trainer = match &s.trainer {
-        Some(c) => Some(
-            DeterministicPhaseTrainer::from_varmap(varmap, c.clone(), &Device::Cpu)
-                .map_err(wrap)?,
-        ),
+        Some(c) => Some(DeterministicPhaseTrainer::from_varmap(
+            varmap,
+            c.clone(),
+            &Device::Cpu,
+        )?),
         None => None,
     };
     let mut meta = Meta {
@@ -368,9 +368,9 @@ fn train<C: Collective>(
             .map_err(|e| candle_core::Error::Msg(format!("LATEST: {e}")))?;
         let d = rank_dir(dir, latest, rank);
         varmap.load(d.join("weights.safetensors"))?;
-        opt.load(d.join("adamw.safetensors")).map_err(wrap)?;
+        opt.load(d.join("adamw.safetensors"))?;
         if let Some(t) = trainer.as_mut() {
-            t.load(d.join("trainer.json")).map_err(wrap)?;
+            t.load(d.join("trainer.json"))?;
         }
         if let Averager::Ranks(dp) = &mut avg {
             let state = std::fs::read(d.join("codec.bin"))?;
@@ -422,7 +422,7 @@ fn train<C: Collective>(
         }
         let t0 = Instant::now();
         let info = match trainer.as_mut() {
-            Some(t) => Some(t.begin_step().map_err(wrap)?),
+            Some(t) => Some(t.begin_step()?),
             None => None,
         };
         if info.is_none_or(|i| i.needs_backward) {
@@ -432,7 +432,7 @@ fn train<C: Collective>(
                     if s.nan_at == Some((rank, step)) {
                         local[0][0] = f32::NAN;
                     }
-                    let (g, loss) = dp.average_host(step as u64, &local, l).map_err(wrap)?;
+                    let (g, loss) = dp.average_host(step as u64, &local, l)?;
                     (g.to_vec(), loss)
                 }
                 Averager::Reference { shards } => {
@@ -451,16 +451,16 @@ fn train<C: Collective>(
             };
             opt.step(&grad_store(vars, &g)?)?;
             if let Some(t) = trainer.as_mut() {
-                t.record_full_host(&g).map_err(wrap)?;
-                t.end_step(loss).map_err(wrap)?;
+                t.record_full_host(&g)?;
+                t.end_step(loss)?;
             }
             meta.backward_steps += 1;
         } else {
             let before = calls(&avg);
             let t = trainer.as_mut().expect("predicted steps need a trainer");
-            let g = grad_store(vars, t.predicted_host().map_err(wrap)?)?;
+            let g = grad_store(vars, t.predicted_host()?)?;
             opt.step(&g)?;
-            t.end_step_without_loss().map_err(wrap)?;
+            t.end_step_without_loss()?;
             calls_in_predicted += calls(&avg) - before;
             meta.predicted_steps += 1;
         }
@@ -477,9 +477,9 @@ fn train<C: Collective>(
             let d = rank_dir(dir, step + 1, rank);
             std::fs::create_dir_all(&d)?;
             varmap.save(d.join("weights.safetensors"))?;
-            opt.save(d.join("adamw.safetensors")).map_err(wrap)?;
+            opt.save(d.join("adamw.safetensors"))?;
             if let Some(t) = &trainer {
-                t.save(d.join("trainer.json")).map_err(wrap)?;
+                t.save(d.join("trainer.json"))?;
             }
             if let Averager::Ranks(dp) = &mut avg {
                 std::fs::write(d.join("codec.bin"), dp.exchange().codec_state())?;
@@ -503,7 +503,7 @@ fn train<C: Collective>(
     }
     let weights = weights_hash(vars)?;
     let digest = match &trainer {
-        Some(t) => Some(t.state_digest().map_err(wrap)?),
+        Some(t) => Some(t.state_digest()?),
         None => None,
     };
     let (stats, total_calls) = match &mut avg {

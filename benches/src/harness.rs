@@ -191,24 +191,24 @@ pub fn run(
     s: RunSettings,
     mut progress: impl FnMut(usize),
 ) -> Result<RunResult> {
-    let wrap = candle_core::Error::wrap;
     let (varmap, model) = task.build(s.seed)?;
-    let (_, vars) = ParamSet::from_varmap(&varmap).map_err(wrap)?;
+    let (_, vars) = ParamSet::from_varmap(&varmap)?;
     let params = ParamsAdamW {
         lr,
         ..ParamsAdamW::default()
     };
-    let mut opt = AdamW::from_varmap(&varmap, params).map_err(wrap)?;
+    let mut opt = AdamW::from_varmap(&varmap, params)?;
     let k = task.micro_batches();
     let config = match method {
         Method::Plain | Method::ZeroOnSchedule(_) => None,
         Method::Trainer(c) | Method::TrainerWithForward(c) => Some((**c).clone()),
     };
     let mut trainer = match &config {
-        Some(c) => Some(
-            DeterministicPhaseTrainer::from_varmap(&varmap, c.clone(), &candle_core::Device::Cpu)
-                .map_err(wrap)?,
-        ),
+        Some(c) => Some(DeterministicPhaseTrainer::from_varmap(
+            &varmap,
+            c.clone(),
+            &candle_core::Device::Cpu,
+        )?),
         None => None,
     };
     let mut schedule = Vec::with_capacity(s.steps);
@@ -249,20 +249,20 @@ pub fn run(
                 }
             }
             Some(tr) => {
-                let info = tr.begin_step().map_err(wrap)?;
+                let info = tr.begin_step()?;
                 schedule.push(info.needs_backward);
                 if info.needs_backward {
                     let (g, loss) = full_gradient(task, model.as_ref(), &vars, step, s.seed)?;
                     backward += k;
                     forward += k;
-                    tr.record_grad_store(&varmap, &g).map_err(wrap)?;
+                    tr.record_grad_store(&varmap, &g)?;
                     opt.step(&g)?;
-                    tr.end_step(loss).map_err(wrap)?;
+                    tr.end_step(loss)?;
                 } else {
                     let mut loss = None;
                     match method {
                         Method::Trainer(_) => {
-                            let g = tr.predicted_grad_store(&varmap).map_err(wrap)?;
+                            let g = tr.predicted_grad_store(&varmap)?;
                             opt.step(&g)?;
                         }
                         Method::TrainerWithForward(_) => {
@@ -274,7 +274,7 @@ pub fn run(
                             }
                             forward += k;
                             loss = Some(total / k as f32);
-                            let g = tr.predicted_grad_store(&varmap).map_err(wrap)?;
+                            let g = tr.predicted_grad_store(&varmap)?;
                             opt.step(&g)?;
                         }
                         Method::Plain | Method::ZeroOnSchedule(_) => {
@@ -284,8 +284,8 @@ pub fn run(
                         }
                     }
                     match loss {
-                        Some(l) => tr.end_step(l).map_err(wrap)?,
-                        None => tr.end_step_without_loss().map_err(wrap)?,
+                        Some(l) => tr.end_step(l)?,
+                        None => tr.end_step_without_loss()?,
                     }
                 }
             }
@@ -316,7 +316,7 @@ pub fn run(
 /// # Errors
 /// Candle errors, or a variable without a gradient.
 pub fn grad_map(varmap: &VarMap, g: &GradStore) -> Result<HashMap<String, Tensor>> {
-    let (set, vars) = ParamSet::from_varmap(varmap).map_err(candle_core::Error::wrap)?;
+    let (set, vars) = ParamSet::from_varmap(varmap)?;
     let mut m = HashMap::new();
     for (spec, v) in set.specs().iter().zip(&vars) {
         let t = g

@@ -42,7 +42,7 @@ pub trait Task {
 }
 
 fn init(varmap: &VarMap, seed: u64) -> Result<()> {
-    vsa_optim_rs::init::deterministic_init(varmap, seed).map_err(candle_core::Error::wrap)
+    Ok(vsa_optim_rs::init::deterministic_init(varmap, seed)?)
 }
 
 /// The digits MLP: minibatches of `batch` rows (epoch-wise shuffled), or the full 1500-row

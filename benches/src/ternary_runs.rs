@@ -22,10 +22,6 @@ use vsa_optim_rs::{AdamW, ParamSet, ParamsAdamW};
 use crate::harness::{full_gradient, grad_map};
 use crate::tasks::{DigitsTask, Task};
 
-fn wrap(e: vsa_optim_rs::Error) -> candle_core::Error {
-    candle_core::Error::wrap(e)
-}
-
 /// How micro-batch gradients are averaged.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Accumulation {
@@ -291,12 +287,12 @@ pub fn train_digits(
 ) -> Result<AccRunResult> {
     let k = task.micro_batches();
     let (varmap, model) = task.build(s.seed)?;
-    let (set, vars) = ParamSet::from_varmap(&varmap).map_err(wrap)?;
+    let (set, vars) = ParamSet::from_varmap(&varmap)?;
     let params = ParamsAdamW {
         lr: s.lr,
         ..ParamsAdamW::default()
     };
-    let mut opt = AdamW::from_varmap(&varmap, params).map_err(wrap)?;
+    let mut opt = AdamW::from_varmap(&varmap, params)?;
     let mut a = match acc {
         Accumulation::ExactF32 => Acc::Exact(ExactAccumulator::new(set)),
         Accumulation::Bf16 => Acc::Bf16(Bf16Accumulator::new(set)),
@@ -306,9 +302,11 @@ pub fn train_digits(
                 seed: s.seed,
                 ..c
             };
-            Acc::Ternary(Box::new(
-                TernaryGradientAccumulator::from_varmap(&varmap, c, &Device::Cpu).map_err(wrap)?,
-            ))
+            Acc::Ternary(Box::new(TernaryGradientAccumulator::from_varmap(
+                &varmap,
+                c,
+                &Device::Cpu,
+            )?))
         }
     };
     let (mut train_secs, mut acc_secs) = (0f64, 0f64);
@@ -319,9 +317,9 @@ pub fn train_digits(
             let g = loss.backward()?;
             let t1 = Instant::now();
             match &mut a {
-                Acc::Exact(e) => e.accumulate(&grad_map(&varmap, &g)?).map_err(wrap)?,
-                Acc::Bf16(e) => e.accumulate(&grad_map(&varmap, &g)?).map_err(wrap)?,
-                Acc::Ternary(t) => t.accumulate_grad_store(&varmap, &g).map_err(wrap)?,
+                Acc::Exact(e) => e.accumulate(&grad_map(&varmap, &g)?)?,
+                Acc::Bf16(e) => e.accumulate(&grad_map(&varmap, &g)?)?,
+                Acc::Ternary(t) => t.accumulate_grad_store(&varmap, &g)?,
             }
             acc_secs += t1.elapsed().as_secs_f64();
         }
@@ -338,8 +336,8 @@ pub fn train_digits(
                 st
             }
             Acc::Ternary(t) => {
-                let st = t.accumulated_grad_store(&varmap).map_err(wrap)?;
-                t.reset().map_err(wrap)?;
+                let st = t.accumulated_grad_store(&varmap)?;
+                t.reset()?;
                 st
             }
         };
@@ -425,7 +423,7 @@ pub fn gradient_errors(
 ) -> Result<(Vec<ErrorRow>, Vec<StepReference>)> {
     let k = task.micro_batches();
     let (varmap, model) = task.build(s.seed)?;
-    let (set, vars) = ParamSet::from_varmap(&varmap).map_err(wrap)?;
+    let (set, vars) = ParamSet::from_varmap(&varmap)?;
     let shapes: Vec<(String, Vec<usize>)> = set
         .specs()
         .iter()
@@ -435,7 +433,7 @@ pub fn gradient_errors(
         lr: s.lr,
         ..ParamsAdamW::default()
     };
-    let mut opt = AdamW::from_varmap(&varmap, params).map_err(wrap)?;
+    let mut opt = AdamW::from_varmap(&varmap, params)?;
     let mut exact = ExactAccumulator::new(set.clone());
     let last = at_steps.iter().copied().max().unwrap_or(0);
     let (mut rows, mut refs) = (Vec::new(), Vec::new());
@@ -444,7 +442,7 @@ pub fn gradient_errors(
         for j in 0..k {
             let loss = task.micro_loss(model.as_ref(), step, j, s.seed)?;
             let g = grad_map(&varmap, &loss.backward()?)?;
-            exact.accumulate(&g).map_err(wrap)?;
+            exact.accumulate(&g)?;
             if at_steps.contains(&step) {
                 micro.push(g);
             }
@@ -453,8 +451,7 @@ pub fn gradient_errors(
             let host: Vec<Vec<Vec<f32>>> = micro
                 .iter()
                 .map(|g| set.to_host_f32(g))
-                .collect::<vsa_optim_rs::Result<_>>()
-                .map_err(wrap)?;
+                .collect::<vsa_optim_rs::Result<_>>()?;
             let m: Vec<Vec<f64>> = (0..set.len())
                 .map(|p| {
                     (0..host[0][p].len())
@@ -463,7 +460,7 @@ pub fn gradient_errors(
                 })
                 .collect();
             let (gfull, _) = full_gradient(full, model.as_ref(), &vars, 0, s.seed)?;
-            let gfull = set.to_host_f32(&grad_map(&varmap, &gfull)?).map_err(wrap)?;
+            let gfull = set.to_host_f32(&grad_map(&varmap, &gfull)?)?;
             let m32: Vec<Vec<f32>> = m
                 .iter()
                 .map(|v| v.iter().map(|&x| x as f32).collect())
@@ -478,23 +475,21 @@ pub fn gradient_errors(
                 micro_spread: host.iter().map(|g| relative_l2(g, &m)).sum::<f64>() / k as f64,
             });
             // The exact mean as tensors, for the "one quantization of the exact mean" rows.
-            let mean_map = set.from_host_f32(&m32, &Device::Cpu).map_err(wrap)?;
+            let mean_map = set.from_host_f32(&m32, &Device::Cpu)?;
             for c in configs {
                 let c = TernaryConfig {
                     accumulation_steps: k,
                     seed: s.seed,
                     ..*c
                 };
-                let mut acc =
-                    TernaryGradientAccumulator::new(&shapes, c, &Device::Cpu).map_err(wrap)?;
+                let mut acc = TernaryGradientAccumulator::new(&shapes, c, &Device::Cpu)?;
                 let row = measure(&mut acc, &micro, &m, reps, step, config_label(&c))?;
                 rows.push(row);
                 let one = TernaryConfig {
                     accumulation_steps: 1,
                     ..c
                 };
-                let mut acc1 =
-                    TernaryGradientAccumulator::new(&shapes, one, &Device::Cpu).map_err(wrap)?;
+                let mut acc1 = TernaryGradientAccumulator::new(&shapes, one, &Device::Cpu)?;
                 let label = format!("  ref: one quantization of M, {}", config_label(&c));
                 rows.push(measure(
                     &mut acc1,
@@ -525,16 +520,16 @@ fn measure(
     let mut avg: Vec<Vec<f64>> = m.iter().map(|v| vec![0.0; v.len()]).collect();
     for _ in 0..reps {
         for g in micro {
-            acc.accumulate(g).map_err(wrap)?;
+            acc.accumulate(g)?;
         }
-        let out = acc.get_accumulated_host().map_err(wrap)?;
+        let out = acc.get_accumulated_host()?;
         errs.push(relative_l2(&out, m));
         for (a, o) in avg.iter_mut().zip(&out) {
             for (x, &y) in a.iter_mut().zip(o) {
                 *x += f64::from(y) / reps as f64;
             }
         }
-        acc.reset().map_err(wrap)?;
+        acc.reset()?;
     }
     let avg32: Vec<Vec<f32>> = avg
         .iter()

@@ -8,11 +8,10 @@ use candle_core::{Device, Result};
 use candle_nn::Optimizer;
 use vsa_optim_rs::compress::{CompressedGradients, VSAConfig};
 use vsa_optim_rs::grad_sketch;
-use vsa_optim_rs::{AdamW, ParamSet, ParamsAdamW};
 
-use super::wrap;
+use super::{DigitsRun, wrap};
 use crate::harness::full_gradient;
-use crate::tasks::{DigitsTask, Task};
+use crate::tasks::Task;
 
 /// A gradient codec of the side-by-side accuracy table (issue 14): exact, today's dense VSA
 /// sketch, or one of `grad_sketch`'s methods.
@@ -84,22 +83,19 @@ pub struct CodecRun {
 /// Candle and compressor errors.
 pub fn train_digits_codec(codec: Codec, steps: usize, lr: f64, seed: u64) -> Result<CodecRun> {
     let device = Device::Cpu;
-    let task = DigitsTask::new(Some(64), 1, &device)?;
-    let (varmap, model) = task.build(seed)?;
-    let (set, vars) = ParamSet::from_varmap(&varmap).map_err(wrap)?;
+    let DigitsRun {
+        task,
+        model,
+        set,
+        vars,
+        mut opt,
+        ..
+    } = DigitsRun::new(lr, seed)?;
     let shapes: Vec<(String, Vec<usize>)> = set
         .specs()
         .iter()
         .map(|s| (s.name.clone(), s.shape.clone()))
         .collect();
-    let mut opt = AdamW::from_varmap(
-        &varmap,
-        ParamsAdamW {
-            lr,
-            ..ParamsAdamW::default()
-        },
-    )
-    .map_err(wrap)?;
     enum State {
         Exact,
         Sketch(grad_sketch::SketchCompressor),
@@ -178,7 +174,7 @@ pub fn train_digits_codec(codec: Codec, steps: usize, lr: f64, seed: u64) -> Res
         };
         total_bytes += bytes;
         last_bytes = bytes;
-        let restored = set.from_host_f32(&out, &device).map_err(wrap)?;
+        let restored = set.from_host_f32(&out, &device)?;
         let mut store = GradStore::default();
         for (spec, v) in set.specs().iter().zip(&vars) {
             store.insert(v.as_tensor(), restored[&spec.name].clone());

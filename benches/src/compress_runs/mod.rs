@@ -29,6 +29,42 @@ pub use codecs::{Codec, CodecRun, TunedRow, train_digits_codec, tuned_table};
 use crate::harness::full_gradient;
 use crate::tasks::{DigitsTask, Task};
 
+/// The digits MLP (batch 64) built from `seed`, its parameters and AdamW with `lr`: the
+/// common start of the compressed training runs.
+pub(crate) struct DigitsRun {
+    pub(crate) task: DigitsTask,
+    pub(crate) varmap: candle_nn::VarMap,
+    pub(crate) model: Box<dyn candle_nn::Module>,
+    pub(crate) set: ParamSet,
+    pub(crate) vars: Vec<candle_core::Var>,
+    pub(crate) opt: AdamW,
+}
+
+impl DigitsRun {
+    pub(crate) fn new(lr: f64, seed: u64) -> Result<Self> {
+        let task = DigitsTask::new(Some(64), 1, &Device::Cpu)?;
+        let (varmap, model) = task.build(seed)?;
+        let (set, vars) = ParamSet::from_varmap(&varmap)?;
+        let opt = AdamW::from_varmap(
+            &varmap,
+            ParamsAdamW {
+                lr,
+                ..ParamsAdamW::default()
+            },
+        )?;
+        Ok(Self {
+            task,
+            varmap,
+            model,
+            set,
+            vars,
+            opt,
+        })
+    }
+}
+
+/// For grad-sketch's errors, which have no direct `From` into candle's error (the facade's
+/// own errors convert with `?`).
 pub(crate) fn wrap(e: impl Into<vsa_optim_rs::Error>) -> candle_core::Error {
     candle_core::Error::wrap(e.into())
 }
@@ -51,15 +87,14 @@ pub struct HostGradient {
 /// Candle errors.
 pub fn task_gradients(task: &dyn Task, seed: u64, warm_steps: usize) -> Result<Vec<HostGradient>> {
     let (varmap, model) = task.build(seed)?;
-    let (set, vars) = ParamSet::from_varmap(&varmap).map_err(wrap)?;
+    let (set, vars) = ParamSet::from_varmap(&varmap)?;
     let mut opt = AdamW::from_varmap(
         &varmap,
         ParamsAdamW {
             lr: 1e-3,
             ..ParamsAdamW::default()
         },
-    )
-    .map_err(wrap)?;
+    )?;
     for step in 0..warm_steps {
         let (g, _) = full_gradient(task, model.as_ref(), &vars, step, seed)?;
         opt.step(&g)?;
@@ -262,17 +297,14 @@ pub struct CompressedRun {
 /// Candle and compressor errors.
 pub fn train_digits(path: GradientPath, steps: usize, lr: f64, seed: u64) -> Result<CompressedRun> {
     let device = Device::Cpu;
-    let task = DigitsTask::new(Some(64), 1, &device)?;
-    let (varmap, model) = task.build(seed)?;
-    let (set, vars) = ParamSet::from_varmap(&varmap).map_err(wrap)?;
-    let mut opt = AdamW::from_varmap(
-        &varmap,
-        ParamsAdamW {
-            lr,
-            ..ParamsAdamW::default()
-        },
-    )
-    .map_err(wrap)?;
+    let DigitsRun {
+        task,
+        varmap,
+        model,
+        set,
+        vars,
+        mut opt,
+    } = DigitsRun::new(lr, seed)?;
     let mut comp = match path {
         GradientPath::Uncompressed => None,
         GradientPath::Compressed {
@@ -287,7 +319,7 @@ pub fn train_digits(path: GradientPath, steps: usize, lr: f64, seed: u64) -> Res
                 quantization,
                 ..VSAConfig::default()
             };
-            Some(VSAGradientCompressor::from_varmap(&varmap, cfg, &device).map_err(wrap)?)
+            Some(VSAGradientCompressor::from_varmap(&varmap, cfg, &device)?)
         }
     };
     let (mut secs, mut csecs) = (0f64, 0f64);
@@ -306,10 +338,10 @@ pub fn train_digits(path: GradientPath, steps: usize, lr: f64, seed: u64) -> Res
                     })?;
                     map.insert(spec.name.clone(), t.clone());
                 }
-                let bytes = c.compress(&map).map_err(wrap)?.to_bytes().map_err(wrap)?;
+                let bytes = c.compress(&map)?.to_bytes().map_err(wrap)?;
                 bytes_per_step = bytes.len();
                 let received = CompressedGradients::from_bytes(&bytes).map_err(wrap)?;
-                let restored = c.decompress(&received).map_err(wrap)?;
+                let restored = c.decompress(&received)?;
                 let mut store = GradStore::default();
                 for (spec, v) in set.specs().iter().zip(&vars) {
                     store.insert(v.as_tensor(), restored[&spec.name].clone());

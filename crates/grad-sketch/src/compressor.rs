@@ -299,22 +299,8 @@ impl SketchCompressor {
         out: &mut [O],
     ) -> Result<()> {
         self.check_compressed(compressed)?;
-        if out.len() != self.params.len() {
-            return Err(Error::ParameterCount {
-                expected: self.params.len(),
-                actual: out.len(),
-            });
-        }
-        for (p, o) in self.params.list().iter().zip(out.iter_mut()) {
-            let len = o.as_mut().len();
-            if len != p.numel() {
-                return Err(Error::ShapeMismatch {
-                    name: p.name.clone(),
-                    expected: p.shape.clone(),
-                    actual: vec![len],
-                });
-            }
-        }
+        self.params
+            .check_lengths(out.len(), |i| out[i].as_mut().len())?;
         let mut scratch = Vec::new();
         let rec = self.config.reconstruction;
         for ((l, p), o) in self.layouts.iter().zip(&compressed.params).zip(out) {

@@ -71,6 +71,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod bytes;
 mod compressor;
 mod config;
 mod error;

@@ -88,7 +88,7 @@ impl Params {
     ///
     /// # Errors
     /// [`Error::ParameterCount`], [`Error::ShapeMismatch`].
-    pub fn check_lengths(&self, count: usize, len: impl Fn(usize) -> usize) -> Result<()> {
+    pub fn check_lengths(&self, count: usize, mut len: impl FnMut(usize) -> usize) -> Result<()> {
         if count != self.params.len() {
             return Err(Error::ParameterCount {
                 expected: self.params.len(),
@@ -96,11 +96,12 @@ impl Params {
             });
         }
         for (i, p) in self.params.iter().enumerate() {
-            if len(i) != p.numel() {
+            let n = len(i);
+            if n != p.numel() {
                 return Err(Error::ShapeMismatch {
                     name: p.name.clone(),
                     expected: p.shape.clone(),
-                    actual: vec![len(i)],
+                    actual: vec![n],
                 });
             }
         }

@@ -1,5 +1,6 @@
 //! The compressed value of the VSA sketch and its little-endian byte format.
 
+use crate::bytes::{Reader, put_f32s, put_u32};
 use crate::config::{BundleQuantization, Reconstruction};
 use crate::error::{Result, invalid};
 
@@ -116,69 +117,18 @@ fn put_bits(out: &mut Vec<u8>, words: &[u64], m: usize) {
     out.extend(words.iter().flat_map(|w| w.to_le_bytes()).take(bytes));
 }
 
-fn put_u32(out: &mut Vec<u8>, v: usize, what: &str) -> Result<()> {
-    let v = u32::try_from(v)
-        .map_err(|_| invalid(format!("{what}: expected at most {}, got {v}", u32::MAX)))?;
-    out.extend_from_slice(&v.to_le_bytes());
-    Ok(())
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
-        let end = end.ok_or_else(|| {
-            invalid(format!(
-                "{what}: needs {n} bytes at offset {}, only {} left",
-                self.pos,
-                self.bytes.len() - self.pos
-            ))
-        })?;
-        let s = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(s)
+fn read_bits(r: &mut Reader<'_>, m: usize, what: &str) -> Result<Vec<u64>> {
+    let b = r.take(m.div_ceil(8), what)?;
+    let mut words = vec![0u64; bit_words(m)];
+    for (i, &byte) in b.iter().enumerate() {
+        words[i / 8] |= u64::from(byte) << (8 * (i % 8));
     }
-
-    fn u32(&mut self, what: &str) -> Result<usize> {
-        let b = self.take(4, what)?;
-        let v = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        usize::try_from(v).map_err(|_| invalid(format!("{what}: {v} does not fit in usize")))
+    if !m.is_multiple_of(64) && words.last().is_some_and(|w| w >> (m % 64) != 0) {
+        return Err(invalid(format!(
+            "{what}: padding bits after slot {m} are set"
+        )));
     }
-
-    fn u64(&mut self, what: &str) -> Result<u64> {
-        let b = self.take(8, what)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
-    }
-
-    fn f32s(&mut self, n: usize, what: &str) -> Result<Vec<f32>> {
-        let len = n
-            .checked_mul(4)
-            .ok_or_else(|| invalid(format!("{what}: length overflow")))?;
-        let b = self.take(len, what)?;
-        Ok(b.chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
-    }
-
-    fn bits(&mut self, m: usize, what: &str) -> Result<Vec<u64>> {
-        let b = self.take(m.div_ceil(8), what)?;
-        let mut words = vec![0u64; bit_words(m)];
-        for (i, &byte) in b.iter().enumerate() {
-            words[i / 8] |= u64::from(byte) << (8 * (i % 8));
-        }
-        if !m.is_multiple_of(64) && words.last().is_some_and(|w| w >> (m % 64) != 0) {
-            return Err(invalid(format!(
-                "{what}: padding bits after slot {m} are set"
-            )));
-        }
-        Ok(words)
-    }
+    Ok(words)
 }
 
 impl CompressedGradients {
@@ -259,13 +209,10 @@ impl CompressedGradients {
             if let Some(n) = p.norm {
                 out.extend_from_slice(&n.to_le_bytes());
             }
-            let f32s = |out: &mut Vec<u8>, v: &[f32]| {
-                out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
-            };
             match &p.payload {
-                Payload::F32(v) => f32s(out, v),
+                Payload::F32(v) => put_f32s(out, v),
                 Payload::Sign { scales, negative } => {
-                    f32s(out, scales);
+                    put_f32s(out, scales);
                     put_bits(out, negative, p.slots);
                 }
                 Payload::Ternary {
@@ -273,7 +220,7 @@ impl CompressedGradients {
                     nonzero,
                     negative,
                 } => {
-                    f32s(out, scales);
+                    put_f32s(out, scales);
                     put_bits(out, nonzero, p.slots);
                     put_bits(out, negative, p.slots);
                 }
@@ -300,38 +247,32 @@ impl CompressedGradients {
     /// [`Error::InvalidCompressed`](crate::Error::InvalidCompressed) naming the field and
     /// offset.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let mut r = Reader { bytes, pos: 0 };
-        let head = r.take(8, "header")?;
-        if &head[..4] != MAGIC {
-            return Err(invalid(format!(
-                "magic: expected {MAGIC:?}, got {:?}",
-                &head[..4]
-            )));
-        }
-        if head[4] != FORMAT_VERSION {
+        let mut r = Reader::new(bytes);
+        let head = r.header(MAGIC)?;
+        if head[0] != FORMAT_VERSION {
             return Err(invalid(format!(
                 "format version: expected {FORMAT_VERSION}, got {}",
-                head[4]
+                head[0]
             )));
         }
-        let reconstruction = Reconstruction::from_code(head[5])
-            .ok_or_else(|| invalid(format!("reconstruction code {} is unknown", head[5])))?;
-        let quantization = BundleQuantization::from_code(head[6])
-            .ok_or_else(|| invalid(format!("quantization code {} is unknown", head[6])))?;
-        if head[7] != 0 {
+        let reconstruction = Reconstruction::from_code(head[1])
+            .ok_or_else(|| invalid(format!("reconstruction code {} is unknown", head[1])))?;
+        let quantization = BundleQuantization::from_code(head[2])
+            .ok_or_else(|| invalid(format!("quantization code {} is unknown", head[2])))?;
+        if head[3] != 0 {
             return Err(invalid(format!(
                 "reserved byte: expected 0, got {}",
-                head[7]
+                head[3]
             )));
         }
         let fingerprint = r.u64("fingerprint")?;
         let step = r.u64("step")?;
         let elements = r.u64("elements")?;
-        let count = r.u32("parameter count")?;
+        let count = r.len("parameter count")?;
         let mut params = Vec::with_capacity(count.min(bytes.len() / 8));
         for i in 0..count {
-            let slots = r.u32(&format!("parameter {i} slots"))?;
-            let bundles = r.u32(&format!("parameter {i} bundles"))?;
+            let slots = r.len(&format!("parameter {i} slots"))?;
+            let bundles = r.len(&format!("parameter {i} bundles"))?;
             if slots == 0 || bundles == 0 || bundles > slots {
                 return Err(invalid(format!(
                     "parameter {i}: needs 1 ≤ bundles ≤ slots, got {bundles} bundles, {slots} slots"
@@ -347,12 +288,12 @@ impl CompressedGradients {
                 }
                 BundleQuantization::Sign => Payload::Sign {
                     scales: r.f32s(bundles, &format!("parameter {i} scales"))?,
-                    negative: r.bits(slots, &format!("parameter {i} sign bits"))?,
+                    negative: read_bits(&mut r, slots, &format!("parameter {i} sign bits"))?,
                 },
                 BundleQuantization::Ternary => Payload::Ternary {
                     scales: r.f32s(bundles, &format!("parameter {i} scales"))?,
-                    nonzero: r.bits(slots, &format!("parameter {i} non-zero bits"))?,
-                    negative: r.bits(slots, &format!("parameter {i} negative bits"))?,
+                    nonzero: read_bits(&mut r, slots, &format!("parameter {i} non-zero bits"))?,
+                    negative: read_bits(&mut r, slots, &format!("parameter {i} negative bits"))?,
                 },
             };
             let p = CompressedParam {
@@ -364,12 +305,7 @@ impl CompressedGradients {
             check_param_values(&p, &format!("parameter {i}"))?;
             params.push(p);
         }
-        if r.pos != bytes.len() {
-            return Err(invalid(format!(
-                "{} trailing bytes after the last parameter",
-                bytes.len() - r.pos
-            )));
-        }
+        r.finish("parameter")?;
         Ok(Self {
             fingerprint,
             step,

@@ -8,8 +8,15 @@
 #[non_exhaustive]
 pub enum Error {
     /// A configuration value is invalid on its own (on this rank).
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
+    #[error("invalid config `{parameter}`: expected {expected}, got {actual}")]
+    InvalidConfig {
+        /// The configuration field (or argument).
+        parameter: &'static str,
+        /// What is allowed.
+        expected: String,
+        /// The value received.
+        actual: String,
+    },
     /// The start-up handshake found ranks that disagree.
     #[error(
         "configuration mismatch between ranks: {field} is {expected} on rank 0 but {found} on rank {rank}"
@@ -101,3 +108,33 @@ pub enum Error {
 
 /// Result alias.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// An [`Error::InvalidConfig`].
+pub(crate) fn config_error(
+    parameter: &'static str,
+    expected: impl Into<String>,
+    actual: impl std::fmt::Display,
+) -> Error {
+    Error::InvalidConfig {
+        parameter,
+        expected: expected.into(),
+        actual: actual.to_string(),
+    }
+}
+
+/// A grad-sketch error from building a codec, as [`Error::InvalidConfig`]: a config error
+/// keeps its three fields; a parameter-list error is reported against `parameters`.
+pub(crate) fn sketch_config_error(e: grad_sketch::Error) -> Error {
+    match e {
+        grad_sketch::Error::InvalidConfig {
+            parameter,
+            expected,
+            actual,
+        } => Error::InvalidConfig {
+            parameter,
+            expected,
+            actual,
+        },
+        other => config_error("parameters", "a valid parameter list", other),
+    }
+}

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use crate::codec::{Context, ExchangeMode, GradientCodec, fnv};
 use crate::collective::Collective;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, config_error};
 use crate::reduce::{add_into, check_layout, divide};
 
 /// Version of the handshake and frame layout; ranks with different versions refuse to
@@ -110,7 +110,7 @@ impl Handshake {
 /// differs in it; the same error on every rank, since every rank sees all handshakes.
 pub fn check_handshakes(all: &[Handshake]) -> Result<()> {
     let Some(first) = all.first() else {
-        return Err(Error::InvalidConfig("no handshakes to compare".into()));
+        return Err(config_error("handshakes", "at least one", 0));
     };
     let reference = first.words();
     for (f, field) in FIELDS.iter().enumerate() {
@@ -271,14 +271,15 @@ impl<C: Collective> GradientExchange<C> {
         config: ExchangeConfig,
     ) -> Result<Self> {
         if params.is_empty() {
-            return Err(Error::InvalidConfig("no parameters to exchange".into()));
+            return Err(config_error("params", "at least one parameter", "none"));
         }
         let lens: Vec<usize> = params.iter().map(|(_, s)| s.iter().product()).collect();
         if let Some(k) = lens.iter().position(|&n| n == 0) {
-            return Err(Error::InvalidConfig(format!(
-                "parameter {:?} has no elements",
-                params[k].0
-            )));
+            return Err(config_error(
+                "params",
+                "parameters with at least one element each",
+                format!("{:?} with shape {:?}", params[k].0, params[k].1),
+            ));
         }
         let elements: usize = lens.iter().sum();
         let mine = Handshake {

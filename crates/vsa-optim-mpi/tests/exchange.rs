@@ -14,28 +14,11 @@ use vsa_optim_mpi::{
     PROTOCOL_VERSION, SingleProcess, TernaryCodec, TernaryPacking, check_handshakes, layout_hash,
 };
 
+use crate::common::Rng;
 use crate::transport::ThreadPrims;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/// SplitMix64 for fixed test inputs.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[-1, 1)`.
-    fn sym(&mut self) -> f32 {
-        ((self.next_u64() >> 11) as f64 / (1u64 << 52) as f64 - 1.0) as f32
-    }
-}
 
 fn params() -> Vec<(String, Vec<usize>)> {
     vec![
@@ -456,7 +439,7 @@ fn check_handshakes_first_field_then_first_rank_wins() {
 fn check_handshakes_empty_is_error() {
     assert!(matches!(
         check_handshakes(&[]),
-        Err(Error::InvalidConfig(_))
+        Err(Error::InvalidConfig { .. })
     ));
 }
 
@@ -715,14 +698,19 @@ fn construction_rejects_empty_layouts() {
         config(0),
     )
     .unwrap_err();
-    assert!(matches!(err, Error::InvalidConfig(_)), "{err:?}");
+    assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
     for shape in [vec![0usize], vec![3, 0, 2]] {
         let params = p(&[("ok", &[2]), ("empty", &shape)]);
         let err =
             GradientExchange::new(SingleProcess::new(), f32_codec(&params), &params, config(0))
                 .unwrap_err();
         match err {
-            Error::InvalidConfig(msg) => assert!(msg.contains("empty"), "{msg}"),
+            Error::InvalidConfig {
+                parameter, actual, ..
+            } => {
+                assert_eq!(parameter, "params");
+                assert!(actual.contains("empty"), "{actual}");
+            }
             other => panic!("{other:?}"),
         }
     }

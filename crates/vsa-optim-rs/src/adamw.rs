@@ -12,7 +12,7 @@ use candle_core::{Tensor, Var};
 use candle_nn::{Optimizer, VarMap};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, config_error};
 use crate::params::ParamSet;
 
 pub use candle_nn::ParamsAdamW;
@@ -63,10 +63,11 @@ impl AdamW {
     pub fn with_names(names: Vec<String>, vars: Vec<Var>, params: ParamsAdamW) -> Result<Self> {
         validate(&params)?;
         if names.len() != vars.len() {
-            return Err(Error::InvalidConfig {
-                field: "names",
-                reason: format!("{} names for {} variables", names.len(), vars.len()),
-            });
+            return Err(config_error(
+                "names",
+                format!("one name per variable ({})", vars.len()),
+                format!("{} names", names.len()),
+            ));
         }
         let mut slots = Vec::with_capacity(vars.len());
         for (name, var) in names.into_iter().zip(vars) {
@@ -194,10 +195,7 @@ fn json_path(path: &Path) -> std::path::PathBuf {
 }
 
 fn validate(p: &ParamsAdamW) -> Result<()> {
-    let bad = |field: &'static str, v: f64, want: &str| Error::InvalidConfig {
-        field,
-        reason: format!("expected {want}, got {v}"),
-    };
+    let bad = |field: &'static str, v: f64, want: &str| config_error(field, want, v);
     if !(p.lr.is_finite() && p.lr >= 0.0) {
         return Err(bad("lr", p.lr, "a finite value >= 0"));
     }

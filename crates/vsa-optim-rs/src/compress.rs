@@ -52,7 +52,7 @@ pub use grad_sketch::{
     SketchConfigBuilder as VSAConfigBuilder,
 };
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, config_error};
 use crate::params::ParamSet;
 
 impl From<grad_sketch::Error> for Error {
@@ -65,17 +65,17 @@ impl From<grad_sketch::Error> for Error {
                 expected,
                 actual,
             } => Error::InvalidConfig {
-                field: parameter,
-                reason: format!("expected {expected}, got {actual}"),
+                parameter,
+                expected,
+                actual,
             },
             E::NoParameters => Error::NoParameters,
             E::EmptyParameter { name, shape } => Error::EmptyParameter { name, shape },
             E::DuplicateParameter { name } => Error::DuplicateParameter { name },
             E::UnknownParameter { name } => Error::UnknownParameter { name },
-            E::ParameterCount { expected, actual } => Error::InvalidConfig {
-                field: "gradients",
-                reason: format!("expected {expected} parameters, got {actual}"),
-            },
+            E::ParameterCount { expected, actual } => {
+                config_error("gradients", format!("{expected} parameters"), actual)
+            }
             E::ShapeMismatch {
                 name,
                 expected,

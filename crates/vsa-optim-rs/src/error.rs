@@ -80,13 +80,15 @@ pub enum Error {
         /// The parameter.
         name: String,
     },
-    /// A configuration field is out of range.
-    #[error("invalid config `{field}`: {reason}")]
+    /// A configuration field (or argument) is out of range.
+    #[error("invalid config `{parameter}`: expected {expected}, got {actual}")]
     InvalidConfig {
-        /// The field.
-        field: &'static str,
-        /// What is wrong, with the value.
-        reason: String,
+        /// The configuration field (or argument).
+        parameter: &'static str,
+        /// What is allowed.
+        expected: String,
+        /// The value received.
+        actual: String,
     },
     /// The `VarMap` passed to the trainer no longer holds the variables it was bound to (a
     /// variable was replaced, removed or added, or another `VarMap` was passed). The
@@ -145,3 +147,16 @@ impl From<Error> for candle_core::Error {
 
 /// The facade's result type.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// An [`Error::InvalidConfig`].
+pub(crate) fn config_error(
+    parameter: &'static str,
+    expected: impl Into<String>,
+    actual: impl std::fmt::Display,
+) -> Error {
+    Error::InvalidConfig {
+        parameter,
+        expected: expected.into(),
+        actual: actual.to_string(),
+    }
+}

@@ -74,7 +74,7 @@ use ternary_quant::{
     ScaleGranularity,
 };
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, config_error};
 use crate::params::ParamSet;
 
 /// Domain tag ("tgacc\0\0\0") mixed into the run seed, so that the accumulator's window seeds
@@ -152,24 +152,23 @@ impl TernaryConfig {
     /// `trits_per_element` outside {1, 2, 3, 5}.
     pub fn validate(&self) -> Result<()> {
         if self.accumulation_steps == 0 {
-            return Err(Error::InvalidConfig {
-                field: "accumulation_steps",
-                reason: "expected at least 1, got 0".into(),
-            });
+            return Err(config_error("accumulation_steps", "at least 1", 0));
         }
         if let ScaleGranularity::PerBlock(b) = self.scale_granularity
             && (b == 0 || !b.is_multiple_of(5))
         {
-            return Err(Error::InvalidConfig {
-                field: "scale_granularity",
-                reason: format!("expected PerBlock(n) with n a positive multiple of 5, got {b}"),
-            });
+            return Err(config_error(
+                "scale_granularity",
+                "PerBlock(n) with n a positive multiple of 5",
+                b,
+            ));
         }
         if !ternary_quant::SUPPORTED_TRITS.contains(&self.trits_per_element) {
-            return Err(Error::InvalidConfig {
-                field: "trits_per_element",
-                reason: format!("expected 1, 2, 3 or 5, got {}", self.trits_per_element),
-            });
+            return Err(config_error(
+                "trits_per_element",
+                "1, 2, 3 or 5",
+                self.trits_per_element,
+            ));
         }
         Ok(())
     }

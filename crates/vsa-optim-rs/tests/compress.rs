@@ -82,7 +82,7 @@ fn builder_sets_every_field_and_defaults_are_documented() {
 fn invalid_configs_are_typed_errors() {
     let dev = Device::Cpu;
     let bad = |c: VSAConfig, field: &str| match VSAGradientCompressor::new(&shapes(), c, &dev) {
-        Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+        Err(Error::InvalidConfig { parameter, .. }) => assert_eq!(parameter, field),
         other => panic!("expected InvalidConfig({field}), got {other:?}"),
     };
     bad(VSAConfig::builder().dimension(0).build(), "dimension");
@@ -180,7 +180,7 @@ fn bad_gradients_are_typed_errors_and_leave_residuals_unchanged() {
     assert!(matches!(
         c.compress_host(&host),
         Err(Error::InvalidConfig {
-            field: "gradients",
+            parameter: "gradients",
             ..
         })
     ));

@@ -100,16 +100,17 @@ fn invalid_configs_and_declarations() {
     assert!(matches!(
         TernaryGradientAccumulator::new(&p, bad, &d),
         Err(Error::InvalidConfig {
-            field: "accumulation_steps",
+            parameter: "accumulation_steps",
+            ref actual,
             ..
-        })
+        }) if actual == "0"
     ));
     for b in [0, 7, 64] {
         let bad = TernaryConfig::builder().scale_block(b).build();
         assert!(matches!(
             TernaryGradientAccumulator::new(&p, bad, &d),
             Err(Error::InvalidConfig {
-                field: "scale_granularity",
+                parameter: "scale_granularity",
                 ..
             })
         ));
@@ -119,9 +120,10 @@ fn invalid_configs_and_declarations() {
         assert!(matches!(
             TernaryGradientAccumulator::new(&p, bad, &d),
             Err(Error::InvalidConfig {
-                field: "trits_per_element",
+                parameter: "trits_per_element",
+                ref actual,
                 ..
-            })
+            }) if *actual == n.to_string()
         ));
     }
     let ok = TernaryConfig::default();

@@ -475,30 +475,11 @@ impl Compressor {
     /// As [`Self::check`], plus [`Error::ParameterCount`] / [`Error::ShapeMismatch`].
     pub fn decompress_into<O: AsMut<[f32]>>(&self, m: &Message, out: &mut [O]) -> Result<()> {
         self.check(m)?;
-        self.check_out(out)?;
+        self.params
+            .check_lengths(out.len(), |i| out[i].as_mut().len())?;
         let mut order = Vec::new();
         for (i, (part, o)) in m.parts.iter().zip(out.iter_mut()).enumerate() {
             self.decode_part(i, part, m.step, o.as_mut(), &mut order);
-        }
-        Ok(())
-    }
-
-    fn check_out<O: AsMut<[f32]>>(&self, out: &mut [O]) -> Result<()> {
-        if out.len() != self.plans.len() {
-            return Err(Error::ParameterCount {
-                expected: self.plans.len(),
-                actual: out.len(),
-            });
-        }
-        for (p, o) in self.params.list().iter().zip(out.iter_mut()) {
-            let len = o.as_mut().len();
-            if len != p.numel() {
-                return Err(Error::ShapeMismatch {
-                    name: p.name.clone(),
-                    expected: p.shape.clone(),
-                    actual: vec![len],
-                });
-            }
         }
         Ok(())
     }

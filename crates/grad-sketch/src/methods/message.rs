@@ -1,5 +1,6 @@
 //! The [`Compressor`](super::Compressor)'s message and its little-endian byte format.
 
+use crate::bytes::{Reader, put_f32s, put_u32};
 use crate::error::{Result, invalid};
 
 /// One parameter's part of a [`Message`].
@@ -81,78 +82,7 @@ const VERSION: u8 = 1;
 pub const MESSAGE_HEADER_BYTES: usize = 36;
 
 fn put_len(out: &mut Vec<u8>, n: usize) -> Result<()> {
-    let n = u32::try_from(n)
-        .map_err(|_| invalid(format!("length: expected at most {}, got {n}", u32::MAX)))?;
-    out.extend_from_slice(&n.to_le_bytes());
-    Ok(())
-}
-
-fn put_f32s(out: &mut Vec<u8>, v: &[f32]) {
-    out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
-        let end = end.ok_or_else(|| {
-            invalid(format!(
-                "{what}: needs {n} bytes at offset {}, only {} left",
-                self.pos,
-                self.bytes.len() - self.pos
-            ))
-        })?;
-        let s = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn u32(&mut self, what: &str) -> Result<u32> {
-        let b = self.take(4, what)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn len(&mut self, what: &str) -> Result<usize> {
-        let v = self.u32(what)?;
-        usize::try_from(v).map_err(|_| invalid(format!("{what}: {v} does not fit in usize")))
-    }
-
-    fn u64(&mut self, what: &str) -> Result<u64> {
-        let b = self.take(8, what)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
-    }
-
-    fn f32s(&mut self, n: usize, what: &str) -> Result<Vec<f32>> {
-        let len = n
-            .checked_mul(4)
-            .ok_or_else(|| invalid(format!("{what}: length overflow")))?;
-        let b = self.take(len, what)?;
-        let v: Vec<f32> = b
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        if v.iter().all(|x| x.is_finite()) {
-            Ok(v)
-        } else {
-            Err(invalid(format!("{what}: a value is not finite")))
-        }
-    }
-
-    fn u32s(&mut self, n: usize, what: &str) -> Result<Vec<u32>> {
-        let len = n
-            .checked_mul(4)
-            .ok_or_else(|| invalid(format!("{what}: length overflow")))?;
-        let b = self.take(len, what)?;
-        Ok(b.chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
-    }
+    put_u32(out, n, "length")
 }
 
 impl Message {
@@ -233,21 +163,15 @@ impl Message {
     /// # Errors
     /// [`Error::InvalidCompressed`](crate::Error::InvalidCompressed) naming the field.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let mut r = Reader { bytes, pos: 0 };
-        let head = r.take(8, "header")?;
-        if &head[..4] != MAGIC {
-            return Err(invalid(format!(
-                "magic: expected {MAGIC:?}, got {:?}",
-                &head[..4]
-            )));
-        }
-        if head[4] != VERSION || head[6] != 0 || head[7] != 0 {
+        let mut r = Reader::new(bytes);
+        let head = r.header(MAGIC)?;
+        if head[0] != VERSION || head[2] != 0 || head[3] != 0 {
             return Err(invalid(format!(
                 "version/reserved: expected {VERSION}/0/0, got {}/{}/{}",
-                head[4], head[6], head[7]
+                head[0], head[2], head[3]
             )));
         }
-        let method = head[5];
+        let method = head[1];
         let fingerprint = r.u64("fingerprint")?;
         let step = r.u64("step")?;
         let elements = r.u64("elements")?;
@@ -259,7 +183,7 @@ impl Message {
             let part = match kind {
                 0 | 1 => {
                     let n = r.len(&who)?;
-                    let v = r.f32s(n, &who)?;
+                    let v = r.finite_f32s(n, &who)?;
                     if kind == 0 {
                         Part::Dense(v)
                     } else {
@@ -269,26 +193,21 @@ impl Message {
                 2 => {
                     let k = r.len(&who)?;
                     let indices = r.u32s(k, &who)?;
-                    let values = r.f32s(k, &who)?;
+                    let values = r.finite_f32s(k, &who)?;
                     Part::Sparse { indices, values }
                 }
                 3 => {
                     let np = r.len(&who)?;
                     let nq = r.len(&who)?;
-                    let p = r.f32s(np, &who)?;
-                    let q = r.f32s(nq, &who)?;
+                    let p = r.finite_f32s(np, &who)?;
+                    let q = r.finite_f32s(nq, &who)?;
                     Part::LowRank { p, q }
                 }
                 k => return Err(invalid(format!("{who}: kind {k} is unknown"))),
             };
             parts.push(part);
         }
-        if r.pos != bytes.len() {
-            return Err(invalid(format!(
-                "{} trailing bytes after the last part",
-                bytes.len() - r.pos
-            )));
-        }
+        r.finish("part")?;
         Ok(Self {
             fingerprint,
             method,

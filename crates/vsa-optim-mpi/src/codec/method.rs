@@ -3,8 +3,10 @@
 
 use grad_sketch::{Compressor, CompressorConfig, CompressorState, Message};
 
-use super::{Context, ExchangeMode, GradientCodec};
-use crate::error::{Error, Result};
+use super::{
+    Context, ExchangeMode, GradientCodec, decode_error, finish_encode, sketch_error, split_state,
+};
+use crate::error::{Result, sketch_config_error};
 
 /// A [`Compressor`] on each rank. Keys come from the shared seed and the compressor's call
 /// counter, which advances in lockstep on every rank; the fingerprint covers the method and
@@ -17,19 +19,15 @@ pub struct MethodCodec {
     staged: bool,
 }
 
-fn codec_error(e: grad_sketch::Error) -> Error {
-    Error::Codec(e.to_string())
-}
-
 impl MethodCodec {
     /// A codec for the parameters `shapes` (`(name, shape)` in any order; payloads follow
     /// the sorted-name order).
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for an invalid config or parameter list.
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for an invalid config or parameter
+    /// list.
     pub fn new(shapes: &[(String, Vec<usize>)], config: CompressorConfig) -> Result<Self> {
-        let compressor = Compressor::new(shapes, config)
-            .map_err(|e| Error::InvalidConfig(format!("compressed codec: {e}")))?;
+        let compressor = Compressor::new(shapes, config).map_err(sketch_config_error)?;
         let backup = compressor.state();
         Ok(Self {
             compressor,
@@ -55,20 +53,14 @@ impl GradientCodec for MethodCodec {
 
     fn encode(&mut self, _ctx: Context, grads: &[Vec<f32>], out: &mut Vec<u8>) -> Result<()> {
         self.compressor.copy_state_into(&mut self.backup);
-        let m = self.compressor.compress(grads).map_err(codec_error)?;
+        let m = self.compressor.compress(grads).map_err(sketch_error)?;
         self.staged = true;
-        if let Err(e) = m.write_bytes(out) {
-            self.rollback();
-            return Err(codec_error(e));
-        }
-        Ok(())
+        let written = m.write_bytes(out);
+        finish_encode(self, written)
     }
 
     fn decode(&mut self, ctx: Context, payload: &[u8], out: &mut [Vec<f32>]) -> Result<()> {
-        let bad = |e: grad_sketch::Error| Error::Decode {
-            rank: ctx.rank,
-            reason: e.to_string(),
-        };
+        let bad = |e: grad_sketch::Error| decode_error(ctx, e.to_string());
         let m = Message::from_bytes(payload).map_err(bad)?;
         self.compressor.decompress_into(&m, out).map_err(bad)
     }
@@ -96,21 +88,12 @@ impl GradientCodec for MethodCodec {
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         let mut s = self.compressor.state();
         let total: usize = s.residuals.iter().chain(&s.warm_starts).map(Vec::len).sum();
-        if state.len() != 8 + 4 * total {
-            return Err(Error::Codec(format!(
-                "compressed codec state of {} bytes, expected {}",
-                state.len(),
-                8 + 4 * total
-            )));
-        }
-        s.step = u64::from_le_bytes(state[..8].try_into().expect("8 bytes"));
-        let mut words = state[8..]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        let (step, mut words) = split_state(state, total, "compressed codec")?;
+        s.step = step;
         for v in s.residuals.iter_mut().chain(s.warm_starts.iter_mut()) {
             v.iter_mut().zip(words.by_ref()).for_each(|(x, w)| *x = w);
         }
-        self.compressor.restore(&s).map_err(codec_error)?;
+        self.compressor.restore(&s).map_err(sketch_error)?;
         self.staged = false;
         Ok(())
     }

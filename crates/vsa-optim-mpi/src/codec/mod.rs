@@ -13,7 +13,7 @@ pub use method::MethodCodec;
 pub use ternary::{DEFAULT_TERNARY_BLOCK, TernaryCodec, TernaryPacking};
 pub use vsa::VsaCodec;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, config_error, sketch_config_error};
 
 /// The exchange modes. Part of the start-up handshake: all ranks must use the same one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,9 +67,11 @@ impl std::str::FromStr for ExchangeMode {
             "ternary" => Ok(Self::Ternary),
             "vsa" => Ok(Self::Vsa),
             "compressed" => Ok(Self::Compressed),
-            other => Err(Error::InvalidConfig(format!(
-                "unknown exchange mode {other:?}: expected f32, ternary, vsa or compressed"
-            ))),
+            other => Err(config_error(
+                "mode",
+                "f32, ternary, vsa or compressed",
+                format!("{other:?}"),
+            )),
         }
     }
 }
@@ -159,6 +161,43 @@ pub(crate) fn decode_error(ctx: Context, reason: impl Into<String>) -> Error {
     }
 }
 
+/// A grad-sketch error met while encoding or restoring, as [`Error::Codec`].
+pub(crate) fn sketch_error(e: grad_sketch::Error) -> Error {
+    Error::Codec(e.to_string())
+}
+
+/// Ends a staged encode: a failed write of the message rolls the codec back.
+pub(crate) fn finish_encode(
+    codec: &mut impl GradientCodec,
+    written: grad_sketch::Result<()>,
+) -> Result<()> {
+    written.map_err(|e| {
+        codec.rollback();
+        sketch_error(e)
+    })
+}
+
+/// Splits a stateful codec's state bytes (`u64` step, then `total` f32 values) after
+/// checking their length; `who` names the codec in the error.
+pub(crate) fn split_state<'a>(
+    state: &'a [u8],
+    total: usize,
+    who: &str,
+) -> Result<(u64, impl Iterator<Item = f32> + Clone + 'a)> {
+    if state.len() != 8 + 4 * total {
+        return Err(Error::Codec(format!(
+            "{who} state of {} bytes, expected {}",
+            state.len(),
+            8 + 4 * total
+        )));
+    }
+    let step = u64::from_le_bytes(state[..8].try_into().expect("8 bytes"));
+    let words = state[8..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+    Ok((step, words))
+}
+
 /// FNV-1a over little-endian `u64` words: the fingerprints' hash.
 pub(crate) fn fnv(words: impl IntoIterator<Item = u64>) -> u64 {
     vsa_core::rng::fnv1a(words.into_iter().flat_map(u64::to_le_bytes))
@@ -235,8 +274,7 @@ pub fn codec_for(
     vsa: grad_sketch::SketchConfig,
     method: grad_sketch::CompressorConfig,
 ) -> Result<Box<dyn GradientCodec + Send>> {
-    let params = grad_sketch::Params::new(shapes)
-        .map_err(|e| Error::InvalidConfig(format!("parameters: {e}")))?;
+    let params = grad_sketch::Params::new(shapes).map_err(sketch_config_error)?;
     let lens: Vec<usize> = params
         .list()
         .iter()

@@ -11,7 +11,7 @@ use ternary_quant::{
 };
 
 use super::{Context, ExchangeMode, GradientCodec, check_grads, decode_error, fnv};
-use crate::error::{Error, Result};
+use crate::error::{Result, config_error};
 
 /// Unbiased stochastic ternary: per block of `block` elements, scale `s = max|x|` and trits
 /// with `P(q = sign x) = |x|/s`, so `E[s·q] = x`. Randomness is keyed by
@@ -38,13 +38,15 @@ impl TernaryCodec {
     /// A codec for parameters of lengths `lens`.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] unless `block` is a positive multiple of 320 (so that every
-    /// block starts on a plane word and on a base-3 byte).
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) unless `block` is a positive
+    /// multiple of 320 (so that every block starts on a plane word and on a base-3 byte).
     pub fn new(lens: &[usize], seed: u64, block: usize, packing: TernaryPacking) -> Result<Self> {
         if block == 0 || !block.is_multiple_of(DEFAULT_TERNARY_BLOCK) {
-            return Err(Error::InvalidConfig(format!(
-                "ternary block must be a positive multiple of {DEFAULT_TERNARY_BLOCK}, got {block}"
-            )));
+            return Err(config_error(
+                "block",
+                format!("a positive multiple of {DEFAULT_TERNARY_BLOCK}"),
+                block,
+            ));
         }
         Ok(Self {
             lens: lens.to_vec(),

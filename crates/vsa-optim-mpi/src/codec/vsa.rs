@@ -2,8 +2,10 @@
 
 use grad_sketch::{CompressedGradients, SketchCompressor, SketchConfig};
 
-use super::{Context, ExchangeMode, GradientCodec};
-use crate::error::{Error, Result};
+use super::{
+    Context, ExchangeMode, GradientCodec, decode_error, finish_encode, sketch_error, split_state,
+};
+use crate::error::{Error, Result, sketch_config_error};
 
 /// The `vsa` mode's codec: a [`SketchCompressor`] (with its error feedback, when the config
 /// has it) on each rank. Binding keys come from the shared seed and the compressor's call
@@ -18,10 +20,6 @@ pub struct VsaCodec {
     names: Vec<String>,
 }
 
-fn codec_error(e: grad_sketch::Error) -> Error {
-    Error::Codec(e.to_string())
-}
-
 impl VsaCodec {
     /// A codec for the parameters `shapes` (`(name, shape)` in any order; payloads follow
     /// the sorted-name order).
@@ -29,8 +27,7 @@ impl VsaCodec {
     /// # Errors
     /// [`Error::InvalidConfig`] for an invalid config or parameter list.
     pub fn new(shapes: &[(String, Vec<usize>)], config: SketchConfig) -> Result<Self> {
-        let compressor = SketchCompressor::new(shapes, config)
-            .map_err(|e| Error::InvalidConfig(format!("vsa codec: {e}")))?;
+        let compressor = SketchCompressor::new(shapes, config).map_err(sketch_config_error)?;
         let list = compressor.params().list();
         let names = list.iter().map(|p| p.name.clone()).collect();
         let backup = if config.error_feedback {
@@ -79,21 +76,15 @@ impl GradientCodec for VsaCodec {
             }
         }
         // The compressor changes nothing on error.
-        let z = self.compressor.compress(grads).map_err(codec_error)?;
+        let z = self.compressor.compress(grads).map_err(sketch_error)?;
         self.backup_step = step;
         self.staged = true;
-        if let Err(e) = z.write_bytes(out) {
-            self.rollback();
-            return Err(codec_error(e));
-        }
-        Ok(())
+        let written = z.write_bytes(out);
+        finish_encode(self, written)
     }
 
     fn decode(&mut self, ctx: Context, payload: &[u8], out: &mut [Vec<f32>]) -> Result<()> {
-        let bad = |e: grad_sketch::Error| Error::Decode {
-            rank: ctx.rank,
-            reason: e.to_string(),
-        };
+        let bad = |e: grad_sketch::Error| decode_error(ctx, e.to_string());
         let z = CompressedGradients::from_bytes(payload).map_err(bad)?;
         self.compressor.decompress_into(&z, out).map_err(bad)
     }
@@ -130,17 +121,7 @@ impl GradientCodec for VsaCodec {
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         let total = self.residual_elements();
-        if state.len() != 8 + 4 * total {
-            return Err(Error::Codec(format!(
-                "VSA codec state of {} bytes, expected {}",
-                state.len(),
-                8 + 4 * total
-            )));
-        }
-        let step = u64::from_le_bytes(state[..8].try_into().expect("8 bytes"));
-        let mut words = state[8..]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        let (step, mut words) = split_state(state, total, "VSA codec")?;
         if !words.clone().all(f32::is_finite) {
             return Err(Error::Codec(
                 "VSA codec state holds a non-finite residual".into(),
@@ -148,7 +129,9 @@ impl GradientCodec for VsaCodec {
         }
         for (b, name) in self.backup.iter_mut().zip(&self.names) {
             b.iter_mut().zip(words.by_ref()).for_each(|(b, w)| *b = w);
-            self.compressor.set_residual(name, b).map_err(codec_error)?;
+            self.compressor
+                .set_residual(name, b)
+                .map_err(sketch_error)?;
         }
         self.compressor.set_step(step);
         self.backup_step = step;

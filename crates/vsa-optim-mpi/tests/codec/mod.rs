@@ -9,29 +9,9 @@ use vsa_optim_mpi::{
     TernaryPacking,
 };
 
+use crate::common::Rng;
+
 const PACKINGS: [TernaryPacking; 2] = [TernaryPacking::Planes, TernaryPacking::Base3];
-
-/// SplitMix64: a tiny seeded generator for fixed test inputs (no unseeded randomness).
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn sign(&mut self) -> f32 {
-        if self.next_u64() & 1 == 0 { 1.0 } else { -1.0 }
-    }
-}
 
 /// FNV-1a (64 bit) over bytes.
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -276,21 +256,7 @@ proptest! {
             let mut codec = ternary(&lens, seed, packing);
             let dec = roundtrip(&mut codec, ctx(step, rank), &grads);
             for (x, d) in grads.iter().zip(&dec) {
-                for (xb, db) in x.chunks(320).zip(d.chunks(320)) {
-                    let s = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    for (&xi, &di) in xb.iter().zip(db) {
-                        prop_assert!(di == 0.0 || di == s || di == -s, "{di} not in ±{s}");
-                        if di != 0.0 {
-                            prop_assert!(xi != 0.0 && (di > 0.0) == (xi > 0.0), "x={xi} d={di}");
-                        }
-                        if xi.abs() == s {
-                            prop_assert_eq!(di, xi, "|x| = s must be exact");
-                        }
-                    }
-                    if s == 0.0 {
-                        prop_assert!(db.iter().all(|&v| v.to_bits() == 0), "zero block");
-                    }
-                }
+                check_block_trits(x, d, 320)?;
             }
         }
     }
@@ -328,13 +294,32 @@ proptest! {
             prop_assert_eq!(codec.payload_bytes(), scales + packed);
             let dec = roundtrip(&mut codec, ctx(5, 2), &grads);
             for (x, d) in grads.iter().zip(&dec) {
-                for (xb, db) in x.chunks(640).zip(d.chunks(640)) {
-                    let s = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    prop_assert!(db.iter().all(|&v| v == 0.0 || v == s || v == -s));
-                }
+                check_block_trits(x, d, 640)?;
             }
         }
     }
+}
+
+/// Every decoded value of `d` is −s_b, 0 or +s_b with s_b = max|x| over its `block`; a
+/// non-zero value has the sign of x; |x| = s_b decodes exactly to x; an all-zero block
+/// decodes to zeros.
+fn check_block_trits(x: &[f32], d: &[f32], block: usize) -> Result<(), TestCaseError> {
+    for (xb, db) in x.chunks(block).zip(d.chunks(block)) {
+        let s = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (&xi, &di) in xb.iter().zip(db) {
+            prop_assert!(di == 0.0 || di == s || di == -s, "{di} not in ±{s}");
+            if di != 0.0 {
+                prop_assert!(xi != 0.0 && (di > 0.0) == (xi > 0.0), "x={xi} d={di}");
+            }
+            if xi.abs() == s {
+                prop_assert_eq!(di, xi, "|x| = s must be exact");
+            }
+        }
+        if s == 0.0 {
+            prop_assert!(db.iter().all(|&v| v.to_bits() == 0), "zero block");
+        }
+    }
+    Ok(())
 }
 
 /// A fixed input: two parameters, 700 (two full blocks and a partial one) and 64 elements.
@@ -541,7 +526,12 @@ fn ternary_rejects_invalid_blocks() {
         for packing in PACKINGS {
             let err = TernaryCodec::new(&[10], 0, block, packing).unwrap_err();
             match err {
-                Error::InvalidConfig(msg) => assert!(msg.contains(&block.to_string()), "{msg}"),
+                Error::InvalidConfig {
+                    parameter, actual, ..
+                } => {
+                    assert_eq!(parameter, "block");
+                    assert_eq!(actual, block.to_string());
+                }
                 other => panic!("block {block}: {other:?}"),
             }
         }
@@ -701,7 +691,7 @@ fn exchange_mode_names_roundtrip() {
     }
     assert!(matches!(
         "F32".parse::<ExchangeMode>(),
-        Err(Error::InvalidConfig(_))
+        Err(Error::InvalidConfig { .. })
     ));
 }
 

@@ -161,11 +161,11 @@ fn codec_for_builds_every_mode_here() {
     };
     assert!(matches!(
         codec_for(ExchangeMode::Vsa, &shapes(), 5, bad, Default::default()),
-        Err(Error::InvalidConfig(_))
+        Err(Error::InvalidConfig { .. })
     ));
     assert!(matches!(
         codec_for(ExchangeMode::F32, &[], 5, vsa_config(), Default::default()),
-        Err(Error::InvalidConfig(_))
+        Err(Error::InvalidConfig { .. })
     ));
 }
 
