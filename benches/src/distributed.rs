@@ -370,7 +370,7 @@ fn train<C: Collective>(
         varmap.load(d.join("weights.safetensors"))?;
         opt.load(d.join("adamw.safetensors"))?;
         if let Some(t) = trainer.as_mut() {
-            t.load(d.join("trainer.json"))?;
+            t.load(d.join("trainer.safetensors"))?;
         }
         if let Averager::Ranks(dp) = &mut avg {
             let state = std::fs::read(d.join("codec.bin"))?;
@@ -479,7 +479,7 @@ fn train<C: Collective>(
             varmap.save(d.join("weights.safetensors"))?;
             opt.save(d.join("adamw.safetensors"))?;
             if let Some(t) = &trainer {
-                t.save(d.join("trainer.json"))?;
+                t.save(d.join("trainer.safetensors"))?;
             }
             if let Averager::Ranks(dp) = &mut avg {
                 std::fs::write(d.join("codec.bin"), dp.exchange().codec_state())?;
