@@ -6,6 +6,7 @@
 //! `eval_every` steps on the held-out set.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::backprop::GradStore;
@@ -13,7 +14,8 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Optimizer, VarMap};
 use serde::Serialize;
 use vsa_optim_rs::{
-    AdamW, DeterministicPhaseConfig, DeterministicPhaseTrainer, ParamSet, ParamsAdamW,
+    AdamW, BackwardPlan, DeterministicPhaseConfig, DeterministicPhaseTrainer, ParamSet,
+    ParamsAdamW,
 };
 
 use crate::tasks::Task;
@@ -31,6 +33,15 @@ pub enum Method {
     /// Control: exactly the schedule of a finished trainer run (`true` = backward pass at
     /// that step), with a zero gradient on its predicted steps (AdamW coasts on its momentum).
     ZeroOnSchedule(Vec<bool>),
+    /// Control for per-block skipping (DropBP-style): at step `t`, the groups `groups[i]`
+    /// with `plan[t][i] == false` are detached in the forward pass and get a zero gradient;
+    /// the remainder group `""` gets its true gradient whenever any backward pass runs.
+    ZeroOnBlockSchedule {
+        /// The group names (sorted, as the trainer's `groups()`).
+        groups: Arc<[String]>,
+        /// Per step, per group: whether its true gradient is computed.
+        plan: Vec<Vec<bool>>,
+    },
 }
 
 /// One evaluation point of a run.
@@ -71,6 +82,10 @@ pub struct RunResult {
     pub weights_hash: u64,
     /// Whether each step ran a backward pass (the schedule a control can replay).
     pub schedule: Vec<bool>,
+    /// Parameter groups of a per-block method (`[""]` otherwise).
+    pub groups: Vec<String>,
+    /// Per step, per group: whether that group's true gradient was computed.
+    pub block_schedule: Vec<Vec<bool>>,
 }
 
 impl RunResult {
@@ -200,7 +215,7 @@ pub fn run(
     let mut opt = AdamW::from_varmap(&varmap, params)?;
     let k = task.micro_batches();
     let config = match method {
-        Method::Plain | Method::ZeroOnSchedule(_) => None,
+        Method::Plain | Method::ZeroOnSchedule(_) | Method::ZeroOnBlockSchedule { .. } => None,
         Method::Trainer(c) | Method::TrainerWithForward(c) => Some((**c).clone()),
     };
     let mut trainer = match &config {
@@ -212,6 +227,12 @@ pub fn run(
         None => None,
     };
     let mut schedule = Vec::with_capacity(s.steps);
+    let mut block_schedule = Vec::with_capacity(s.steps);
+    let groups: Vec<String> = match (&trainer, method) {
+        (Some(t), _) => t.groups().to_vec(),
+        (None, Method::ZeroOnBlockSchedule { groups, .. }) => groups.to_vec(),
+        _ => vec![String::new()],
+    };
     let (mut backward, mut forward) = (0usize, 0usize);
     let mut secs = 0f64;
     let mut curve = Vec::new();
@@ -228,13 +249,40 @@ pub fn run(
     curve.push(eval_point(0, 0, 0.0, model.as_ref())?);
     for step in 0..s.steps {
         let t0 = Instant::now();
-        match trainer.as_mut() {
-            None => {
+        match (trainer.as_mut(), method) {
+            (None, Method::ZeroOnBlockSchedule { groups: names, plan }) => {
+                let mut flags = plan.get(step).cloned().unwrap_or_else(|| vec![true; names.len()]);
+                let any = flags.iter().any(|&f| f);
+                for (f, n) in flags.iter_mut().zip(names.iter()) {
+                    if n.is_empty() {
+                        *f = any;
+                    }
+                }
+                schedule.push(any);
+                let mut g = GradStore::default();
+                if any {
+                    task.set_backward_plan(BackwardPlan::new(names.clone(), flags.clone())?)?;
+                    let r = full_gradient(task, model.as_ref(), &vars, step, s.seed);
+                    task.set_backward_plan(BackwardPlan::all())?;
+                    g = r?.0;
+                    backward += k;
+                    forward += k;
+                }
+                block_schedule.push(flags);
+                for v in &vars {
+                    if g.get(v.as_tensor()).is_none() {
+                        g.insert(v.as_tensor(), v.as_tensor().zeros_like()?);
+                    }
+                }
+                opt.step(&g)?;
+            }
+            (None, _) => {
                 let backward_step = match method {
                     Method::ZeroOnSchedule(plan) => plan.get(step).copied().unwrap_or(true),
                     _ => true,
                 };
                 schedule.push(backward_step);
+                block_schedule.push(vec![backward_step]);
                 if backward_step {
                     let (g, _) = full_gradient(task, model.as_ref(), &vars, step, s.seed)?;
                     backward += k;
@@ -248,14 +296,27 @@ pub fn run(
                     opt.step(&g)?;
                 }
             }
-            Some(tr) => {
+            (Some(tr), _) => {
                 let info = tr.begin_step()?;
+                let plan = tr.backward_plan();
                 schedule.push(info.needs_backward);
+                block_schedule.push(plan.flags().to_vec());
                 if info.needs_backward {
-                    let (g, loss) = full_gradient(task, model.as_ref(), &vars, step, s.seed)?;
+                    // With per-group phases the predicting blocks' branches are detached, so
+                    // backward skips them; their gradients come from the trainer.
+                    let grouped = !plan.computes_all();
+                    if grouped {
+                        task.set_backward_plan(plan)?;
+                    }
+                    let r = full_gradient(task, model.as_ref(), &vars, step, s.seed);
+                    if grouped {
+                        task.set_backward_plan(BackwardPlan::all())?;
+                    }
+                    let (mut g, loss) = r?;
                     backward += k;
                     forward += k;
                     tr.record_grad_store(&varmap, &g)?;
+                    tr.fill_predicted_grad_store(&varmap, &mut g)?;
                     opt.step(&g)?;
                     tr.end_step(loss)?;
                 } else {
@@ -277,7 +338,9 @@ pub fn run(
                             let g = tr.predicted_grad_store(&varmap)?;
                             opt.step(&g)?;
                         }
-                        Method::Plain | Method::ZeroOnSchedule(_) => {
+                        Method::Plain
+                        | Method::ZeroOnSchedule(_)
+                        | Method::ZeroOnBlockSchedule { .. } => {
                             return Err(candle_core::Error::Msg(
                                 "internal: a trainer ran for a method without one".into(),
                             ));
@@ -308,6 +371,8 @@ pub fn run(
         state_bytes,
         weights_hash: weights_hash(&vars)?,
         schedule,
+        groups,
+        block_schedule,
     })
 }
 

@@ -5,6 +5,8 @@
 //! - [`tasks`]: model + data order + evaluation behind one trait.
 //! - [`harness`]: one measured training run per method.
 //! - [`compare`]: the side-by-side comparison table.
+//! - [`blocks`]: per-block skipping of backward work on the char-LM (per-block prediction,
+//!   DropBP-style controls).
 //! - [`plot`]: loss curves as SVG.
 //! - [`compress_runs`], [`ternary_runs`]: training with compressed or ternary-accumulated gradients.
 //! - `distributed` (feature `distributed`): data-parallel training over MPI ranks (or the
@@ -13,6 +15,7 @@
 
 #![deny(missing_docs)]
 
+pub mod blocks;
 pub mod compare;
 pub mod compress_runs;
 pub mod data;

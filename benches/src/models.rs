@@ -1,7 +1,10 @@
 //! The two real models: a digits MLP and a small character-level transformer.
 
+use std::sync::{Arc, Mutex};
+
 use candle_core::{D, DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder, VarMap};
+use vsa_optim_rs::BackwardPlan;
 
 /// The digits MLP, 64-128-10 with ReLU.
 #[derive(Debug)]
@@ -108,7 +111,10 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    /// `plan` says whether this block (group `name`) computes its gradient this step; when
+    /// it predicts, both residual branches are detached, so backward skips them and reaches
+    /// the blocks below through the identity path.
+    fn forward(&self, x: &Tensor, mask: &Tensor, plan: &BackwardPlan, name: &str) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let hd = d / self.heads;
         let qkv = self.qkv.forward(&self.n1.forward(x)?)?;
@@ -122,9 +128,9 @@ impl Block {
         let att = att.broadcast_add(mask)?;
         let att = candle_nn::ops::softmax(&att, D::Minus1)?;
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
-        let x = (x + self.proj.forward(&y)?)?;
+        let x = (x + plan.branch(name, &self.proj.forward(&y)?)?)?;
         let h = self.fc1.forward(&self.n2.forward(&x)?)?.gelu()?;
-        x + self.fc2.forward(&h)?
+        x + plan.branch(name, &self.fc2.forward(&h)?)?
     }
 }
 
@@ -138,7 +144,22 @@ pub struct CharLm {
     norm: Norm,
     head: Linear,
     mask: Tensor,
+    /// The backward plan of the step being computed, shared with the task that built the
+    /// model ([`BackwardPlan::all`] unless a per-block method sets it).
+    plan: Arc<Mutex<BackwardPlan>>,
 }
+
+/// A shared, settable [`BackwardPlan`]: the task sets it before a step's forward passes, and
+/// the models it built read it.
+pub type PlanHandle = Arc<Mutex<BackwardPlan>>;
+
+/// The parameter group of char-LM block `i` under `GroupRule::blocks(CHARLM_BLOCK_PREFIX)`.
+pub fn charlm_block_group(i: usize) -> String {
+    format!("{CHARLM_BLOCK_PREFIX}{i}")
+}
+
+/// The prefix of the char-LM's block parameters (`block0.qkv.weight`, …).
+pub const CHARLM_BLOCK_PREFIX: &str = "block";
 
 impl CharLm {
     /// Builds the model's variables in `varmap` (initialise them deterministically afterwards).
@@ -146,11 +167,24 @@ impl CharLm {
     /// # Errors
     /// Candle errors.
     pub fn new(cfg: CharLmConfig, varmap: &VarMap, device: &Device) -> Result<Self> {
+        Self::with_plan(cfg, varmap, device, PlanHandle::default())
+    }
+
+    /// As [`CharLm::new`], reading its backward plan from `plan`.
+    ///
+    /// # Errors
+    /// Candle errors.
+    pub fn with_plan(
+        cfg: CharLmConfig,
+        varmap: &VarMap,
+        device: &Device,
+        plan: PlanHandle,
+    ) -> Result<Self> {
         let vb = VarBuilder::from_varmap(varmap, DType::F32, device);
         let tok = candle_nn::embedding(cfg.vocab, cfg.d_model, vb.pp("tok"))?;
         let pos = vb.get((cfg.context, cfg.d_model), "pos.weight")?;
         let blocks = (0..cfg.layers)
-            .map(|i| Block::new(&cfg, vb.pp(format!("block{i}"))))
+            .map(|i| Block::new(&cfg, vb.pp(charlm_block_group(i))))
             .collect::<Result<Vec<_>>>()?;
         let norm = Norm::new(cfg.d_model, vb.pp("norm"))?;
         let head = candle_nn::linear(cfg.d_model, cfg.vocab, vb.pp("head"))?;
@@ -173,6 +207,7 @@ impl CharLm {
             norm,
             head,
             mask,
+            plan,
         })
     }
 
@@ -191,8 +226,14 @@ impl Module for CharLm {
             .forward(ids)?
             .broadcast_add(&self.pos.narrow(0, 0, t)?)?;
         let mask = self.mask.narrow(0, 0, t)?.narrow(1, 0, t)?;
-        for b in &self.blocks {
-            x = b.forward(&x, &mask)?;
+        let plan = self
+            .plan
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("the backward plan's mutex is poisoned".into()))?
+            .clone();
+        for (i, b) in self.blocks.iter().enumerate() {
+            x = b.forward(&x, &mask, &plan, &charlm_block_group(i))
+                .map_err(|e| e.context(format!("block {i}")))?;
         }
         self.head.forward(&self.norm.forward(&x)?)
     }

@@ -6,7 +6,8 @@ use candle_nn::VarMap;
 use rand_core::RngCore;
 
 use crate::data::{Digits, Shakespeare};
-use crate::models::{CharLm, CharLmConfig, Mlp};
+use crate::models::{CharLm, CharLmConfig, Mlp, PlanHandle};
+use vsa_optim_rs::BackwardPlan;
 
 /// A model to train, its data order, and its held-out evaluation.
 pub trait Task {
@@ -39,6 +40,16 @@ pub trait Task {
     fn metric_name(&self) -> &'static str;
     /// True when a larger metric is better.
     fn metric_higher_is_better(&self) -> bool;
+    /// Sets the backward plan that the models this task built follow in their next forward
+    /// passes (which residual branches to detach). Returns `false` when the model has no
+    /// residual blocks to detach (the plan is then ignored).
+    ///
+    /// # Errors
+    /// Candle errors.
+    fn set_backward_plan(&self, plan: BackwardPlan) -> Result<bool> {
+        let _ = plan;
+        Ok(false)
+    }
 }
 
 fn init(varmap: &VarMap, seed: u64) -> Result<()> {
@@ -187,9 +198,20 @@ pub struct CharLmTask {
     val_y: Tensor,
     batch: usize,
     micro: usize,
+    plan: PlanHandle,
 }
 
 impl CharLmTask {
+    /// The model's size.
+    pub fn config(&self) -> &CharLmConfig {
+        &self.cfg
+    }
+
+    /// Windows per micro-batch.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
     /// Loads the corpus; evaluates on `eval_windows` fixed windows of the validation split.
     ///
     /// # Errors
@@ -221,6 +243,7 @@ impl CharLmTask {
             val_y: Tensor::from_vec(ys, (eval_windows, t), device)?,
             batch,
             micro: micro.max(1),
+            plan: PlanHandle::default(),
         })
     }
 
@@ -242,7 +265,7 @@ impl Task for CharLmTask {
 
     fn build(&self, seed: u64) -> Result<(VarMap, Box<dyn Module>)> {
         let vm = VarMap::new();
-        let m = CharLm::new(self.cfg, &vm, &self.device)?;
+        let m = CharLm::with_plan(self.cfg, &vm, &self.device, self.plan.clone())?;
         init(&vm, seed)?;
         Ok((vm, Box::new(m)))
     }
@@ -284,6 +307,15 @@ impl Task for CharLmTask {
 
     fn metric_name(&self) -> &'static str {
         "val bits/char"
+    }
+
+    fn set_backward_plan(&self, plan: BackwardPlan) -> Result<bool> {
+        *self
+            .plan
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("the backward plan's mutex is poisoned".into()))? =
+            plan;
+        Ok(true)
     }
 
     fn metric_higher_is_better(&self) -> bool {

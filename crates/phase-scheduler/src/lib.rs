@@ -112,6 +112,13 @@
 //! average, switches to Full at once (T1–T5), and returns `Ok`; the next
 //! [`StepInfo::full_reason`] is `Some(FullReason::NonFiniteLoss)`.
 //!
+//! # Per-group phases
+//!
+//! [`GroupedScheduler`] runs one scheduler per parameter group (a [`GroupRule`], by default
+//! the whole model; [`GroupRule::Blocks`] makes one group per residual block), so that a block
+//! whose predictions are poor goes back to Full on its own while the others keep predicting.
+//! With one group it behaves exactly like [`PhaseScheduler`].
+//!
 //! # Checkpoints
 //!
 //! [`PhaseScheduler`] implements `Serialize`/`Deserialize`; deserialising validates the config
@@ -123,6 +130,7 @@
 mod checkpoint;
 mod config;
 mod error;
+mod groups;
 mod phase;
 mod scheduler;
 mod stats;
@@ -134,6 +142,7 @@ pub use config::{
     COSINE_SLACK, MAX_PHASE_LEN, ScheduleConfig, ScheduleConfigBuilder, ScheduleCounts,
 };
 pub use error::{Error, Result};
+pub use groups::{GroupRule, GroupedScheduler, ParamGroups, REMAINDER_GROUP};
 pub use phase::{DeterministicPhase, FullReason};
 pub use scheduler::PhaseScheduler;
 pub use stats::{PhaseStats, QualityClass, QualityStats};

@@ -4,6 +4,7 @@ mod adaptation;
 mod common;
 mod config;
 mod formula;
+mod groups;
 mod misuse;
 mod resume;
 mod transitions;

@@ -23,6 +23,14 @@ pub enum Error {
         /// The offending name.
         name: String,
     },
+    /// A name that is not one of the trainer's parameter groups.
+    #[error("unknown parameter group `{name}`: the groups are {groups:?}")]
+    UnknownGroup {
+        /// The name asked for.
+        name: String,
+        /// The groups there are.
+        groups: Vec<String>,
+    },
     /// A gradient map lacks a parameter the object was built for.
     #[error("missing parameter `{name}`")]
     MissingParameter {

@@ -86,11 +86,11 @@ pub use compress::{
 pub use error::{Error, Result};
 pub use grad_predict::{HistoryMode, PredictorModel, StatPrecision};
 pub use params::{ParamSet, ParamSpec};
-pub use phase_scheduler::{DeterministicPhase, ScheduleConfig, StepInfo};
+pub use phase_scheduler::{DeterministicPhase, GroupRule, ScheduleConfig, StepInfo};
 pub use ternary::{
     TernaryAccumulatorState, TernaryConfig, TernaryConfigBuilder, TernaryGradientAccumulator,
 };
 pub use trainer::{
-    DeterministicPhaseConfig, DeterministicPhaseConfigBuilder, DeterministicPhaseTrainer,
-    TrainerStats, TransferStats,
+    BackwardPlan, DeterministicPhaseConfig, DeterministicPhaseConfigBuilder,
+    DeterministicPhaseTrainer, GroupStats, TrainerStats, TransferStats,
 };

@@ -6,6 +6,8 @@
 mod cpu_fast;
 #[path = "trainer/equivalence.rs"]
 mod equivalence;
+#[path = "trainer/groups.rs"]
+mod groups;
 
 use std::collections::HashMap;
 

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use grad_predict::GradientPredictor;
-use phase_scheduler::PhaseScheduler;
+use phase_scheduler::{GroupedScheduler, PhaseScheduler};
 use serde::{Deserialize, Serialize};
 
 use super::device::{History, store_dtype};
@@ -32,6 +32,19 @@ struct Header {
     /// Per parameter: (residual active, residual ratio).
     residual: Vec<(bool, f32)>,
     last_quality: Option<(f32, f32)>,
+    /// With several parameter groups: every group's state (`scheduler`, `fit` and
+    /// `last_quality` above then hold the first group's). Absent with one group, so that a
+    /// one-group checkpoint is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    groups: Option<GroupsHeader>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct GroupsHeader {
+    scheduler: GroupedScheduler,
+    fits: Vec<GradientPredictor>,
+    last_quality: Vec<Option<(f32, f32)>>,
+    last_reported: Option<(f32, f32)>,
 }
 
 fn bad(reason: impl Into<String>) -> Error {
@@ -70,14 +83,24 @@ impl DeterministicPhaseTrainer {
                 .map(|s| s.shape.clone())
                 .collect(),
             config: self.config.clone(),
-            scheduler: self.scheduler.clone(),
-            fit: self.fit.clone(),
+            scheduler: self
+                .scheduler
+                .group(0)
+                .cloned()
+                .ok_or_else(|| bad("a trainer without groups"))?,
+            fit: self.fits[0].clone(),
             residual: self
                 .history
                 .iter()
                 .map(|h| (h.residual_active, h.residual_ratio))
                 .collect(),
-            last_quality: self.last_quality,
+            last_quality: self.last_quality[0],
+            groups: (self.fits.len() > 1).then(|| GroupsHeader {
+                scheduler: self.scheduler.clone(),
+                fits: self.fits.clone(),
+                last_quality: self.last_quality.clone(),
+                last_reported: self.last_reported,
+            }),
         };
         let mut tensors: Vec<(String, Tensor)> = Vec::new();
         for (i, h) in self.history.iter().enumerate() {
@@ -158,9 +181,30 @@ impl DeterministicPhaseTrainer {
         if header.config != self.config {
             return Err(bad("the checkpoint's config differs from the trainer's"));
         }
-        header.fit.check_state()?;
-        if !header.fit.is_empty() || header.fit.config() != &self.config.predictor() {
-            return Err(bad("the checkpoint's scalar fit does not match the config"));
+        let (scheduler, fits, last_quality, last_reported) = match header.groups {
+            None => (
+                GroupedScheduler::from_scheduler(self.groups()[0].clone(), header.scheduler)?,
+                vec![header.fit],
+                vec![header.last_quality],
+                header.last_quality,
+            ),
+            Some(g) => (g.scheduler, g.fits, g.last_quality, g.last_reported),
+        };
+        if scheduler.names() != self.groups()
+            || fits.len() != scheduler.len()
+            || last_quality.len() != scheduler.len()
+        {
+            return Err(bad(format!(
+                "checkpoint groups {:?} differ from the trainer's {:?}",
+                scheduler.names(),
+                self.groups()
+            )));
+        }
+        for fit in &fits {
+            fit.check_state()?;
+            if !fit.is_empty() || fit.config() != &self.config.predictor() {
+                return Err(bad("the checkpoint's scalar fit does not match the config"));
+            }
         }
         if header.residual.len() != names.len() {
             return Err(bad("residual flags: one per parameter expected"));
@@ -206,8 +250,9 @@ impl DeterministicPhaseTrainer {
             h.residual_active = active;
             h.residual_ratio = ratio;
             // Every buffer the next prediction reads must be there.
-            if let Some(last) = header.fit.last_step() {
-                let coeffs = header.fit.predict_coefficients(last + 1)?;
+            let fit = &fits[self.member[i]];
+            if let Some(last) = fit.last_step() {
+                let coeffs = fit.predict_coefficients(last + 1)?;
                 h.model_prediction(&coeffs)?;
             }
             history.push(h);
@@ -215,10 +260,11 @@ impl DeterministicPhaseTrainer {
         if let Some(extra) = tensors.keys().min() {
             return Err(bad(format!("unexpected tensor `{extra}`")));
         }
-        self.scheduler = header.scheduler;
-        self.fit = header.fit;
+        self.scheduler = scheduler;
+        self.fits = fits;
         self.history = history;
-        self.last_quality = header.last_quality;
+        self.last_quality = last_quality;
+        self.last_reported = last_reported;
         self.current = None;
         self.recorded = false;
         self.predicted = None;

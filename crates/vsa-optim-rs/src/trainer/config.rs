@@ -3,7 +3,7 @@
 //! its presets and its split into the scheduler's and the predictor's configs.
 
 use grad_predict::{HistoryMode, PredictorConfig, PredictorModel, StatPrecision};
-use phase_scheduler::{MAX_PHASE_LEN, ScheduleConfig};
+use phase_scheduler::{GroupRule, MAX_PHASE_LEN, ScheduleConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -15,6 +15,12 @@ fn invalid(parameter: &'static str, expected: impl Into<String>, actual: impl To
         expected: expected.into(),
         actual: actual.to_string(),
     })
+}
+
+/// Whether `rule` is the default (serialised configs leave it out, so one-group checkpoints
+/// keep their bytes).
+fn is_whole(rule: &GroupRule) -> bool {
+    *rule == GroupRule::Whole
 }
 
 macro_rules! flat_config {
@@ -151,6 +157,13 @@ flat_config! {
         /// Storage precision of the predictor's per-element history: `F32` (default), or the
         /// 16-bit `Bf16` / `F16` (half the bytes; f16 refuses gradients above 65504).
         history_precision: StatPrecision = StatPrecision::F32,
+        /// How parameters split into groups with their own phases (`docs/trainer.md`,
+        /// per-block phases). Default `GroupRule::Whole`: one group, the behaviour of
+        /// vsa-optim-rs 0.1.1. `GroupRule::blocks("layers.")` makes one group per residual
+        /// block; the model detaches the branches of predicting groups with
+        /// [`BackwardPlan`](crate::BackwardPlan).
+        #[serde(skip_serializing_if = "is_whole")]
+        groups: GroupRule = GroupRule::Whole,
     }
     adaptation {
         /// Lower bound of the adapted predict length. Default 1.
@@ -304,6 +317,7 @@ impl DeterministicPhaseConfig {
             }
         }
         self.predictor().validate()?;
+        self.groups.validate()?;
         Ok(())
     }
 }

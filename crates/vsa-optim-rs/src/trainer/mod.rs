@@ -1,7 +1,7 @@
 //! [`DeterministicPhaseTrainer`]: the training loop of vsa-optim-rs 0.1.1 on candle, with
 //! the predictor's history kept as tensors on the parameters' device.
 //!
-//! Each step the trainer asks its [`PhaseScheduler`] whether to run a backward pass. On
+//! Each step the trainer asks its [`phase_scheduler::PhaseScheduler`] whether to run a backward pass. On
 //! Warmup, Full and Correct steps the caller computes true gradients and records them; on
 //! Predict steps the caller takes the predicted gradients instead (and may skip the forward
 //! pass too). At Correct steps the trainer measures the prediction it would have made against
@@ -18,11 +18,22 @@
 //! `Device::Cpu` with f32 storage a fast path (`host.rs`) works on the tensors' slices in
 //! single passes instead of chaining candle ops, and reads nothing back.
 //!
+//! **Per-group phases.** With `config.groups` (a [`phase_scheduler::GroupRule`]) the
+//! parameters split into groups, each with its own scheduler and scalar fit (one per residual
+//! block with `GroupRule::blocks("layers.")`). A step needs a backward pass when any group
+//! needs its true gradient; [`BackwardPlan`] tells the model which branches to detach, the
+//! computed groups' gradients are recorded, and
+//! [`fill_predicted_grad_store`](DeterministicPhaseTrainer::fill_predicted_grad_store)
+//! supplies the others. Correct steps measure each group's quality on its own parameters, so a
+//! poorly predicted block goes back to Full alone. With one group (the default) everything is
+//! as before, bit for bit, checkpoints included.
+//!
 //! Parameter identity is the sorted list of names; nothing depends on `HashMap` order.
 
 mod checkpoint;
 mod config;
 mod device;
+mod groups;
 mod host;
 mod record;
 
@@ -32,10 +43,11 @@ use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor, Var};
 use candle_nn::VarMap;
 use grad_predict::{GradientPredictor, PredictCoefficients, StatPrecision};
-use phase_scheduler::{DeterministicPhase, PhaseScheduler, PhaseStats, StepInfo};
+use phase_scheduler::{DeterministicPhase, GroupedScheduler, PhaseStats, StepInfo};
 use serde::{Deserialize, Serialize};
 
 pub use config::{DeterministicPhaseConfig, DeterministicPhaseConfigBuilder};
+pub use groups::{BackwardPlan, GroupStats};
 
 use crate::error::{Error, Result};
 use crate::params::{ParamSet, check_tensor};
@@ -91,18 +103,28 @@ pub struct DeterministicPhaseTrainer {
     params: ParamSet,
     device: Device,
     config: DeterministicPhaseConfig,
-    scheduler: PhaseScheduler,
-    /// The scalar reference: a zero-length predictor with the trainer's predictor config.
-    fit: GradientPredictor,
+    /// One phase state per parameter group (one group unless `config.groups` splits them).
+    scheduler: GroupedScheduler,
+    /// The group index of each parameter (sorted-name order).
+    member: Vec<usize>,
+    /// The scalar reference of each group: a zero-length predictor with the trainer's
+    /// predictor config, recording the steps at which that group's true gradient was taken.
+    fits: Vec<GradientPredictor>,
+    /// The group names, shared with every [`BackwardPlan`].
+    group_names: std::sync::Arc<[String]>,
     history: Vec<History>,
     /// The variables of the `VarMap` the trainer serves, resolved once.
     vars: Option<Vec<Var>>,
     current: Option<StepInfo>,
     recorded: bool,
-    /// This Predict step's predictions (f32, on the device), formed once per step.
-    predicted: Option<Vec<Tensor>>,
+    /// This step's predictions (f32, on the device) for the parameters of the groups that
+    /// predict, formed once per step.
+    predicted: Option<Vec<Option<Tensor>>>,
     host_scratch: Vec<Vec<f32>>,
-    last_quality: Option<(f32, f32)>,
+    /// Each group's last measured quality.
+    last_quality: Vec<Option<(f32, f32)>>,
+    /// The last quality measured in any group.
+    last_reported: Option<(f32, f32)>,
     transfers: TransferStats,
     /// Test switch: use the tensor path even on the CPU.
     force_tensor_path: bool,
@@ -122,8 +144,11 @@ impl DeterministicPhaseTrainer {
     ) -> Result<Self> {
         config.validate()?;
         let params = ParamSet::new(shapes)?;
-        let scheduler = PhaseScheduler::new(config.schedule())?;
+        let names: Vec<String> = params.specs().iter().map(|s| s.name.clone()).collect();
+        let groups = config.groups.assign(&names)?;
+        let scheduler = GroupedScheduler::new(config.schedule(), groups.names())?;
         let fit = GradientPredictor::new(0, config.predictor())?;
+        let fits = vec![fit; groups.len()];
         let window = match config.history_mode {
             grad_predict::HistoryMode::Window(w)
                 if config.predictor_model != grad_predict::PredictorModel::LastGradient =>
@@ -138,14 +163,17 @@ impl DeterministicPhaseTrainer {
             device: device.clone(),
             config,
             scheduler,
-            fit,
+            member: groups.members().to_vec(),
+            group_names: groups.names().to_vec().into(),
+            last_quality: vec![None; fits.len()],
+            fits,
             history,
             vars: None,
             current: None,
             recorded: false,
             predicted: None,
             host_scratch: Vec::new(),
-            last_quality: None,
+            last_reported: None,
             transfers: TransferStats::default(),
             force_tensor_path: false,
         })
@@ -285,9 +313,18 @@ impl DeterministicPhaseTrainer {
         Ok(())
     }
 
+    /// Whether parameter `i` (sorted order) gets its true gradient in the step in progress.
+    fn computed(&self, i: usize) -> bool {
+        self.scheduler.needs_backward(self.member[i])
+    }
+
     /// Records the true gradients of a Warmup, Full or Correct step. At a Correct step this
     /// also measures the prediction against the truth and reports it to the scheduler.
     /// Gradients may be f32, bf16 or f16, on the trainer's device.
+    ///
+    /// With several parameter groups (`config.groups`), the map must hold the gradients of
+    /// every group that [`backward_plan`](Self::backward_plan) computes this step; gradients
+    /// of the groups that predict may be present (they are checked and ignored) or absent.
     ///
     /// # Errors
     /// [`Error::InvalidState`] outside a backward step or when called twice in a step; map
@@ -295,17 +332,40 @@ impl DeterministicPhaseTrainer {
     /// [`Error::NonFiniteGradient`]. On error nothing changes.
     pub fn record_full_gradients(&mut self, gradients: &HashMap<String, Tensor>) -> Result<()> {
         let info = self.backward_step("record_full_gradients")?;
-        self.params.check_map(gradients)?;
-        let grads: Vec<Tensor> = self
-            .params
-            .specs()
-            .iter()
-            .map(|s| gradients[&s.name].clone())
+        let mut unknown: Vec<&String> = gradients
+            .keys()
+            .filter(|k| self.params.position(k).is_none())
             .collect();
+        unknown.sort();
+        if let Some(name) = unknown.first() {
+            return Err(Error::UnknownParameter {
+                name: (*name).clone(),
+            });
+        }
+        let mut grads = Vec::with_capacity(self.params.len());
+        for (i, spec) in self.params.specs().iter().enumerate() {
+            match gradients.get(&spec.name) {
+                Some(t) => check_tensor(spec, t)?,
+                None if self.computed(i) => {
+                    return Err(Error::MissingParameter {
+                        name: spec.name.clone(),
+                    });
+                }
+                None => {}
+            }
+            grads.push(
+                gradients
+                    .get(&spec.name)
+                    .filter(|_| self.computed(i))
+                    .cloned(),
+            );
+        }
         self.record_tensors(info, &grads)
     }
 
     /// Records the true gradients held in a `GradStore` for the variables of `varmap`.
+    /// With several groups, only the variables of the groups computed this step need a
+    /// gradient (the others' entries, if any, are ignored).
     ///
     /// # Errors
     /// As [`DeterministicPhaseTrainer::record_full_gradients`]; a variable without a gradient
@@ -316,14 +376,18 @@ impl DeterministicPhaseTrainer {
         self.bind(varmap)?;
         let vars = self.vars.as_deref().unwrap_or_default();
         let mut list = Vec::with_capacity(vars.len());
-        for (spec, var) in self.params.specs().iter().zip(vars) {
+        for (i, (spec, var)) in self.params.specs().iter().zip(vars).enumerate() {
+            if !self.computed(i) {
+                list.push(None);
+                continue;
+            }
             let g = grads
                 .get(var.as_tensor())
                 .ok_or_else(|| Error::MissingParameter {
                     name: spec.name.clone(),
                 })?;
             check_tensor(spec, g)?;
-            list.push(g.clone());
+            list.push(Some(g.clone()));
         }
         self.record_tensors(info, &list)
     }
@@ -331,7 +395,8 @@ impl DeterministicPhaseTrainer {
     /// Records true gradients given on the host, one `Vec<f32>` per parameter in sorted-name
     /// order (see [`DeterministicPhaseTrainer::params`]): the form a data-parallel exchange
     /// returns. They are copied to the device once. Same rules as
-    /// [`DeterministicPhaseTrainer::record_full_gradients`].
+    /// [`DeterministicPhaseTrainer::record_full_gradients`]; with several groups the vectors
+    /// of the groups that predict this step are ignored.
     ///
     /// # Errors
     /// [`Error::InvalidState`] outside a backward step or when called twice in a step;
@@ -340,37 +405,55 @@ impl DeterministicPhaseTrainer {
     pub fn record_full_host(&mut self, gradients: &[Vec<f32>]) -> Result<()> {
         let info = self.backward_step("record_full_host")?;
         let map = self.params.from_host_f32(gradients, &self.device)?;
-        let list: Vec<Tensor> = self
+        let list: Vec<Option<Tensor>> = self
             .params
             .specs()
             .iter()
-            .map(|s| map[&s.name].clone())
+            .enumerate()
+            .map(|(i, s)| self.computed(i).then(|| map[&s.name].clone()))
             .collect();
         self.transfers.host_gradient_copies += 1;
         self.record_tensors(info, &list)
     }
 
-    /// This Predict step's predictions (f32, on the device), formed once.
-    fn predictions(&mut self) -> Result<&[Tensor]> {
+    /// This step's predictions (f32, on the device) for the parameters whose group predicts,
+    /// formed once. `whole`: the step must be a Predict step for every group.
+    fn predictions(&mut self, whole: bool) -> Result<&[Option<Tensor>]> {
         let info = self.current()?;
-        if info.phase != DeterministicPhase::Predict {
+        if whole && info.phase != DeterministicPhase::Predict {
             return Err(Error::InvalidState(format!(
                 "predicted gradients asked for in a {:?} step",
                 info.phase
             )));
         }
         if self.predicted.is_none() {
-            let coeffs: PredictCoefficients = self.fit.predict_coefficients(info.step)?;
+            let coeffs = self
+                .scheduler
+                .group_steps()
+                .iter()
+                .zip(&self.fits)
+                .map(|(st, fit)| {
+                    (st.phase == DeterministicPhase::Predict)
+                        .then(|| fit.predict_coefficients(info.step))
+                        .transpose()
+                })
+                .collect::<std::result::Result<Vec<Option<PredictCoefficients>>, _>>()?;
             let fast = self.cpu_fast();
             let p = self
                 .history
                 .iter()
-                .map(|h| {
-                    if fast {
-                        h.prediction_cpu(&coeffs)
-                    } else {
-                        h.prediction(&coeffs)
-                    }
+                .zip(&self.member)
+                .map(|(h, &g)| {
+                    coeffs[g]
+                        .as_ref()
+                        .map(|c| {
+                            if fast {
+                                h.prediction_cpu(c)
+                            } else {
+                                h.prediction(c)
+                            }
+                        })
+                        .transpose()
                 })
                 .collect::<Result<Vec<_>>>()?;
             self.predicted = Some(p);
@@ -381,11 +464,12 @@ impl DeterministicPhaseTrainer {
     /// The predicted gradients of this Predict step copied to the host, in sorted-name order.
     ///
     /// # Errors
-    /// [`Error::InvalidState`] outside a Predict step.
+    /// [`Error::InvalidState`] outside a Predict step (of every group).
     pub fn predicted_host(&mut self) -> Result<&[Vec<f32>]> {
         let host = self
-            .predictions()?
+            .predictions(true)?
             .iter()
+            .flatten()
             .map(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?))
             .collect::<Result<Vec<_>>>()?;
         self.transfers.host_gradient_copies += 1;
@@ -396,35 +480,86 @@ impl DeterministicPhaseTrainer {
     /// The predicted gradients for this Predict step, as f32 tensors on the trainer's device.
     ///
     /// # Errors
-    /// [`Error::InvalidState`] outside a Predict step.
+    /// [`Error::InvalidState`] outside a Predict step (of every group).
     pub fn get_predicted_gradients(&mut self) -> Result<HashMap<String, Tensor>> {
-        let p = self.predictions()?.to_vec();
-        Ok(self
-            .params
-            .specs()
-            .iter()
-            .zip(p)
-            .map(|(s, t)| (s.name.clone(), t))
-            .collect())
+        let mut map = HashMap::with_capacity(self.params.len());
+        self.fill_predicted_gradients_inner(&mut map, true)?;
+        Ok(map)
+    }
+
+    /// Inserts into `gradients` the predicted gradient of every parameter whose group
+    /// predicts in the step in progress (replacing what is there), and leaves the others: with
+    /// per-group phases, the true gradients of the computed groups plus these form the full
+    /// update. In a step where no group predicts it inserts nothing.
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] without a step in progress. On error `gradients` is unchanged.
+    pub fn fill_predicted_gradients(
+        &mut self,
+        gradients: &mut HashMap<String, Tensor>,
+    ) -> Result<()> {
+        self.fill_predicted_gradients_inner(gradients, false)
+    }
+
+    fn fill_predicted_gradients_inner(
+        &mut self,
+        gradients: &mut HashMap<String, Tensor>,
+        whole: bool,
+    ) -> Result<()> {
+        let p = self.predictions(whole)?.to_vec();
+        for (s, t) in self.params.specs().iter().zip(p) {
+            if let Some(t) = t {
+                gradients.insert(s.name.clone(), t);
+            }
+        }
+        Ok(())
     }
 
     /// The predicted gradients as a `GradStore` keyed by the variables of `varmap`, ready for
     /// any `candle_nn::Optimizer::step`: device tensors in each variable's dtype.
     ///
     /// # Errors
-    /// [`Error::InvalidState`] outside a Predict step; [`Error::UnknownParameter`] /
-    /// [`Error::MissingParameter`] / [`Error::ShapeMismatch`] when `varmap` does not hold
-    /// exactly the trainer's parameters; [`Error::VarMapChanged`] for a `VarMap` other than
-    /// the one first used.
+    /// [`Error::InvalidState`] outside a Predict step (of every group);
+    /// [`Error::UnknownParameter`] / [`Error::MissingParameter`] / [`Error::ShapeMismatch`]
+    /// when `varmap` does not hold exactly the trainer's parameters; [`Error::VarMapChanged`]
+    /// for a `VarMap` other than the one first used.
     pub fn predicted_grad_store(&mut self, varmap: &VarMap) -> Result<GradStore> {
+        let mut store = GradStore::default();
+        self.fill_store(varmap, &mut store, true)?;
+        Ok(store)
+    }
+
+    /// Inserts into `grads` the predicted gradient of every variable whose group predicts in
+    /// the step in progress (in the variable's dtype, replacing what is there): after
+    /// `loss.backward()` with the predicting groups' branches detached (see
+    /// [`BackwardPlan`]), this completes the store for `opt.step(&grads)`. In a step where no
+    /// group predicts it inserts nothing.
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`] without a step in progress; `VarMap` errors as
+    /// [`predicted_grad_store`](Self::predicted_grad_store). On error `grads` is unchanged.
+    pub fn fill_predicted_grad_store(
+        &mut self,
+        varmap: &VarMap,
+        grads: &mut GradStore,
+    ) -> Result<()> {
+        self.fill_store(varmap, grads, false)
+    }
+
+    fn fill_store(&mut self, varmap: &VarMap, store: &mut GradStore, whole: bool) -> Result<()> {
         self.bind(varmap)?;
         let vars = self.vars.clone().unwrap_or_default();
-        let preds = self.predictions()?;
-        let mut store = GradStore::default();
+        let preds = self.predictions(whole)?;
+        let mut typed = Vec::with_capacity(vars.len());
         for (var, p) in vars.iter().zip(preds) {
-            store.insert(var.as_tensor(), p.to_dtype(var.dtype())?);
+            if let Some(p) = p {
+                typed.push((var, p.to_dtype(var.dtype())?));
+            }
         }
-        Ok(store)
+        for (var, p) in typed {
+            store.insert(var.as_tensor(), p);
+        }
+        Ok(())
     }
 
     /// Ends the step with its loss. A NaN or Inf loss is recorded by the scheduler, which
@@ -450,7 +585,8 @@ impl DeterministicPhaseTrainer {
     /// Ends a Predict step whose forward pass was skipped, so it has no loss.
     ///
     /// # Errors
-    /// [`Error::InvalidState`] without a step in progress or outside a Predict step.
+    /// [`Error::InvalidState`] without a step in progress or outside a Predict step (of
+    /// every group).
     pub fn end_step_without_loss(&mut self) -> Result<()> {
         let info = self.current()?;
         if info.needs_backward {
@@ -465,16 +601,28 @@ impl DeterministicPhaseTrainer {
         Ok(())
     }
 
-    /// Statistics so far.
+    /// Statistics so far. With several groups, `full_steps` counts the steps in which any
+    /// group ran backward, `predicted_steps` those in which every group predicted, the last
+    /// quality is the last one measured in any group, and `phases` holds the first group's
+    /// statistics (see [`group_stats`](Self::group_stats) for every group's).
     pub fn get_stats(&self) -> TrainerStats {
         let p = self.scheduler.stats().clone();
+        let (full, predicted) = (
+            self.scheduler.backward_steps(),
+            self.scheduler.predicted_steps(),
+        );
+        let total = full + predicted;
         TrainerStats {
-            total_steps: p.total_steps,
-            full_steps: p.full_steps,
-            predicted_steps: p.predicted_steps,
-            speedup: p.speedup(),
-            last_cosine: self.last_quality.map(|q| q.0),
-            last_relative_error: self.last_quality.map(|q| q.1),
+            total_steps: total,
+            full_steps: full,
+            predicted_steps: predicted,
+            speedup: if full == 0 {
+                1.0
+            } else {
+                total as f64 / full as f64
+            },
+            last_cosine: self.last_reported.map(|q| q.0),
+            last_relative_error: self.last_reported.map(|q| q.1),
             phases: p,
         }
     }

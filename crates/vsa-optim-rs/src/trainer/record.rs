@@ -2,18 +2,64 @@
 //! each computing everything new first and committing only after it validates.
 
 use candle_core::{DType, Tensor};
-use grad_predict::{PredictCoefficients, QualitySums, StatPrecision, residual_decision};
+use grad_predict::{
+    PredictCoefficients, QualitySums, RecordCoefficients, StatPrecision, residual_decision,
+};
 use phase_scheduler::{DeterministicPhase, QualityReport, StepInfo};
 
 use super::{DeterministicPhaseTrainer, host};
 use crate::error::{Error, Result};
 
+/// What one group records this step: its history update, and at a Correct step the
+/// prediction it is measured against.
+pub(super) struct GroupRecord {
+    coeffs: RecordCoefficients,
+    pcoeffs: Option<PredictCoefficients>,
+}
+
 impl DeterministicPhaseTrainer {
-    /// Validates and records `grads` (sorted order, shapes and dtypes already checked).
+    /// Per group: `Some` for a group whose true gradient this step computes.
+    fn group_records(&self, step: u64) -> Result<Vec<Option<GroupRecord>>> {
+        self.scheduler
+            .group_steps()
+            .iter()
+            .zip(&self.fits)
+            .map(|(st, fit)| {
+                if !st.needs_backward {
+                    return Ok(None);
+                }
+                let coeffs = fit.record_coefficients(step)?;
+                let pcoeffs = if st.phase == DeterministicPhase::Correct && fit.samples() > 0 {
+                    Some(fit.predict_coefficients(step)?)
+                } else {
+                    None
+                };
+                Ok(Some(GroupRecord { coeffs, pcoeffs }))
+            })
+            .collect()
+    }
+
+    /// Validates and records `grads` (sorted order, one entry per parameter; `None` only for
+    /// parameters of groups that predict this step; shapes and dtypes already checked).
     /// Everything new is computed first; one read-back validates it; then it is committed.
-    pub(super) fn record_tensors(&mut self, info: StepInfo, grads: &[Tensor]) -> Result<()> {
+    pub(super) fn record_tensors(
+        &mut self,
+        info: StepInfo,
+        grads: &[Option<Tensor>],
+    ) -> Result<()> {
         let step = info.step;
-        for (spec, g) in self.params.specs().iter().zip(grads) {
+        let plan = self.group_records(step)?;
+        // The parameters recorded this step: (index, gradient, its group's record).
+        let mut active = Vec::with_capacity(grads.len());
+        for (i, (spec, g)) in self.params.specs().iter().zip(grads).enumerate() {
+            let Some(rec) = &plan[self.member[i]] else {
+                continue;
+            };
+            let Some(g) = g else {
+                return Err(Error::MissingParameter {
+                    name: spec.name.clone(),
+                });
+            };
             if !g.device().same_device(&self.device) {
                 return Err(Error::DeviceMismatch {
                     name: spec.name.clone(),
@@ -21,105 +67,142 @@ impl DeterministicPhaseTrainer {
                     actual: format!("{:?}", g.device().location()),
                 });
             }
+            active.push((i, g, rec));
         }
-        let coeffs = self.fit.record_coefficients(step)?;
-        let correct = info.phase == DeterministicPhase::Correct && self.fit.samples() > 0;
-        let pcoeffs = if correct {
-            Some(self.fit.predict_coefficients(step)?)
-        } else {
-            None
-        };
         if self.cpu_fast() {
-            return self.record_cpu(step, grads, coeffs, pcoeffs.as_ref());
+            return self.record_cpu(step, &active, &plan);
         }
         let precision = self.config.history_precision;
         let rate = self.config.residual_rate;
         let ranged = precision != StatPrecision::F32;
-        let mut scalars = Vec::with_capacity(grads.len() * 7);
-        let mut new_hist = Vec::with_capacity(grads.len());
-        let mut residuals = Vec::with_capacity(grads.len());
-        for (h, g) in self.history.iter().zip(grads) {
+        let mut scalars = Vec::with_capacity(active.len() * 7);
+        let mut new_hist = Vec::with_capacity(active.len());
+        let mut residuals = Vec::with_capacity(active.len());
+        let mut offsets = Vec::with_capacity(active.len());
+        for &(i, g, rec) in &active {
+            let h = &self.history[i];
             let g32 = g.to_dtype(DType::F32)?;
+            offsets.push(scalars.len());
             scalars.push(g32.sum_all()?);
             if ranged {
                 scalars.push(g32.abs()?.max_all()?);
             }
-            if let Some(pc) = &pcoeffs {
+            if let Some(pc) = &rec.pcoeffs {
                 let (r, sums) = h.correction(pc, &g32, rate)?;
                 scalars.extend(sums.sums);
-                residuals.push(r);
+                residuals.push(Some(r));
+            } else {
+                residuals.push(None);
             }
-            new_hist.push(h.recorded(coeffs, g, &g32, precision)?);
+            new_hist.push(h.recorded(rec.coeffs, g, &g32, precision)?);
         }
         let values = self.read_back(&scalars)?;
-        let per = 1 + usize::from(ranged) + if correct { 5 } else { 0 };
         let limit = precision.max_abs();
-        for ((spec, g), v) in self
-            .params
-            .specs()
-            .iter()
-            .zip(grads)
-            .zip(values.chunks(per))
-        {
-            if !v[0].is_finite() && !exactly_finite(g)? {
+        for (&(i, g, _), &o) in active.iter().zip(&offsets) {
+            if !values[o].is_finite() && !exactly_finite(g)? {
                 return Err(Error::NonFiniteGradient {
-                    name: spec.name.clone(),
+                    name: self.params.specs()[i].name.clone(),
                 });
             }
-            if ranged && v[1] > limit {
+            if ranged && values[o + 1] > limit {
                 return Err(out_of_range(g, limit, precision)?);
             }
         }
-        // Validated. The quality report is the last fallible call; the rest cannot fail.
+        // Validated. The quality reports are the last fallible calls; the rest cannot fail.
         let threshold = self.config.residual_threshold;
-        let mut total = QualitySums::default();
-        let mut decisions = Vec::with_capacity(if correct { grads.len() } else { 0 });
-        if correct {
-            for v in values.chunks(per) {
-                let v = &v[per - 5..];
-                let sums = QualitySums {
-                    dot: f64::from(v[0]),
-                    pp: f64::from(v[1]),
-                    gg: f64::from(v[2]),
-                    ee: f64::from(v[3]),
-                };
-                total.add(&sums);
-                decisions.push(residual_decision(f64::from(v[4]), sums.gg, threshold));
+        let mut totals = vec![QualitySums::default(); plan.len()];
+        let mut decisions = Vec::with_capacity(active.len());
+        for (&(i, _, rec), &o) in active.iter().zip(&offsets) {
+            if rec.pcoeffs.is_none() {
+                decisions.push(None);
+                continue;
             }
-            let q = total.finish();
-            self.scheduler.report_quality(QualityReport {
-                cosine: q.cosine,
-                relative_error: q.relative_error,
-            })?;
-            self.last_quality = Some((q.cosine, q.relative_error));
+            let v = &values[o + 1 + usize::from(ranged)..o + 6 + usize::from(ranged)];
+            let sums = QualitySums {
+                dot: f64::from(v[0]),
+                pp: f64::from(v[1]),
+                gg: f64::from(v[2]),
+                ee: f64::from(v[3]),
+            };
+            totals[self.member[i]].add(&sums);
+            decisions.push(Some(residual_decision(f64::from(v[4]), sums.gg, threshold)));
         }
-        for (i, mut h) in new_hist.into_iter().enumerate() {
-            if let Some(&(ratio, active)) = decisions.get(i) {
-                h.residual = Some(residuals[i].clone());
+        self.report_groups(&plan, &totals)?;
+        for (((&(i, _, _), mut h), r), d) in
+            active.iter().zip(new_hist).zip(residuals).zip(decisions)
+        {
+            if let (Some((ratio, on)), Some(r)) = (d, r) {
+                h.residual = Some(r);
                 h.residual_ratio = ratio;
-                h.residual_active = active;
+                h.residual_active = on;
             }
             self.history[i] = h;
         }
-        self.fit.record(step, &[])?;
+        self.commit_fits(step, &plan)
+    }
+
+    /// Reports each measured group's quality to the scheduler; on an error the scheduler is
+    /// restored, so that nothing changes.
+    fn report_groups(
+        &mut self,
+        plan: &[Option<GroupRecord>],
+        totals: &[QualitySums],
+    ) -> Result<()> {
+        let measured = plan
+            .iter()
+            .filter(|r| r.as_ref().is_some_and(|r| r.pcoeffs.is_some()))
+            .count();
+        let saved = (measured > 1).then(|| self.scheduler.clone());
+        let mut qualities = Vec::with_capacity(measured);
+        for (gi, rec) in plan.iter().enumerate() {
+            if rec.as_ref().is_none_or(|r| r.pcoeffs.is_none()) {
+                continue;
+            }
+            let q = totals[gi].finish();
+            let report = QualityReport {
+                cosine: q.cosine,
+                relative_error: q.relative_error,
+            };
+            if let Err(e) = self.scheduler.report_quality(gi, report) {
+                if let Some(s) = saved {
+                    self.scheduler = s;
+                }
+                return Err(e.into());
+            }
+            qualities.push((gi, (q.cosine, q.relative_error)));
+        }
+        for (gi, q) in qualities {
+            self.last_quality[gi] = Some(q);
+            self.last_reported = Some(q);
+        }
+        Ok(())
+    }
+
+    /// Records this step in the scalar fit of every group that computed its gradient.
+    fn commit_fits(&mut self, step: u64, plan: &[Option<GroupRecord>]) -> Result<()> {
+        for (fit, rec) in self.fits.iter_mut().zip(plan) {
+            if rec.is_some() {
+                fit.record(step, &[])?;
+            }
+        }
         self.recorded = true;
         Ok(())
     }
 
     /// [`Self::record_tensors`] on the CPU fast path: the checks and the quality sums come
     /// from the same pass over the gradient's slice, nothing is read back.
-    pub(super) fn record_cpu(
+    fn record_cpu(
         &mut self,
         step: u64,
-        grads: &[Tensor],
-        coeffs: grad_predict::RecordCoefficients,
-        pcoeffs: Option<&PredictCoefficients>,
+        active: &[(usize, &Tensor, &GroupRecord)],
+        plan: &[Option<GroupRecord>],
     ) -> Result<()> {
         let rate = self.config.residual_rate;
-        let mut corrections = Vec::with_capacity(if pcoeffs.is_some() { grads.len() } else { 0 });
-        for ((spec, h), g) in self.params.specs().iter().zip(&self.history).zip(grads) {
+        let mut corrections = Vec::with_capacity(active.len());
+        for &(i, g, rec) in active {
+            let h = &self.history[i];
             let (finite, c) = host::with_f32(g, |gs| -> Result<_> {
-                let c = match pcoeffs {
+                let c = match &rec.pcoeffs {
                     Some(pc) => Some(h.correction_cpu(pc, gs, g, rate)?),
                     None => None,
                 };
@@ -134,49 +217,37 @@ impl DeterministicPhaseTrainer {
             })??;
             if !finite {
                 return Err(Error::NonFiniteGradient {
-                    name: spec.name.clone(),
+                    name: self.params.specs()[i].name.clone(),
                 });
             }
-            if let Some(c) = c {
-                corrections.push(c);
-            }
+            corrections.push(c);
         }
-        let new_hist = self
-            .history
+        let new_hist = active
             .iter()
-            .zip(grads)
-            .map(|(h, g)| h.recorded_cpu(coeffs, g))
+            .map(|&(i, g, rec)| self.history[i].recorded_cpu(rec.coeffs, g))
             .collect::<Result<Vec<_>>>()?;
-        // Validated. The quality report is the last fallible call; the rest cannot fail.
+        // Validated. The quality reports are the last fallible calls; the rest cannot fail.
         let threshold = self.config.residual_threshold;
-        let mut decisions = Vec::with_capacity(corrections.len());
-        if pcoeffs.is_some() {
-            let mut total = QualitySums::default();
-            for (_, sums, rr) in &corrections {
-                total.add(sums);
-                decisions.push(residual_decision(*rr, sums.gg, threshold));
-            }
-            let q = total.finish();
-            self.scheduler.report_quality(QualityReport {
-                cosine: q.cosine,
-                relative_error: q.relative_error,
-            })?;
-            self.last_quality = Some((q.cosine, q.relative_error));
+        let mut totals = vec![QualitySums::default(); plan.len()];
+        let mut decisions = Vec::with_capacity(active.len());
+        for (&(i, _, _), c) in active.iter().zip(&corrections) {
+            decisions.push(c.as_ref().map(|(_, sums, rr)| {
+                totals[self.member[i]].add(sums);
+                residual_decision(*rr, sums.gg, threshold)
+            }));
         }
-        let mut corrections = corrections.into_iter();
-        for (i, mut h) in new_hist.into_iter().enumerate() {
-            if let (Some(&(ratio, active)), Some((r, _, _))) =
-                (decisions.get(i), corrections.next())
-            {
+        self.report_groups(plan, &totals)?;
+        for (((&(i, _, _), mut h), c), d) in
+            active.iter().zip(new_hist).zip(corrections).zip(decisions)
+        {
+            if let (Some((ratio, on)), Some((r, _, _))) = (d, c) {
                 h.residual = Some(r);
                 h.residual_ratio = ratio;
-                h.residual_active = active;
+                h.residual_active = on;
             }
             self.history[i] = h;
         }
-        self.fit.record(step, &[])?;
-        self.recorded = true;
-        Ok(())
+        self.commit_fits(step, plan)
     }
 
     /// Reads `scalars` (0-d f32 tensors) back to the host in one transfer.
