@@ -44,9 +44,10 @@ fn main() -> candle_core::Result<()> {
     let seeds: Vec<u64> = (0..n_seeds).collect();
     let t0 = std::time::Instant::now();
     let mut body = String::new();
-    for regime in regimes.iter().filter(|r| {
-        which == "both" || (which == "minibatch") == (r.name == "minibatch")
-    }) {
+    for regime in regimes
+        .iter()
+        .filter(|r| which == "both" || (which == "minibatch") == (r.name == "minibatch"))
+    {
         let task = blocks::task(regime, 64)?;
         let mut runs = Vec::new();
         for &seed in &seeds {
@@ -90,8 +91,7 @@ fn main() -> candle_core::Result<()> {
     );
     println!("{section}");
     if write {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/benchmarks.md");
         let doc = std::fs::read_to_string(&path).map_err(candle_core::Error::wrap)?;
         let new = match (doc.find(BEGIN), doc.find(END)) {
             (Some(a), Some(b)) if b > a => {

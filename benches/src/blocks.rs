@@ -336,7 +336,12 @@ pub fn summarise(runs: &[BlockRun], seeds: &[u64]) -> Vec<Summary> {
     let Some((_, plain)) = pick(&labels[0]) else {
         return Vec::new();
     };
-    let plain_loss = mean(&plain.iter().map(|r| r.result.last().loss).collect::<Vec<_>>());
+    let plain_loss = mean(
+        &plain
+            .iter()
+            .map(|r| r.result.last().loss)
+            .collect::<Vec<_>>(),
+    );
     labels
         .iter()
         .filter_map(|label| {
@@ -439,7 +444,10 @@ mod tests {
     fn random_schedule_has_the_rate_and_keeps_the_remainder() {
         let g = groups();
         let s = random_block_schedule(&g, 4000, 0.3, 7);
-        assert!(s.iter().all(|f| f[0]), "the remainder group is always computed");
+        assert!(
+            s.iter().all(|f| f[0]),
+            "the remainder group is always computed"
+        );
         let skipped = s.iter().flat_map(|f| &f[1..]).filter(|&&x| !x).count() as f64;
         // 8000 Bernoulli(0.3) draws: sd = sqrt(8000·0.21) ≈ 41; allow 5 sd.
         assert!((skipped - 2400.0).abs() < 5.0 * 41.0, "{skipped}");

@@ -14,8 +14,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Optimizer, VarMap};
 use serde::Serialize;
 use vsa_optim_rs::{
-    AdamW, BackwardPlan, DeterministicPhaseConfig, DeterministicPhaseTrainer, ParamSet,
-    ParamsAdamW,
+    AdamW, BackwardPlan, DeterministicPhaseConfig, DeterministicPhaseTrainer, ParamSet, ParamsAdamW,
 };
 
 use crate::tasks::Task;
@@ -250,8 +249,17 @@ pub fn run(
     for step in 0..s.steps {
         let t0 = Instant::now();
         match (trainer.as_mut(), method) {
-            (None, Method::ZeroOnBlockSchedule { groups: names, plan }) => {
-                let mut flags = plan.get(step).cloned().unwrap_or_else(|| vec![true; names.len()]);
+            (
+                None,
+                Method::ZeroOnBlockSchedule {
+                    groups: names,
+                    plan,
+                },
+            ) => {
+                let mut flags = plan
+                    .get(step)
+                    .cloned()
+                    .unwrap_or_else(|| vec![true; names.len()]);
                 let any = flags.iter().any(|&f| f);
                 for (f, n) in flags.iter_mut().zip(names.iter()) {
                     if n.is_empty() {

@@ -114,7 +114,13 @@ impl Block {
     /// `plan` says whether this block (group `name`) computes its gradient this step; when
     /// it predicts, both residual branches are detached, so backward skips them and reaches
     /// the blocks below through the identity path.
-    fn forward(&self, x: &Tensor, mask: &Tensor, plan: &BackwardPlan, name: &str) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        plan: &BackwardPlan,
+        name: &str,
+    ) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let hd = d / self.heads;
         let qkv = self.qkv.forward(&self.n1.forward(x)?)?;
@@ -232,7 +238,8 @@ impl Module for CharLm {
             .map_err(|_| candle_core::Error::Msg("the backward plan's mutex is poisoned".into()))?
             .clone();
         for (i, b) in self.blocks.iter().enumerate() {
-            x = b.forward(&x, &mask, &plan, &charlm_block_group(i))
+            x = b
+                .forward(&x, &mask, &plan, &charlm_block_group(i))
                 .map_err(|e| e.context(format!("block {i}")))?;
         }
         self.head.forward(&self.norm.forward(&x)?)

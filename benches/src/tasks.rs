@@ -310,11 +310,9 @@ impl Task for CharLmTask {
     }
 
     fn set_backward_plan(&self, plan: BackwardPlan) -> Result<bool> {
-        *self
-            .plan
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("the backward plan's mutex is poisoned".into()))? =
-            plan;
+        *self.plan.lock().map_err(|_| {
+            candle_core::Error::Msg("the backward plan's mutex is poisoned".into())
+        })? = plan;
         Ok(true)
     }
 
