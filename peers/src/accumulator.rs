@@ -139,12 +139,13 @@ pub fn section(reps: usize) -> Result<String> {
             )?)))
         }
     };
-    let ours_make = |stochastic: bool| {
+    let ours_make = |stochastic: bool, trits: u8| {
         let shapes = shapes.clone();
         move || -> Result<Box<dyn Window>> {
             let config = ours::TernaryConfig::builder()
                 .accumulation_steps(MICRO)
                 .use_stochastic_rounding(stochastic)
+                .trits_per_element(trits)
                 .build();
             Ok(Box::new(OursAcc(ours::TernaryGradientAccumulator::new(
                 &shapes,
@@ -154,7 +155,8 @@ pub fn section(reps: usize) -> Result<String> {
         }
     };
     let threshold = seed::TernaryConfig::default().ternary_threshold;
-    let cases: Vec<(&str, String, Box<dyn Fn() -> Result<Box<dyn Window>>>)> = vec![
+    type Make = Box<dyn Fn() -> Result<Box<dyn Window>>>;
+    let cases: Vec<(&str, String, Make)> = vec![
         (
             "vsa-optim-rs 0.1.1",
             "default (stochastic rounding)".into(),
@@ -167,13 +169,18 @@ pub fn section(reps: usize) -> Result<String> {
         ),
         (
             "ours",
-            "default (stochastic, seeded)".into(),
-            Box::new(ours_make(true)),
+            "default (stochastic, seeded, 1 trit per element)".into(),
+            Box::new(ours_make(true, 1)),
         ),
         (
             "ours",
-            "deterministic (absmean)".into(),
-            Box::new(ours_make(false)),
+            "deterministic (absmean), 1 trit".into(),
+            Box::new(ours_make(false, 1)),
+        ),
+        (
+            "ours",
+            "stochastic, 5 trits per element".into(),
+            Box::new(ours_make(true, 5)),
         ),
     ];
     let mut s = String::new();

@@ -108,7 +108,9 @@ impl PhaseApi for Seed {
         self.shapes
             .iter()
             .map(|(name, _)| {
-                let t = grads.get(name).ok_or_else(|| format!("0.1.1 returned no {name}"))?;
+                let t = grads
+                    .get(name)
+                    .ok_or_else(|| format!("0.1.1 returned no {name}"))?;
                 Ok(t.flatten_all()?.to_vec1::<f32>()?)
             })
             .collect()
@@ -176,7 +178,9 @@ impl PhaseApi for Ours {
         self.shapes
             .iter()
             .map(|(name, _)| {
-                let t = grads.get(name).ok_or_else(|| format!("ours returned no {name}"))?;
+                let t = grads
+                    .get(name)
+                    .ok_or_else(|| format!("ours returned no {name}"))?;
                 Ok(t.flatten_all()?.to_vec1::<f32>()?)
             })
             .collect()

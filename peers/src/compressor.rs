@@ -27,6 +27,18 @@ struct Row {
     peak: usize,
 }
 
+/// Decodes the message a `compress` call returned, with the compressor that made it.
+type Decode<C> = Box<dyn Fn(&mut C) -> Result<Vec<f32>>>;
+
+/// What [`measure`] found.
+struct Measured {
+    bytes: usize,
+    out: Vec<f32>,
+    /// First compress, second compress, decompress (ms per rep).
+    times: [Vec<f64>; 3],
+    peak: usize,
+}
+
 /// The 0.1.1 hypervector dimension for `n` elements (its `VSAGradientCompressor::new`).
 fn seed_dim(n: usize) -> usize {
     seed::vsa::VSAGradientCompressor::new(n, seed::VSAConfig::default()).compressed_dim()
@@ -44,8 +56,8 @@ fn seed_projection_bytes(n: usize) -> usize {
 fn measure<C>(
     reps: usize,
     make: impl Fn() -> Result<C>,
-    mut compress: impl FnMut(&mut C) -> Result<(usize, Box<dyn Fn(&mut C) -> Result<Vec<f32>>>)>,
-) -> Result<(usize, Vec<f32>, [Vec<f64>; 3], usize)> {
+    mut compress: impl FnMut(&mut C) -> Result<(usize, Decode<C>)>,
+) -> Result<Measured> {
     let (mut first, mut again, mut dec) = (Vec::new(), Vec::new(), Vec::new());
     let (mut peak, mut bytes, mut out) = (0usize, 0usize, Vec::new());
     for _ in 0..reps {
@@ -68,14 +80,24 @@ fn measure<C>(
         peak = peak.max(ALLOC.peak_usage().saturating_sub(before));
         bytes = b;
     }
-    Ok((bytes, out, [first, again, dec], peak))
+    Ok(Measured {
+        bytes,
+        out,
+        times: [first, again, dec],
+        peak,
+    })
 }
 
 fn seed_row(g: &[f32], reps: usize) -> Result<Row> {
     let n = g.len();
     let tensor = seed_candle::Tensor::from_vec(g.to_vec(), n, &seed_candle::Device::Cpu)?;
     let grads: HashMap<String, seed_candle::Tensor> = [("g".to_string(), tensor)].into();
-    let (bytes, out, [first_ms, again_ms, decompress_ms], peak) = measure(
+    let Measured {
+        bytes,
+        out,
+        times: [first_ms, again_ms, decompress_ms],
+        peak,
+    } = measure(
         reps,
         || {
             Ok(seed::vsa::VSAGradientCompressor::new(
@@ -87,13 +109,13 @@ fn seed_row(g: &[f32], reps: usize) -> Result<Row> {
             let (bundle, meta) = c.compress(&grads)?;
             // The bundle's two bit planes plus one f32 scale per tensor (shapes and key
             // indices are known to both sides).
-            let bytes = 4 * (bundle.plus_plane().len() + bundle.minus_plane().len()) + 4 * meta.len();
-            let decode: Box<dyn Fn(&mut seed::vsa::VSAGradientCompressor) -> Result<Vec<f32>>> =
-                Box::new(move |c| {
-                    let back = c.decompress(&bundle, &meta)?;
-                    let t = back.get("g").ok_or("0.1.1 decompressed no `g`")?;
-                    Ok(t.flatten_all()?.to_vec1::<f32>()?)
-                });
+            let bytes =
+                4 * (bundle.plus_plane().len() + bundle.minus_plane().len()) + 4 * meta.len();
+            let decode: Decode<seed::vsa::VSAGradientCompressor> = Box::new(move |c| {
+                let back = c.decompress(&bundle, &meta)?;
+                let t = back.get("g").ok_or("0.1.1 decompressed no `g`")?;
+                Ok(t.flatten_all()?.to_vec1::<f32>()?)
+            });
             Ok((bytes, decode))
         },
     )?;
@@ -114,7 +136,12 @@ fn ours_row(g: &[f32], reps: usize, config: ours::VSAConfig, label: String) -> R
     let shapes = vec![("g".to_string(), vec![n])];
     let tensor = ours_candle::Tensor::from_vec(g.to_vec(), n, &ours_candle::Device::Cpu)?;
     let grads: HashMap<String, ours_candle::Tensor> = [("g".to_string(), tensor)].into();
-    let (bytes, out, [first_ms, again_ms, decompress_ms], peak) = measure(
+    let Measured {
+        bytes,
+        out,
+        times: [first_ms, again_ms, decompress_ms],
+        peak,
+    } = measure(
         reps,
         || {
             Ok(ours::VSAGradientCompressor::new(
@@ -126,12 +153,11 @@ fn ours_row(g: &[f32], reps: usize, config: ours::VSAConfig, label: String) -> R
         |c| {
             let compressed = c.compress(&grads)?;
             let bytes = compressed.to_bytes()?.len();
-            let decode: Box<dyn Fn(&mut ours::VSAGradientCompressor) -> Result<Vec<f32>>> =
-                Box::new(move |c| {
-                    let back = c.decompress(&compressed)?;
-                    let t = back.get("g").ok_or("ours decompressed no `g`")?;
-                    Ok(t.flatten_all()?.to_vec1::<f32>()?)
-                });
+            let decode: Decode<ours::VSAGradientCompressor> = Box::new(move |c| {
+                let back = c.decompress(&compressed)?;
+                let t = back.get("g").ok_or("ours decompressed no `g`")?;
+                Ok(t.flatten_all()?.to_vec1::<f32>()?)
+            });
             Ok((bytes, decode))
         },
     )?;

@@ -76,14 +76,16 @@ fn locked_versions() -> String {
     let mut found = Vec::new();
     for block in lock.split("[[package]]") {
         let field = |key: &str| {
-            block
-                .lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix(" = \"")?.strip_suffix('"'))
+            block.lines().find_map(|l| {
+                l.strip_prefix(key)?
+                    .strip_prefix(" = \"")?
+                    .strip_suffix('"')
+            })
         };
-        if let (Some(name), Some(version)) = (field("name"), field("version")) {
-            if ["vsa-optim-rs", "candle-core", "trit-vsa"].contains(&name) {
-                found.push(format!("{name} {version}"));
-            }
+        if let (Some(name), Some(version)) = (field("name"), field("version"))
+            && ["vsa-optim-rs", "candle-core", "trit-vsa"].contains(&name)
+        {
+            found.push(format!("{name} {version}"));
         }
     }
     found.join(", ")

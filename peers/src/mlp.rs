@@ -8,9 +8,9 @@
 use ours::vsa_core::rng::{chacha_stream, key_from_name};
 use rand_core::RngCore;
 
+use crate::Result;
 use crate::api::{Phase, PhaseApi, Shapes};
 use crate::inputs::Digits;
-use crate::Result;
 
 const IN: usize = Digits::FEATURES;
 const HIDDEN: usize = 128;
@@ -231,7 +231,11 @@ mod tests {
             let down = pass(&p, &data, 0..40, None).0;
             p[k][i] += h;
             let fd = (up - down) / (2.0 * h);
-            assert!((fd - g[k][i]).abs() < 2e-3, "param {k}[{i}]: fd {fd}, grad {}", g[k][i]);
+            assert!(
+                (fd - g[k][i]).abs() < 2e-3,
+                "param {k}[{i}]: fd {fd}, grad {}",
+                g[k][i]
+            );
         }
     }
 }

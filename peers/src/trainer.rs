@@ -73,6 +73,21 @@ fn overhead<T: PhaseApi>(make: impl FnOnce() -> Result<T>) -> Result<Overhead> {
     Ok(out)
 }
 
+/// The label of [`wls_config`].
+const WLS_LABEL: &str = "`LinearWls`, `Window(8)`";
+
+/// Ours with 0.1.1's predictor model: WLS baseline + velocity over a window of 8 gradients
+/// (0.1.1's `history_window` default), on the default schedule.
+fn wls_config() -> ours::DeterministicPhaseConfig {
+    let window = seed::DeterministicPhaseConfig::default().history_window;
+    ours::DeterministicPhaseConfig {
+        predictor_model: ours::PredictorModel::LinearWls,
+        history_window: window,
+        history_mode: ours::HistoryMode::Window(window),
+        ..Default::default()
+    }
+}
+
 fn one_param() -> Shapes {
     vec![("w".to_string(), vec![1024, 1024])]
 }
@@ -84,7 +99,7 @@ fn ms_cell(v: &[f64]) -> String {
     let (lo, hi) = v
         .iter()
         .fold((f64::INFINITY, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
-    format!("{:.2} ({} calls, {lo:.2}–{hi:.2})", median(v), v.len())
+    format!("{:.3} ({} calls, {lo:.3}–{hi:.3})", median(v), v.len())
 }
 
 /// The "Trainer" part of the section.
@@ -107,10 +122,12 @@ pub fn section(digits: &Digits, digits_steps: usize, lr: f32) -> Result<String> 
         oc.correct_every,
         oc.adaptive_phases
     );
+    let window = sc.history_window;
     eprintln!("peers: trainer overhead, vsa-optim-rs 0.1.1");
     let seed_o = overhead(|| Seed::new(&one_param(), seed::DeterministicPhaseConfig::default()))?;
     eprintln!("peers: trainer overhead, ours");
     let ours_o = overhead(|| Ours::new(&one_param(), ours::DeterministicPhaseConfig::default()))?;
+    let ours_wls_o = overhead(|| Ours::new(&one_param(), wls_config()))?;
     writeln!(
         s,
         "### Trainer: cost per call and bytes held\n\n\
@@ -122,14 +139,20 @@ pub fn section(digits: &Digits, digits_steps: usize, lr: f32) -> Result<String> 
          (calls, min–max). Building each crate's tensors from `Vec<f32>` is not timed. \
          *Bytes held*: live heap bytes after the run minus before the trainer was built, \
          counted by a global allocator (the loop drops its gradients, so what a trainer keeps \
-         of them is its own).\n\n\
-         | crate | record ms | predict ms | backward / predicted steps | bytes held | bytes per element |\n\
-         |---|---|---|---|---|---|"
+         of them is its own). Ours by default reuses the last true gradient \
+         (`PredictorModel::LastGradient`); the `LinearWls` row fits 0.1.1's model, \
+         baseline + velocity by weighted least squares over a window of {window} gradients.\n\n\
+         | crate | config | record ms | predict ms | backward / predicted steps | bytes held | bytes per element |\n\
+         |---|---|---|---|---|---|---|"
     )?;
-    for (name, o) in [("vsa-optim-rs 0.1.1", &seed_o), ("ours", &ours_o)] {
+    for (name, config, o) in [
+        ("vsa-optim-rs 0.1.1", "default", &seed_o),
+        ("ours", "default", &ours_o),
+        ("ours", WLS_LABEL, &ours_wls_o),
+    ] {
         writeln!(
             s,
-            "| {name} | {} | {} | {} / {} | {} | {:.1} |",
+            "| {name} | {config} | {} | {} | {} / {} | {} | {:.1} |",
             ms_cell(&o.record_ms),
             ms_cell(&o.predict_ms),
             o.backward,
@@ -151,7 +174,7 @@ pub fn section(digits: &Digits, digits_steps: usize, lr: f32) -> Result<String> 
          its loop runs a forward pass there (no backward); ours calls \
          `end_step_without_loss`.\n\n\
          | trainer | config | backward / predicted steps | test accuracy % | test loss | loop s |\n\
-         |---|---|---|---|---|---|"
+         |---|---|---|---|---|---|",
         params = crate::mlp::shapes()
             .iter()
             .map(|(_, sh)| sh.iter().product::<usize>())
@@ -182,6 +205,17 @@ pub fn section(digits: &Digits, digits_steps: usize, lr: f32) -> Result<String> 
             "default (0.1.1's schedule)",
             crate::mlp::train(
                 &mut Ours::new(&shapes, ours::DeterministicPhaseConfig::default())?,
+                digits,
+                digits_steps,
+                lr,
+                SEED,
+            )?,
+        ),
+        (
+            "ours",
+            WLS_LABEL,
+            crate::mlp::train(
+                &mut Ours::new(&shapes, wls_config())?,
                 digits,
                 digits_steps,
                 lr,

@@ -46,12 +46,9 @@ pub fn splice(doc: &str, section: &str) -> Result<String, String> {
         return Err("the peers binary's output is not one marked section".into());
     }
     match (doc.find(BEGIN), doc.find(END)) {
-        (Some(a), Some(b)) if b > a => Ok(format!(
-            "{}{}{}",
-            &doc[..a],
-            section,
-            &doc[b + END.len()..]
-        )),
+        (Some(a), Some(b)) if b > a => {
+            Ok(format!("{}{}{}", &doc[..a], section, &doc[b + END.len()..]))
+        }
         (None, None) => {
             let sep = if doc.ends_with("\n\n") || doc.is_empty() {
                 ""
@@ -76,7 +73,8 @@ mod tests {
 
     #[test]
     fn replaces_the_section_and_keeps_every_other_byte() {
-        let before = "# Measured\n\nkernels\n<!-- mpi:begin (cargo xtask mpi) -->\nM\n<!-- mpi:end -->\n\n";
+        let before =
+            "# Measured\n\nkernels\n<!-- mpi:begin (cargo xtask mpi) -->\nM\n<!-- mpi:end -->\n\n";
         let after = "\ntail text\n";
         let doc = format!("{before}{BEGIN}\nold numbers\n{END}{after}");
         let new = splice(&doc, &section("new numbers")).unwrap();
