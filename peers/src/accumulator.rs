@@ -60,6 +60,8 @@ impl Window for OursAcc {
 struct Outcome {
     held: usize,
     rel_error: f64,
+    /// Share of non-zero elements in the first window's mean, %.
+    nonzero: f64,
     ms: Vec<f64>,
     identical: bool,
 }
@@ -73,7 +75,7 @@ fn run(
 ) -> Result<Outcome> {
     let (mut held, mut ms, mut first): (usize, Vec<f64>, Option<Vec<f32>>) = (0, Vec::new(), None);
     let mut identical = true;
-    let mut rel_error = 0.0;
+    let (mut rel_error, mut nonzero) = (0.0, 0.0);
     for _ in 0..reps {
         let before = ALLOC.current_usage();
         let mut acc = make()?;
@@ -86,6 +88,8 @@ fn run(
         match &first {
             None => {
                 rel_error = rel_l2(&mean, exact);
+                nonzero =
+                    100.0 * mean.iter().filter(|x| **x != 0.0).count() as f64 / mean.len() as f64;
                 first = Some(mean);
             }
             Some(f) => {
@@ -96,6 +100,7 @@ fn run(
     Ok(Outcome {
         held,
         rel_error,
+        nonzero,
         ms,
         identical,
     })
@@ -192,13 +197,15 @@ pub fn section(reps: usize) -> Result<String> {
          back with `get_accumulated`. *Bytes held*: live heap bytes after the {MICRO} \
          accumulates minus before the accumulator was built (global allocator; the loop drops \
          its inputs). *Error*: `‖mean − exact‖ / ‖exact‖` against the f32 mean of the same \
-         micro-batches (summed in f64), first window. *ms / accumulate*: median over \
+         micro-batches (summed in f64), first window; *non-zero*: the share of elements of that \
+         mean that are not 0. *ms / accumulate*: median over \
          {reps} windows × {MICRO} calls; building the tensors is not timed. *Bit-identical*: \
          the {reps} windows, each from a fresh accumulator on the same inputs, give the same \
-         bits.\n\n\
-         | crate | config | bytes held | bits per element | error vs exact | ms / accumulate | bit-identical over {reps} runs |\n\
-         |---|---|---|---|---|---|---|\n\
-         | exact f32 sum | reference | {} | 32.0 | — | — | — |",
+         bits (0.1.1's stochastic rounding draws from the unseeded `rand::thread_rng()`; its \
+         deterministic mode thresholds at a fixed {threshold}).\n\n\
+         | crate | config | bytes held | bits per element | error vs exact | non-zero % | ms / accumulate | bit-identical over {reps} runs |\n\
+         |---|---|---|---|---|---|---|---|\n\
+         | exact f32 sum | reference | {} | 32.0 | — | — | — | — |",
         fmt_bytes(4 * N)
     )?;
     for (name, config, make) in &cases {
@@ -206,10 +213,11 @@ pub fn section(reps: usize) -> Result<String> {
         let o = run(reps, &micro, &exact, make.as_ref())?;
         writeln!(
             s,
-            "| {name} | {config} | {} | {:.2} | {:.4} | {:.2} | {} |",
+            "| {name} | {config} | {} | {:.2} | {:.4} | {:.1} | {:.2} | {} |",
             fmt_bytes(o.held),
             8.0 * o.held as f64 / N as f64,
             o.rel_error,
+            o.nonzero,
             median(&o.ms),
             if o.identical { "yes" } else { "no" }
         )?;

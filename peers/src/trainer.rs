@@ -173,7 +173,7 @@ pub fn section(digits: &Digits, digits_steps: usize, lr: f32) -> Result<String> 
          rows after the last step. 0.1.1's `end_step` needs a loss on predicted steps too, so \
          its loop runs a forward pass there (no backward); ours calls \
          `end_step_without_loss`.\n\n\
-         | trainer | config | backward / predicted steps | test accuracy % | test loss | loop s |\n\
+         | trainer | config | backward / predicted steps | test accuracy % | test loss | loop s (one run) |\n\
          |---|---|---|---|---|---|",
         params = crate::mlp::shapes()
             .iter()
