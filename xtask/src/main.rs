@@ -109,6 +109,11 @@ fn bench(args: &[String]) -> Result<(), String> {
             "--quick" => quick = true,
             "--no-peers" => peers = false,
             "--report-only" => report_only = true,
+            "--peers" => {
+                return Err(
+                    "--peers runs alone and first: cargo xtask bench --peers [ARGS]".into(),
+                );
+            }
             other => {
                 return Err(format!(
                     "unknown bench flag `{other}` (expected --quick, --no-peers, --report-only)"
