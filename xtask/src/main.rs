@@ -7,6 +7,9 @@
 //!   seeds (1 with `--quick`), and regenerates `docs/benchmarks.md` and `docs/img/`.
 //!   `--report-only` regenerates the documents from the results already under `target/`
 //!   (`target/criterion/`, `target/bench-demo/report.md` and its SVGs).
+//! - `cargo xtask bench --peers [ARGS]`: only the side-by-side with vsa-optim-rs 0.1.1 (the
+//!   excluded `peers/` workspace, see `peers/README.md`; ARGS go to its binary, e.g.
+//!   `--reps 7`); writes that section of `docs/benchmarks.md`.
 //! - `cargo xtask mpi [--quick]`: data-parallel runs under `mpirun` (1, 2 and 4 ranks, modes
 //!   f32, ternary and vsa, digits MLP and char-LM), checked against the single-process
 //!   reference; writes the "Data-parallel training" section of `docs/benchmarks.md`. Needs
@@ -14,6 +17,7 @@
 //!   libclang-dev clang`).
 
 mod gpu;
+mod peers;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,9 +56,10 @@ fn main() -> ExitCode {
         Some("gpu-check") => gpu::gpu_check(&root(), cargo()),
         Some("-h" | "--help" | "help") | None => {
             println!(
-                "usage: cargo xtask <demo [ARGS] | bench [--quick] [--no-peers] [--report-only] | mpi [--quick]>\n\n\
+                "usage: cargo xtask <demo [ARGS] | bench [--quick] [--no-peers] [--report-only] | bench --peers [ARGS] | mpi [--quick]>\n\n\
                  demo   real training runs side by side (see `cargo xtask demo --help`)\n\
                  bench  criterion kernels + demo over seeds; regenerates docs/benchmarks.md\n\
+                 bench --peers  side by side with vsa-optim-rs 0.1.1; its section of docs/benchmarks.md\n\
                  mpi    data-parallel runs under mpirun; regenerates that section of docs/benchmarks.md"
             );
             Ok(())
@@ -93,6 +98,9 @@ fn demo(args: &[String]) -> Result<(), String> {
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
+    if args.first().is_some_and(|a| a == "--peers") {
+        return peers::peers(&root(), cargo(), &args[1..]);
+    }
     let mut quick = false;
     let mut peers = true;
     let mut report_only = false;
@@ -101,6 +109,11 @@ fn bench(args: &[String]) -> Result<(), String> {
             "--quick" => quick = true,
             "--no-peers" => peers = false,
             "--report-only" => report_only = true,
+            "--peers" => {
+                return Err(
+                    "--peers runs alone and first: cargo xtask bench --peers [ARGS]".into(),
+                );
+            }
             other => {
                 return Err(format!(
                     "unknown bench flag `{other}` (expected --quick, --no-peers, --report-only)"
