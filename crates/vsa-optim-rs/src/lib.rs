@@ -69,6 +69,7 @@ pub use ternary_quant;
 pub use vsa_core;
 
 pub mod adamw;
+pub mod checkpoint;
 pub mod compress;
 #[cfg(feature = "distributed")]
 pub mod distributed;
@@ -78,10 +79,10 @@ pub mod params;
 pub mod ternary;
 pub mod trainer;
 
-pub use adamw::{AdamW, ParamsAdamW};
+pub use adamw::{AdamW, AdamWState, ParamsAdamW};
 pub use compress::{
-    BundleQuantization, CompressedGradients, CompressionStats, Reconstruction, VSAConfig,
-    VSAGradientCompressor,
+    BundleQuantization, CompressedGradients, CompressionStats, Reconstruction, SketchState,
+    VSAConfig, VSAGradientCompressor,
 };
 pub use error::{Error, Result};
 pub use grad_predict::{HistoryMode, PredictorModel, StatPrecision};
