@@ -66,7 +66,7 @@ struct Slot {
 }
 
 impl TernaryAccumulatorState {
-    /// The state as a checkpoint file's bytes (see the [module docs](self)).
+    /// The state as a checkpoint file's bytes (see [`TernaryGradientAccumulator::save`]).
     fn to_bytes(&self) -> Result<Vec<u8>> {
         let header = Header {
             version: CHECKPOINT_VERSION,
@@ -254,7 +254,12 @@ impl TernaryGradientAccumulator {
         Ok(())
     }
 
-    /// Writes the state to `path` as a safetensors file (see the [module docs](self)).
+    /// Writes the state to `path` as one safetensors file: each parameter's packed levels
+    /// (`{i}.trits`, `U8`), scales (`{i}.scales`, `F32`) and 8-bit scale codes
+    /// (`{i}.codes`, `U8`, absent with `f32` scales), `i` its index in sorted-name order;
+    /// the names, shapes, configs, window and counts as JSON in the metadata under
+    /// [`METADATA_KEY`], with a `version` ([`CHECKPOINT_VERSION`]). See
+    /// [`crate::checkpoint`].
     ///
     /// # Errors
     /// I/O errors; as [`state_bytes`](Self::state_bytes).

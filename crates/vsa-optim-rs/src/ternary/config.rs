@@ -65,7 +65,7 @@ impl TernaryConfig {
     /// Checks every field.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] naming the field: `accumulation_steps = 0`, a
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) naming the field: `accumulation_steps = 0`, a
     /// `PerBlock(n)` scale block that is not a positive multiple of 5, or
     /// `trits_per_element` outside {1, 2, 3, 5}.
     pub fn validate(&self) -> Result<()> {
