@@ -159,9 +159,17 @@ impl AccumulatorState {
     /// [`ScaleFormat::Log8`] one scale (the reference) and one code per block.
     ///
     /// # Errors
-    /// As [`AccumulatorConfig::validate`].
+    /// As [`AccumulatorConfig::validate`]; [`Error::InvalidParameter`] (`len`) above
+    /// `usize::MAX / 5`, where the level count would overflow.
     pub fn buffer_lens(len: usize, config: &AccumulatorConfig) -> Result<(usize, usize, usize)> {
         config.validate()?;
+        if len > usize::MAX / 5 {
+            return Err(Error::InvalidParameter {
+                param: "len",
+                expected: "at most usize::MAX / 5",
+                actual: len.to_string(),
+            });
+        }
         let blocks = len.div_ceil(block_len(len, config.scale_granularity));
         let trits = levels_bytes(config.trits_per_element, len);
         Ok(match config.scale_format {
@@ -205,7 +213,8 @@ fn block_len(len: usize, g: ScaleGranularity) -> usize {
 }
 
 impl PackedAccumulator {
-    /// An empty accumulator for tensors of `len` elements; fails on an invalid `config`.
+    /// An empty accumulator for tensors of `len` elements; fails on an invalid `config` or a
+    /// `len` above `usize::MAX / 5` (see [`AccumulatorState::buffer_lens`]).
     pub fn new(len: usize, config: AccumulatorConfig) -> Result<Self> {
         let (trits, scales, codes) = AccumulatorState::buffer_lens(len, &config)?;
         Ok(Self {

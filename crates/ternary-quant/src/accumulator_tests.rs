@@ -227,4 +227,11 @@ fn restore_in_place_resumes_and_rejects_mismatches() {
     bad.trits[3] = 243;
     assert!(matches!(b.restore(&bad), Err(Error::InvalidPacked { .. })));
     assert_eq!(b, before);
+    // A length whose level count would overflow is refused before anything is allocated.
+    let mut huge = a.state();
+    huge.len = usize::MAX;
+    assert!(matches!(
+        PackedAccumulator::from_state(huge),
+        Err(Error::InvalidParameter { param: "len", .. })
+    ));
 }

@@ -169,8 +169,10 @@ impl<'a> Reader<'a> {
 
     /// An `F32` tensor of shape `shape` (absent when it has no elements).
     pub fn f32(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-        if shape.iter().product::<usize>() == 0 {
-            return Ok(Vec::new());
+        match shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)) {
+            Some(0) => return Ok(Vec::new()),
+            Some(_) => {}
+            None => return Err(bad(format!("tensor `{name}`: shape {shape:?} overflows"))),
         }
         Ok(self
             .raw(name, Dtype::F32, shape)?

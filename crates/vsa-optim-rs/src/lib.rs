@@ -13,7 +13,9 @@
 //! gradients, adaptively), [`ternary::TernaryGradientAccumulator`],
 //! [`compress::VSAGradientCompressor`], a checkpointable [`AdamW`] that matches candle-nn's
 //! bit for bit, [`init::deterministic_init`] (candle-nn's own initialisation is unseeded), and
-//! [`ParamSet`], which gives every object the same sorted parameter order.
+//! [`ParamSet`], which gives every object the same sorted parameter order. Every stateful
+//! object checkpoints the same way (`state` / `from_state` / `restore`, and `save` / `load`
+//! as one safetensors file with a versioned header): see [`checkpoint`].
 //!
 //! # Quick start: the training loop
 //!

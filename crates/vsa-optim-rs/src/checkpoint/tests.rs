@@ -223,6 +223,11 @@ fn ternary_bad_files_and_states_are_typed_errors_that_change_nothing() {
         assert!(matches!(r, Err(Error::Checkpoint(_))), "{what}: {r:?}");
         assert_eq!(b.state(), before, "{what}");
     }
+    // A length whose buffers would overflow: refused before anything is allocated.
+    let huge = rewrite(&good, |_, h| {
+        h["accumulators"][0]["len"] = usize::MAX.into();
+    });
+    assert!(matches!(b.load_bytes(&huge), Err(Error::Ternary(_))));
     // A count beyond accumulation_steps: read, then rejected by restore.
     let count = rewrite(&good, |_, h| {
         for a in h["accumulators"].as_array_mut().unwrap() {
@@ -340,6 +345,10 @@ fn compressor_bad_files_and_states_are_typed_errors_that_change_nothing() {
         assert!(matches!(r, Err(Error::Checkpoint(_))), "{what}: {r:?}");
         assert_eq!(b.state(), before, "{what}");
     }
+    let huge = rewrite(&good, |_, h| {
+        h["shapes"][1] = serde_json::json!([usize::MAX, 2]);
+    });
+    assert!(matches!(b.load_bytes(&huge), Err(Error::Checkpoint(_))));
     let nan = rewrite(&good, |t, _| {
         t[0].bytes[..4].copy_from_slice(&f32::NAN.to_le_bytes());
     });
