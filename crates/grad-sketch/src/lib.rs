@@ -78,6 +78,7 @@ mod error;
 pub mod methods;
 mod params;
 mod sketch;
+mod state;
 mod wire;
 
 pub use compressor::SketchCompressor;
@@ -86,4 +87,5 @@ pub use error::{Error, Result};
 pub use methods::{Compressor, CompressorConfig, CompressorState, Message, Method, Part};
 pub use params::{Param, Params};
 pub use sketch::MIN_SLOTS;
+pub use state::SketchState;
 pub use wire::{CompressedGradients, CompressedParam, CompressionStats, HEADER_BYTES, Payload};

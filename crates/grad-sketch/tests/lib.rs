@@ -4,3 +4,4 @@ mod common;
 mod methods;
 mod sketch_bytes;
 mod sketch_quality;
+mod state;

@@ -152,6 +152,33 @@ pub struct AccumulatorState {
     pub codes: Vec<u8>,
 }
 
+impl AccumulatorState {
+    /// The lengths `(trits, scales, codes)` of the buffers of an accumulator of `len`
+    /// elements with `config` (those of [`PackedAccumulator::new`]): `⌈n·len/5⌉` level
+    /// bytes; with [`ScaleFormat::F32`] one scale per block and no codes, with
+    /// [`ScaleFormat::Log8`] one scale (the reference) and one code per block.
+    ///
+    /// # Errors
+    /// As [`AccumulatorConfig::validate`]; [`Error::InvalidParameter`] (`len`) above
+    /// `usize::MAX / 5`, where the level count would overflow.
+    pub fn buffer_lens(len: usize, config: &AccumulatorConfig) -> Result<(usize, usize, usize)> {
+        config.validate()?;
+        if len > usize::MAX / 5 {
+            return Err(Error::InvalidParameter {
+                param: "len",
+                expected: "at most usize::MAX / 5",
+                actual: len.to_string(),
+            });
+        }
+        let blocks = len.div_ceil(block_len(len, config.scale_granularity));
+        let trits = levels_bytes(config.trits_per_element, len);
+        Ok(match config.scale_format {
+            ScaleFormat::F32 => (trits, blocks, 0),
+            ScaleFormat::Log8 => (trits, 1, blocks),
+        })
+    }
+}
+
 /// Gradient accumulator holding the running mean as packed trits plus per-block scales.
 ///
 /// ```
@@ -186,23 +213,18 @@ fn block_len(len: usize, g: ScaleGranularity) -> usize {
 }
 
 impl PackedAccumulator {
-    /// An empty accumulator for tensors of `len` elements; fails on an invalid `config`.
+    /// An empty accumulator for tensors of `len` elements; fails on an invalid `config` or a
+    /// `len` above `usize::MAX / 5` (see [`AccumulatorState::buffer_lens`]).
     pub fn new(len: usize, config: AccumulatorConfig) -> Result<Self> {
-        config.validate()?;
-        let block = block_len(len, config.scale_granularity);
-        let blocks = len.div_ceil(block);
-        let (scales, codes) = match config.scale_format {
-            ScaleFormat::F32 => (vec![0.0; blocks], Vec::new()),
-            ScaleFormat::Log8 => (vec![0.0; 1], vec![ZERO_CODE; blocks]),
-        };
+        let (trits, scales, codes) = AccumulatorState::buffer_lens(len, &config)?;
         Ok(Self {
             len,
-            block,
+            block: block_len(len, config.scale_granularity),
             config,
             count: 0,
-            trits: vec![BASE3_ZERO; levels_bytes(config.trits_per_element, len)],
-            scales,
-            codes,
+            trits: vec![BASE3_ZERO; trits],
+            scales: vec![0.0; scales],
+            codes: vec![ZERO_CODE; codes],
         })
     }
 
@@ -417,7 +439,10 @@ impl PackedAccumulator {
         self.config.seed = seed;
     }
 
-    /// A copy of the full state, for checkpointing.
+    /// A copy of the full state, for checkpointing (see [`AccumulatorState`]). The
+    /// checkpoint pattern: `state()` takes a snapshot, [`from_state`](Self::from_state)
+    /// builds a new accumulator from one, [`restore`](Self::restore) puts one back into an
+    /// existing accumulator.
     pub fn state(&self) -> AccumulatorState {
         AccumulatorState {
             len: self.len,
@@ -429,10 +454,41 @@ impl PackedAccumulator {
         }
     }
 
-    /// Rebuilds an accumulator from a state, validating every field (config, count, buffer
-    /// sizes, canonical base-3 bytes, finite non-negative scales).
+    /// Builds an accumulator from a state, validating every field (config, count, buffer
+    /// sizes, canonical base-3 bytes, finite non-negative scales): [`new`](Self::new) with
+    /// the state's length and config, then [`restore`](Self::restore).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new) for an invalid config, and as [`restore`](Self::restore).
     pub fn from_state(state: AccumulatorState) -> Result<Self> {
         let mut acc = Self::new(state.len, state.config)?;
+        acc.restore(&state)?;
+        Ok(acc)
+    }
+
+    /// Puts a state taken from an accumulator of the same length and config back into this
+    /// one. The config must match apart from `seed`, which
+    /// [`reset_with_seed`](Self::reset_with_seed) moves and which is taken from the state.
+    /// Validates everything before writing, so on error nothing changes; never allocates.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] for another length or buffer sizes,
+    /// [`Error::InvalidParameter`] (`config`) for another config, (`count`) for a count
+    /// above `accumulation_steps`, (`scales`) for a negative or non-finite scale;
+    /// [`Error::InvalidPacked`] for level bytes that are not canonical base 3.
+    pub fn restore(&mut self, state: &AccumulatorState) -> Result<()> {
+        check_len("state.len", self.len, state.len)?;
+        let unseeded = AccumulatorConfig {
+            seed: self.config.seed,
+            ..state.config
+        };
+        if unseeded != self.config {
+            return Err(Error::InvalidParameter {
+                param: "config",
+                expected: "this accumulator's config (only the seed may differ)",
+                actual: format!("{:?}", state.config),
+            });
+        }
         if state.count > state.config.accumulation_steps {
             return Err(Error::InvalidParameter {
                 param: "count",
@@ -442,8 +498,8 @@ impl PackedAccumulator {
         }
         let nt = usize::from(state.config.trits_per_element) * state.len;
         check_base3(nt, &state.trits)?;
-        check_len("scales", acc.scales.len(), state.scales.len())?;
-        check_len("codes", acc.codes.len(), state.codes.len())?;
+        check_len("scales", self.scales.len(), state.scales.len())?;
+        check_len("codes", self.codes.len(), state.codes.len())?;
         if let Some(s) = state.scales.iter().find(|s| !(s.is_finite() && **s >= 0.0)) {
             return Err(Error::InvalidParameter {
                 param: "scales",
@@ -451,13 +507,14 @@ impl PackedAccumulator {
                 actual: s.to_string(),
             });
         }
-        acc.count = state.count;
         // Copy into the exactly sized buffers of `new`: a deserialized `Vec` may carry spare
         // capacity, which `memory_bytes` would (rightly) count.
-        acc.trits.copy_from_slice(&state.trits);
-        acc.scales.copy_from_slice(&state.scales);
-        acc.codes.copy_from_slice(&state.codes);
-        Ok(acc)
+        self.config.seed = state.config.seed;
+        self.count = state.count;
+        self.trits.copy_from_slice(&state.trits);
+        self.scales.copy_from_slice(&state.scales);
+        self.codes.copy_from_slice(&state.codes);
+        Ok(())
     }
 }
 

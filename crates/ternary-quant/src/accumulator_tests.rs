@@ -145,3 +145,93 @@ fn state_round_trip_and_validation() {
     bad.scales[0] = f32::INFINITY;
     assert!(PackedAccumulator::from_state(bad).is_err());
 }
+
+/// `restore` puts a state back into an existing accumulator: the next outputs are the same
+/// bits as the original's, and a state of another length or config is a typed error that
+/// changes nothing.
+#[test]
+fn restore_in_place_resumes_and_rejects_mismatches() {
+    let g: Vec<f32> = (0..47).map(|i| (i as f32 * 0.61).sin() * 3.0).collect();
+    let config = AccumulatorConfig { seed: 5, ..cfg(3) };
+    let mut a = PackedAccumulator::new(47, config).unwrap();
+    a.accumulate(&g).unwrap();
+    a.reset_with_seed(17); // the seed is run position, taken from the state
+    a.accumulate(&g).unwrap();
+    let mut b = PackedAccumulator::new(47, config).unwrap();
+    b.restore(&a.state()).unwrap();
+    assert_eq!(b, a);
+    a.accumulate(&g).unwrap();
+    b.accumulate(&g).unwrap();
+    let bits = |x: &PackedAccumulator| x.mean().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&a), bits(&b));
+
+    let before = b.clone();
+    let other_len = PackedAccumulator::new(46, config).unwrap().state();
+    assert!(matches!(
+        b.restore(&other_len),
+        Err(Error::LengthMismatch {
+            what: "state.len",
+            expected: 47,
+            actual: 46
+        })
+    ));
+    for other in [
+        AccumulatorConfig {
+            trits_per_element: 2,
+            ..config
+        },
+        AccumulatorConfig {
+            accumulation_steps: 4,
+            ..config
+        },
+        AccumulatorConfig {
+            stochastic: false,
+            ..config
+        },
+        AccumulatorConfig {
+            tensor_id: 1,
+            ..config
+        },
+    ] {
+        let st = PackedAccumulator::new(47, other).unwrap().state();
+        assert!(matches!(
+            b.restore(&st),
+            Err(Error::InvalidParameter {
+                param: "config",
+                ..
+            })
+        ));
+    }
+    let mut bad = a.state();
+    bad.count = 4;
+    assert!(matches!(
+        b.restore(&bad),
+        Err(Error::InvalidParameter { param: "count", .. })
+    ));
+    let mut bad = a.state();
+    bad.codes.pop();
+    assert!(matches!(
+        b.restore(&bad),
+        Err(Error::LengthMismatch { what: "codes", .. })
+    ));
+    let mut bad = a.state();
+    bad.scales[0] = -1.0;
+    assert!(matches!(
+        b.restore(&bad),
+        Err(Error::InvalidParameter {
+            param: "scales",
+            ..
+        })
+    ));
+    let mut bad = a.state();
+    bad.trits[3] = 243;
+    assert!(matches!(b.restore(&bad), Err(Error::InvalidPacked { .. })));
+    assert_eq!(b, before);
+    // A length whose level count would overflow is refused before anything is allocated.
+    let mut huge = a.state();
+    huge.len = usize::MAX;
+    assert!(matches!(
+        PackedAccumulator::from_state(huge),
+        Err(Error::InvalidParameter { param: "len", .. })
+    ));
+}

@@ -353,12 +353,17 @@ impl<C: Collective> GradientExchange<C> {
         &mut self.collective
     }
 
-    /// The codec's checkpointable state.
+    /// The codec's checkpointable state (its call counter and error-feedback residuals;
+    /// empty for codecs without state), as bytes. With
+    /// [`restore_codec_state`](GradientExchange::restore_codec_state) this is the
+    /// workspace's checkpoint pattern (`docs/checkpoints.md`): a snapshot, and `restore…`
+    /// writing it back into an existing exchange.
     pub fn codec_state(&self) -> Vec<u8> {
         self.codec.state()
     }
 
-    /// Restores the codec's state from [`codec_state`](GradientExchange::codec_state).
+    /// Restores the codec's state from [`codec_state`](GradientExchange::codec_state) into
+    /// this exchange (same mode, parameters and config); on error nothing changes.
     ///
     /// # Errors
     /// The codec's decode errors.

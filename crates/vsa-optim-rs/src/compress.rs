@@ -43,17 +43,37 @@
 //! ```
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
 pub use grad_sketch::{
     BundleQuantization, CompressedGradients, CompressedParam, CompressionStats, MIN_SLOTS, Payload,
     Reconstruction, SketchCompressor, SketchConfig as VSAConfig,
-    SketchConfigBuilder as VSAConfigBuilder,
+    SketchConfigBuilder as VSAConfigBuilder, SketchState,
 };
+use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::{Entry, bad, encode, open};
 use crate::error::{Error, Result, config_error};
 use crate::params::ParamSet;
+
+/// The format version of the compressor's checkpoint file
+/// ([`VSAGradientCompressor::save`]), checked by [`VSAGradientCompressor::load`].
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// The safetensors metadata key that holds the compressor's JSON header.
+pub const METADATA_KEY: &str = "vsa-optim-rs.compressor";
+
+/// The checkpoint file's JSON header: the state without its residuals.
+#[derive(Serialize, Deserialize)]
+struct Header {
+    version: u32,
+    names: Vec<String>,
+    shapes: Vec<Vec<usize>>,
+    config: VSAConfig,
+    step: u64,
+}
 
 impl From<grad_sketch::Error> for Error {
     /// Maps the compressor's errors onto the facade's variants of the same meaning.
@@ -260,5 +280,136 @@ impl VSAGradientCompressor {
         out: &mut [O],
     ) -> Result<()> {
         Ok(self.core.decompress_into(compressed, out)?)
+    }
+
+    /// A copy of the state: parameters, config, call counter and error-feedback residuals
+    /// (see [`SketchState`] and [`crate::checkpoint`] for the pattern).
+    pub fn state(&self) -> SketchState {
+        self.core.state()
+    }
+
+    /// Builds a compressor on `device` from a state: [`new`](Self::new) with the state's
+    /// parameters and config, then [`restore`](Self::restore).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new) and [`restore`](Self::restore).
+    pub fn from_state(state: SketchState, device: &Device) -> Result<Self> {
+        if state.names.len() != state.shapes.len() {
+            return Err(bad(format!(
+                "compressor state: {} names and {} shapes (expected equal counts)",
+                state.names.len(),
+                state.shapes.len()
+            )));
+        }
+        let shapes: Vec<(String, Vec<usize>)> = state
+            .names
+            .iter()
+            .cloned()
+            .zip(state.shapes.iter().cloned())
+            .collect();
+        let mut c = Self::new(&shapes, state.config, device)?;
+        c.restore(&state)?;
+        Ok(c)
+    }
+
+    /// Puts a state back into this compressor, which must have the same parameters (names,
+    /// sorted, and shapes) and config; on error nothing changes. The next
+    /// [`compress`](Self::compress) then returns the same bits as the compressor the state
+    /// was taken from.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] for other parameters or config, residuals of the wrong number
+    /// or lengths, or a non-finite residual.
+    pub fn restore(&mut self, state: &SketchState) -> Result<()> {
+        self.core
+            .restore(state)
+            .map_err(|e| bad(format!("compressor state: {e}")))
+    }
+
+    /// Writes the state to `path`: one safetensors file whose tensors are the residuals
+    /// (`{i}.residual`, `F32`, the parameter's shape, `i` its index in sorted-name order;
+    /// none with error feedback off) and whose metadata holds the parameters, the config and
+    /// the step as JSON under [`METADATA_KEY`], with a `version`.
+    ///
+    /// # Errors
+    /// I/O errors; as [`state_bytes`](Self::state_bytes).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        std::fs::write(path, self.state_bytes()?)?;
+        Ok(())
+    }
+
+    /// The bytes [`save`](Self::save) writes.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] for a buffer the safetensors format cannot hold.
+    pub fn state_bytes(&self) -> Result<Vec<u8>> {
+        let s = self.state();
+        let tensors: Vec<Entry> = s
+            .residuals
+            .iter()
+            .zip(&s.shapes)
+            .enumerate()
+            .filter(|(_, (r, _))| !r.is_empty())
+            .map(|(i, (r, shape))| Entry::f32(format!("{i}.residual"), shape.clone(), r))
+            .collect();
+        let header = Header {
+            version: CHECKPOINT_VERSION,
+            names: s.names,
+            shapes: s.shapes,
+            config: s.config,
+            step: s.step,
+        };
+        encode(METADATA_KEY, &header, &tensors)
+    }
+
+    /// Reads a state from the bytes of [`state_bytes`](Self::state_bytes), e.g. to build a
+    /// compressor with [`from_state`](Self::from_state). Checks the version, and that every
+    /// residual is present with the dtype and shape of its parameter; `from_state` and
+    /// [`restore`](Self::restore) check the rest.
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] for another version, a truncated or malformed file, or a
+    /// missing, extra or misshapen tensor.
+    pub fn state_from_bytes(bytes: &[u8]) -> Result<SketchState> {
+        let (h, mut file) = open::<Header>(bytes, METADATA_KEY, CHECKPOINT_VERSION)?;
+        let residuals = h
+            .shapes
+            .iter()
+            .enumerate()
+            .map(|(i, shape)| {
+                if h.config.error_feedback {
+                    file.f32(&format!("{i}.residual"), shape)
+                } else {
+                    Ok(Vec::new())
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        file.finish()?;
+        Ok(SketchState {
+            names: h.names,
+            shapes: h.shapes,
+            config: h.config,
+            step: h.step,
+            residuals,
+        })
+    }
+
+    /// Restores the state written by [`save`](Self::save) into this compressor (built for
+    /// the same parameters and config; see [`restore`](Self::restore)). On error nothing
+    /// changes.
+    ///
+    /// # Errors
+    /// I/O errors; as [`state_from_bytes`](Self::state_from_bytes) and
+    /// [`restore`](Self::restore).
+    pub fn load(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        self.load_bytes(&std::fs::read(path)?)
+    }
+
+    /// [`load`](Self::load) from the bytes of [`state_bytes`](Self::state_bytes).
+    ///
+    /// # Errors
+    /// As [`load`](Self::load).
+    pub fn load_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        self.restore(&Self::state_from_bytes(bytes)?)
     }
 }

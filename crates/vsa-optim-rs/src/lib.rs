@@ -13,7 +13,9 @@
 //! gradients, adaptively), [`ternary::TernaryGradientAccumulator`],
 //! [`compress::VSAGradientCompressor`], a checkpointable [`AdamW`] that matches candle-nn's
 //! bit for bit, [`init::deterministic_init`] (candle-nn's own initialisation is unseeded), and
-//! [`ParamSet`], which gives every object the same sorted parameter order.
+//! [`ParamSet`], which gives every object the same sorted parameter order. Every stateful
+//! object checkpoints the same way (`state` / `from_state` / `restore`, and `save` / `load`
+//! as one safetensors file with a versioned header): see [`checkpoint`].
 //!
 //! # Quick start: the training loop
 //!
@@ -69,6 +71,7 @@ pub use ternary_quant;
 pub use vsa_core;
 
 pub mod adamw;
+pub mod checkpoint;
 pub mod compress;
 #[cfg(feature = "distributed")]
 pub mod distributed;
@@ -78,10 +81,10 @@ pub mod params;
 pub mod ternary;
 pub mod trainer;
 
-pub use adamw::{AdamW, ParamsAdamW};
+pub use adamw::{AdamW, AdamWState, ParamsAdamW};
 pub use compress::{
-    BundleQuantization, CompressedGradients, CompressionStats, Reconstruction, VSAConfig,
-    VSAGradientCompressor,
+    BundleQuantization, CompressedGradients, CompressionStats, Reconstruction, SketchState,
+    VSAConfig, VSAGradientCompressor,
 };
 pub use error::{Error, Result};
 pub use grad_predict::{HistoryMode, PredictorModel, StatPrecision};

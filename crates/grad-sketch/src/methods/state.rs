@@ -1,13 +1,27 @@
 //! A [`Compressor`]'s checkpointable state, and summing messages of linear methods.
+//!
+//! The checkpoint pattern is the crate's (see [`SketchState`](crate::SketchState)):
+//! [`Compressor::state`] takes a snapshot, [`Compressor::from_state`] builds a new compressor
+//! from one, [`Compressor::restore`] puts one back into an existing compressor.
 
+use super::CompressorConfig;
 use super::compressor::Compressor;
 use super::message::{Message, Part};
-use crate::error::{Error, Result, invalid};
+use crate::error::{Result, invalid};
+use crate::state::{check_buffers, check_same, declared};
 
-/// A [`Compressor`]'s mutable state: the step, the error-feedback residuals and PowerSGD's
-/// warm starts (empty vectors where a parameter has none), in sorted-name order.
+/// A [`Compressor`]'s state: its parameters and config, the step, the error-feedback
+/// residuals and PowerSGD's warm starts (empty vectors where a parameter has none), in
+/// sorted-name order. Restoring it resumes a run bit for bit.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CompressorState {
+    /// Parameter names, sorted.
+    pub names: Vec<String>,
+    /// Parameter shapes, in the order of `names`.
+    pub shapes: Vec<Vec<usize>>,
+    /// The configuration.
+    pub config: CompressorConfig,
     /// Successful compress calls so far.
     pub step: u64,
     /// Residuals (empty when error feedback is off).
@@ -18,8 +32,16 @@ pub struct CompressorState {
 
 impl Compressor {
     /// Copies the state into `out`, reusing its buffers (no allocation once `out` has the
-    /// shapes).
+    /// shapes and names).
     pub fn copy_state_into(&self, out: &mut CompressorState) {
+        let list = self.params.list();
+        out.names.resize_with(list.len(), String::new);
+        out.shapes.resize_with(list.len(), Vec::new);
+        for ((n, s), p) in out.names.iter_mut().zip(out.shapes.iter_mut()).zip(list) {
+            n.clone_from(&p.name);
+            s.clone_from(&p.shape);
+        }
+        out.config = self.config;
         out.step = self.step;
         for (dst, src) in [
             (&mut out.residuals, &self.residuals),
@@ -40,28 +62,39 @@ impl Compressor {
         s
     }
 
-    /// Restores a state taken from a compressor with the same config and parameters.
+    /// Builds a compressor from a state: [`new`](Self::new) with the state's parameters and
+    /// config, then [`restore`](Self::restore).
     ///
     /// # Errors
-    /// [`Error::InvalidState`] for vectors of the wrong number or lengths, or non-finite
-    /// values; nothing changes on error.
+    /// As [`new`](Self::new) and [`restore`](Self::restore).
+    pub fn from_state(state: CompressorState) -> Result<Self> {
+        let shapes = declared(&state.names, &state.shapes)?;
+        let mut c = Self::new(&shapes, state.config)?;
+        c.restore(&state)?;
+        Ok(c)
+    }
+
+    /// Puts a state back into this compressor, which must have the same parameters (names
+    /// and shapes, in sorted order) and config.
+    ///
+    /// # Errors
+    /// [`Error::InvalidState`](crate::Error::InvalidState) for other parameters or config,
+    /// vectors of the wrong number or lengths, or non-finite values; nothing changes on
+    /// error.
     pub fn restore(&mut self, state: &CompressorState) -> Result<()> {
+        check_same(
+            &self.params,
+            &self.config,
+            &state.names,
+            &state.shapes,
+            &state.config,
+        )?;
         for (what, have, want) in [
             ("residuals", &state.residuals, &self.residuals),
             ("warm starts", &state.warm_starts, &self.q),
         ] {
-            let ok =
-                have.len() == want.len() && have.iter().zip(want).all(|(a, b)| a.len() == b.len());
-            if !ok {
-                return Err(Error::InvalidState(format!(
-                    "{what}: the lengths do not match this compressor's"
-                )));
-            }
-            if !have.iter().flatten().all(|x| x.is_finite()) {
-                return Err(Error::InvalidState(format!(
-                    "{what}: a value is not finite"
-                )));
-            }
+            let lengths: Vec<usize> = want.iter().map(Vec::len).collect();
+            check_buffers(what, have, &lengths)?;
         }
         self.copy_from(state);
         Ok(())
@@ -83,7 +116,8 @@ impl Compressor {
     /// the same bits.
     ///
     /// # Errors
-    /// [`Error::FingerprintMismatch`]; [`Error::InvalidCompressed`] for messages of another
+    /// [`Error::FingerprintMismatch`](crate::Error::FingerprintMismatch);
+    /// [`Error::InvalidCompressed`](crate::Error::InvalidCompressed) for messages of another
     /// step or shape, or a method that is not linear in the gradient (top-k, PowerSGD).
     /// On error `sum` is unchanged.
     pub fn accumulate(&self, sum: &mut Message, other: &Message) -> Result<()> {

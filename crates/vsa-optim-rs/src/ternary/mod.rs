@@ -62,19 +62,20 @@
 //! # Ok::<(), vsa_optim_rs::Error>(())
 //! ```
 
+mod checkpoint;
+mod config;
+
 use std::collections::HashMap;
-use std::path::Path;
 
 use candle_core::backprop::GradStore;
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
-use serde::{Deserialize, Serialize};
-use ternary_quant::{
-    AccumulatorConfig, AccumulatorState, DEFAULT_COMPACT_BLOCK, PackedAccumulator, ScaleFormat,
-    ScaleGranularity,
-};
+use ternary_quant::PackedAccumulator;
 
-use crate::error::{Error, Result, config_error};
+pub use checkpoint::{CHECKPOINT_VERSION, METADATA_KEY, TernaryAccumulatorState};
+pub use config::{TernaryConfig, TernaryConfigBuilder};
+
+use crate::error::{Error, Result};
 use crate::params::ParamSet;
 
 /// Domain tag ("tgacc\0\0\0") mixed into the run seed, so that the accumulator's window seeds
@@ -86,179 +87,6 @@ const WINDOW_DOMAIN: u64 = 0x7467_6163_6300_0000;
 /// distinct windows never share streams).
 pub fn window_seed(seed: u64, window: u64) -> u64 {
     vsa_core::rng::mix(vsa_core::rng::mix(seed, WINDOW_DOMAIN), window)
-}
-
-/// Configuration of a [`TernaryGradientAccumulator`]: plain public fields with
-/// [`Default`], or [`TernaryConfig::builder`]. Validated by
-/// [`TernaryGradientAccumulator::new`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TernaryConfig {
-    /// Micro-batches per optimizer step (`>= 1`, default 8); `accumulate` fails past it until
-    /// `reset`.
-    pub accumulation_steps: usize,
-    /// `true` (default): unbiased stochastic requantization. `false`: deterministic absmean
-    /// requantization (no randomness, smaller error per step but biased).
-    pub use_stochastic_rounding: bool,
-    /// Run seed (default 0).
-    pub seed: u64,
-    /// Elements sharing one scale (default `PerBlock(25)`; `PerBlock(n)` needs `n` a positive
-    /// multiple of 5; `PerTensor` holds one scale per tensor).
-    pub scale_granularity: ScaleGranularity,
-    /// Balanced trits held per element: 1 (default), 2, 3 or 5 (3, 9, 27 or 243 levels;
-    /// 1.6, 3.2, 4.8 or 8 bits per element before scales).
-    #[serde(default = "one_trit")]
-    pub trits_per_element: u8,
-    /// How block scales are held (default [`ScaleFormat::Log8`], one byte per block;
-    /// [`ScaleFormat::F32`] is the earlier 32-bit scale).
-    #[serde(default = "f32_scales")]
-    pub scale_format: ScaleFormat,
-}
-
-fn one_trit() -> u8 {
-    1
-}
-
-/// Checkpoints written before `scale_format` existed held `f32` scales.
-fn f32_scales() -> ScaleFormat {
-    ScaleFormat::F32
-}
-
-impl Default for TernaryConfig {
-    fn default() -> Self {
-        Self {
-            accumulation_steps: 8,
-            use_stochastic_rounding: true,
-            seed: 0,
-            scale_granularity: ScaleGranularity::PerBlock(DEFAULT_COMPACT_BLOCK),
-            trits_per_element: 1,
-            scale_format: ScaleFormat::Log8,
-        }
-    }
-}
-
-impl TernaryConfig {
-    /// A builder starting from [`TernaryConfig::default`].
-    pub fn builder() -> TernaryConfigBuilder {
-        TernaryConfigBuilder {
-            config: Self::default(),
-        }
-    }
-
-    /// Checks every field.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] naming the field: `accumulation_steps = 0`, a
-    /// `PerBlock(n)` scale block that is not a positive multiple of 5, or
-    /// `trits_per_element` outside {1, 2, 3, 5}.
-    pub fn validate(&self) -> Result<()> {
-        if self.accumulation_steps == 0 {
-            return Err(config_error("accumulation_steps", "at least 1", 0));
-        }
-        if let ScaleGranularity::PerBlock(b) = self.scale_granularity
-            && (b == 0 || !b.is_multiple_of(5))
-        {
-            return Err(config_error(
-                "scale_granularity",
-                "PerBlock(n) with n a positive multiple of 5",
-                b,
-            ));
-        }
-        if !ternary_quant::SUPPORTED_TRITS.contains(&self.trits_per_element) {
-            return Err(config_error(
-                "trits_per_element",
-                "1, 2, 3 or 5",
-                self.trits_per_element,
-            ));
-        }
-        Ok(())
-    }
-
-    fn tensor_config(&self, window: u64, tensor_id: usize) -> AccumulatorConfig {
-        AccumulatorConfig {
-            accumulation_steps: self.accumulation_steps,
-            stochastic: self.use_stochastic_rounding,
-            seed: window_seed(self.seed, window),
-            tensor_id: tensor_id as u64,
-            scale_granularity: self.scale_granularity,
-            trits_per_element: self.trits_per_element,
-            scale_format: self.scale_format,
-        }
-    }
-}
-
-/// Builder for [`TernaryConfig`]; [`build`](TernaryConfigBuilder::build) returns the config
-/// itself (validation happens in [`TernaryGradientAccumulator::new`]).
-#[derive(Debug, Clone, Copy)]
-pub struct TernaryConfigBuilder {
-    config: TernaryConfig,
-}
-
-impl TernaryConfigBuilder {
-    /// Sets [`TernaryConfig::accumulation_steps`].
-    pub fn accumulation_steps(mut self, steps: usize) -> Self {
-        self.config.accumulation_steps = steps;
-        self
-    }
-
-    /// Sets [`TernaryConfig::use_stochastic_rounding`].
-    pub fn use_stochastic_rounding(mut self, yes: bool) -> Self {
-        self.config.use_stochastic_rounding = yes;
-        self
-    }
-
-    /// Sets [`TernaryConfig::seed`].
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.config.seed = seed;
-        self
-    }
-
-    /// Sets [`TernaryConfig::scale_granularity`].
-    pub fn scale_granularity(mut self, g: ScaleGranularity) -> Self {
-        self.config.scale_granularity = g;
-        self
-    }
-
-    /// Sets [`TernaryConfig::trits_per_element`] (1, 2, 3 or 5; checked by
-    /// [`TernaryConfig::validate`]).
-    pub fn trits_per_element(mut self, n: u8) -> Self {
-        self.config.trits_per_element = n;
-        self
-    }
-
-    /// Sets [`TernaryConfig::scale_format`].
-    pub fn scale_format(mut self, f: ScaleFormat) -> Self {
-        self.config.scale_format = f;
-        self
-    }
-
-    /// Shorthand for `scale_granularity(ScaleGranularity::PerBlock(block))`.
-    pub fn scale_block(self, block: usize) -> Self {
-        self.scale_granularity(ScaleGranularity::PerBlock(block))
-    }
-
-    /// The configuration.
-    pub fn build(self) -> TernaryConfig {
-        self.config
-    }
-}
-
-/// The complete, serialisable state of a [`TernaryGradientAccumulator`]: the parameters, the
-/// config, the window counter and every packed accumulator. `(window, count)` fixes all future
-/// random draws, so a run restored from it continues bit-identically.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TernaryAccumulatorState {
-    /// Format version: 2 (1 = written before trit counts and 8-bit scales; still read).
-    pub version: u32,
-    /// Parameter names, sorted.
-    pub names: Vec<String>,
-    /// Parameter shapes, in the order of `names`.
-    pub shapes: Vec<Vec<usize>>,
-    /// The configuration.
-    pub config: TernaryConfig,
-    /// Accumulation windows completed (resets so far).
-    pub window: u64,
-    /// One packed accumulator per parameter, in the order of `names`.
-    pub accumulators: Vec<AccumulatorState>,
 }
 
 /// Averages micro-batch gradients of candle models in packed ternary form (1.92 bits per
@@ -480,106 +308,6 @@ impl TernaryGradientAccumulator {
     /// `8 · memory_bytes() / total elements`.
     pub fn bits_per_element(&self) -> f64 {
         (self.memory_bytes() * 8) as f64 / self.params.total_numel() as f64
-    }
-
-    /// A copy of the full state, for checkpointing (serde).
-    pub fn state(&self) -> TernaryAccumulatorState {
-        TernaryAccumulatorState {
-            version: 2,
-            names: self.params.specs().iter().map(|s| s.name.clone()).collect(),
-            shapes: self
-                .params
-                .specs()
-                .iter()
-                .map(|s| s.shape.clone())
-                .collect(),
-            config: self.config,
-            window: self.window,
-            accumulators: self.accs.iter().map(PackedAccumulator::state).collect(),
-        }
-    }
-
-    /// Rebuilds an accumulator from [`state`](Self::state), validating everything: version,
-    /// names and shapes, config, and that each packed accumulator matches its parameter, the
-    /// config, the window's seed, its tensor id and a common count.
-    ///
-    /// # Errors
-    /// [`Error::Checkpoint`] for any inconsistency, [`Error::InvalidConfig`],
-    /// [`Error::Ternary`] for an invalid packed state.
-    pub fn from_state(state: TernaryAccumulatorState, device: &Device) -> Result<Self> {
-        if !(1..=2).contains(&state.version) {
-            return Err(Error::Checkpoint(format!(
-                "ternary accumulator state version: expected 1 or 2, got {}",
-                state.version
-            )));
-        }
-        if state.names.len() != state.shapes.len() || state.names.len() != state.accumulators.len()
-        {
-            return Err(Error::Checkpoint(format!(
-                "ternary accumulator state: {} names, {} shapes and {} accumulators (expected equal counts)",
-                state.names.len(),
-                state.shapes.len(),
-                state.accumulators.len()
-            )));
-        }
-        let shapes: Vec<(String, Vec<usize>)> = state
-            .names
-            .iter()
-            .cloned()
-            .zip(state.shapes.iter().cloned())
-            .collect();
-        let mut acc = Self::new(&shapes, state.config, device)?;
-        let sorted: Vec<&String> = acc.params.specs().iter().map(|s| &s.name).collect();
-        if sorted != state.names.iter().collect::<Vec<_>>() {
-            return Err(Error::Checkpoint(
-                "ternary accumulator state: names are not sorted".into(),
-            ));
-        }
-        let count = state.accumulators[0].count;
-        let mut accs = Vec::with_capacity(state.accumulators.len());
-        for (i, (s, a)) in acc
-            .params
-            .specs()
-            .iter()
-            .zip(state.accumulators)
-            .enumerate()
-        {
-            let expected = state.config.tensor_config(state.window, i);
-            if a.len != s.numel() || a.config != expected || a.count != count {
-                return Err(Error::Checkpoint(format!(
-                    "ternary accumulator state for `{}`: expected len {}, config {:?} and count {}, got len {}, config {:?} and count {}",
-                    s.name,
-                    s.numel(),
-                    expected,
-                    count,
-                    a.len,
-                    a.config,
-                    a.count
-                )));
-            }
-            accs.push(PackedAccumulator::from_state(a)?);
-        }
-        acc.accs = accs;
-        acc.window = state.window;
-        Ok(acc)
-    }
-
-    /// Writes [`state`](Self::state) to `path` as JSON.
-    ///
-    /// # Errors
-    /// I/O and JSON errors.
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        std::fs::write(path, serde_json::to_vec(&self.state())?)?;
-        Ok(())
-    }
-
-    /// Reads a state written by [`save`](Self::save) (on `device`).
-    ///
-    /// # Errors
-    /// I/O and JSON errors, and as [`from_state`](Self::from_state).
-    pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
-        let state: TernaryAccumulatorState = serde_json::from_slice(&std::fs::read(path)?)?;
-        Self::from_state(state, device)
     }
 
     fn check_nonempty(&self) -> Result<()> {

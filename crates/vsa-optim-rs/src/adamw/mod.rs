@@ -3,16 +3,21 @@
 //! candle-nn 0.11's `AdamW` keeps its moment tensors private, so a run that uses it cannot
 //! be saved and resumed exactly. This one performs the same tensor operations in the same
 //! order (so it is bit-identical, which `tests::matches_candle_nn_bit_for_bit` checks) and
-//! exposes its state: moments in safetensors, step counter and hyper-parameters in JSON.
+//! exposes its state ([`AdamWState`], the crate's checkpoint pattern:
+//! [`crate::checkpoint`]): one safetensors file whose tensors are the moments `{i}.m` and
+//! `{i}.v` (in each variable's dtype; `i` its index) and whose metadata holds the step
+//! counter, the hyper-parameters, names, shapes and dtypes as JSON under [`METADATA_KEY`],
+//! with a `version`.
 
-use std::path::Path;
+mod checkpoint;
 
+use candle_core::Var;
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
 use candle_nn::{Optimizer, VarMap};
-use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result, config_error};
+pub use checkpoint::{AdamWState, CHECKPOINT_VERSION, METADATA_KEY, MomentState};
+
+use crate::error::{Result, config_error};
 use crate::params::ParamSet;
 
 pub use candle_nn::ParamsAdamW;
@@ -33,17 +38,6 @@ pub struct AdamW {
     params: ParamsAdamW,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Meta {
-    step_t: usize,
-    lr: f64,
-    beta1: f64,
-    beta2: f64,
-    eps: f64,
-    weight_decay: f64,
-    names: Vec<String>,
-}
-
 impl AdamW {
     /// Optimises the float variables of `varmap`, identified by their sorted names.
     ///
@@ -58,7 +52,7 @@ impl AdamW {
     /// Optimises `vars`, naming them `names` (the names key the checkpoint).
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a non-finite or negative learning rate, betas outside
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for a non-finite or negative learning rate, betas outside
     /// `[0, 1)`, `eps <= 0`, or a name count that differs from the variable count.
     pub fn with_names(names: Vec<String>, vars: Vec<Var>, params: ParamsAdamW) -> Result<Self> {
         validate(&params)?;
@@ -102,96 +96,6 @@ impl AdamW {
             .map(|s| 2 * s.m.elem_count() * s.m.dtype().size_in_bytes())
             .sum()
     }
-
-    /// Writes the state: `<path>` (safetensors moments) and `<path>.json` (step, params).
-    ///
-    /// # Errors
-    /// I/O and candle errors.
-    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let mut tensors = std::collections::HashMap::new();
-        for s in &self.slots {
-            tensors.insert(format!("m.{}", s.name), s.m.as_tensor().clone());
-            tensors.insert(format!("v.{}", s.name), s.v.as_tensor().clone());
-        }
-        candle_core::safetensors::save(&tensors, path)?;
-        let p = &self.params;
-        let meta = Meta {
-            step_t: self.step_t,
-            lr: p.lr,
-            beta1: p.beta1,
-            beta2: p.beta2,
-            eps: p.eps,
-            weight_decay: p.weight_decay,
-            names: self.slots.iter().map(|s| s.name.clone()).collect(),
-        };
-        std::fs::write(json_path(path), serde_json::to_vec_pretty(&meta)?)?;
-        Ok(())
-    }
-
-    /// Restores the state written by [`AdamW::save`]. The optimizer must have been built for
-    /// the same names and shapes. On error the state is unchanged.
-    ///
-    /// # Errors
-    /// [`Error::Checkpoint`] when names or shapes differ, I/O and candle errors.
-    pub fn load(&mut self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let meta: Meta = serde_json::from_slice(&std::fs::read(json_path(path))?)?;
-        let names: Vec<String> = self.slots.iter().map(|s| s.name.clone()).collect();
-        if meta.names != names {
-            return Err(Error::Checkpoint(format!(
-                "optimizer parameters differ: checkpoint has {:?}, optimizer has {:?}",
-                meta.names, names
-            )));
-        }
-        let device = self
-            .slots
-            .first()
-            .map(|s| s.var.device().clone())
-            .unwrap_or(candle_core::Device::Cpu);
-        let tensors = candle_core::safetensors::load(path, &device)?;
-        // Validate everything before touching any state.
-        let mut staged: Vec<(Tensor, Tensor)> = Vec::with_capacity(self.slots.len());
-        for s in &self.slots {
-            let get = |k: String| -> Result<Tensor> {
-                let t = tensors
-                    .get(&k)
-                    .ok_or_else(|| Error::Checkpoint(format!("missing tensor `{k}`")))?;
-                if t.dims() != s.var.dims() || t.dtype() != s.var.dtype() {
-                    return Err(Error::Checkpoint(format!(
-                        "tensor `{k}`: expected {:?} {:?}, got {:?} {:?}",
-                        s.var.dims(),
-                        s.var.dtype(),
-                        t.dims(),
-                        t.dtype()
-                    )));
-                }
-                Ok(t.clone())
-            };
-            staged.push((get(format!("m.{}", s.name))?, get(format!("v.{}", s.name))?));
-        }
-        let params = ParamsAdamW {
-            lr: meta.lr,
-            beta1: meta.beta1,
-            beta2: meta.beta2,
-            eps: meta.eps,
-            weight_decay: meta.weight_decay,
-        };
-        validate(&params)?;
-        for (s, (m, v)) in self.slots.iter().zip(staged) {
-            s.m.set(&m)?;
-            s.v.set(&v)?;
-        }
-        self.step_t = meta.step_t;
-        self.params = params;
-        Ok(())
-    }
-}
-
-fn json_path(path: &Path) -> std::path::PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push(".json");
-    p.into()
 }
 
 fn validate(p: &ParamsAdamW) -> Result<()> {
@@ -261,7 +165,8 @@ impl Optimizer for AdamW {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, Module};
+    use crate::error::Error;
+    use candle_core::{DType, Device, Module, Tensor};
 
     /// A linear layer whose initial weights are fixed (candle's own init is unseeded).
     fn model(vm: &VarMap) -> candle_nn::Linear {
