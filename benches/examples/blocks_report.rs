@@ -11,7 +11,7 @@
 
 use vsa_optim_bench::blocks::{self, Regime};
 
-const LRS: [f64; 3] = [1e-3, 2e-3, 4e-3];
+const LRS: [f64; 3] = [1.5e-3, 3e-3, 6e-3];
 const BEGIN: &str = "<!-- blocks:begin (cargo run --release -p vsa-optim-bench --example blocks_report -- --write) -->";
 const END: &str = "<!-- blocks:end -->";
 

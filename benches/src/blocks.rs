@@ -165,15 +165,7 @@ pub fn methods() -> Vec<Labelled> {
             BlockMethod::Trainer(Box::new(DeterministicPhaseConfig::default())),
         ),
         l(
-            "whole-model prediction (alternating)",
-            BlockMethod::Trainer(Box::new(DeterministicPhaseConfig::alternating())),
-        ),
-        l(
-            "per-block prediction (alternating)",
-            BlockMethod::Trainer(Box::new(per_block(DeterministicPhaseConfig::alternating()))),
-        ),
-        l(
-            "per-block prediction (defaults)",
+            PER_BLOCK,
             BlockMethod::Trainer(Box::new(per_block(DeterministicPhaseConfig::default()))),
         ),
         l(
@@ -342,7 +334,7 @@ pub fn summarise(runs: &[BlockRun], seeds: &[u64]) -> Vec<Summary> {
             .map(|r| r.result.last().loss)
             .collect::<Vec<_>>(),
     );
-    labels
+    let mut rows: Vec<Summary> = labels
         .iter()
         .filter_map(|label| {
             let (lr, rs) = pick(label)?;
@@ -373,7 +365,80 @@ pub fn summarise(runs: &[BlockRun], seeds: &[u64]) -> Vec<Summary> {
                 stats: rs.first().and_then(|r| r.result.stats.clone()),
             })
         })
-        .collect()
+        .collect();
+    if let Some(row) = pick(PER_BLOCK)
+        .and_then(|(_, pb)| compute_matched(&plain, &pb, seeds, plain_loss))
+    {
+        rows.insert(1, row);
+    }
+    rows
+}
+
+/// The label of the per-block method whose backward FLOPs the compute-matched row matches.
+pub const PER_BLOCK: &str = "per-block prediction (defaults)";
+
+/// The compute-matched control: each seed's tuned plain run stopped at the per-block run's
+/// backward FLOPs (its last evaluation at or before step `fraction × steps`; a prefix of the
+/// same run, so its time to target is the plain run's when the prefix holds the target, and
+/// "never" otherwise).
+fn compute_matched(
+    plain: &[&BlockRun],
+    per_block: &[&BlockRun],
+    seeds: &[u64],
+    plain_loss: f64,
+) -> Option<Summary> {
+    let mut picked = Vec::new();
+    for &s in seeds {
+        let (Some(p), Some(me)) = (
+            plain.iter().find(|r| r.seed == s),
+            per_block.iter().find(|r| r.seed == s),
+        ) else {
+            continue;
+        };
+        let budget = me.flops_fraction * p.result.schedule.len() as f64;
+        let prefix: Vec<_> = p
+            .result
+            .curve
+            .iter()
+            .copied()
+            .filter(|c| c.step as f64 <= budget + 1e-9)
+            .collect();
+        let last = *prefix.last()?;
+        let target = p.result.last().loss * (1.0 + TARGET_SLACK);
+        let mut hit = None;
+        for c in &prefix {
+            if c.loss <= target {
+                hit.get_or_insert(c.secs);
+            } else {
+                hit = None;
+            }
+        }
+        let speedup = match (p.result.sustained_hit(target), hit) {
+            (Some(full), Some(h)) => Some(full / h),
+            _ => None,
+        };
+        picked.push((last, me.flops_fraction, speedup, p.result.lr));
+    }
+    let first = picked.first()?;
+    let n = picked.len() as f64;
+    let losses: Vec<f64> = picked.iter().map(|x| x.0.loss).collect();
+    let loss = losses.iter().sum::<f64>() / n;
+    Some(Summary {
+        label: "compute-matched plain (tuned plain stopped at the per-block run's backward FLOPs)"
+            .into(),
+        lr: first.3,
+        loss,
+        loss_range: (
+            losses.iter().copied().fold(f64::INFINITY, f64::min),
+            losses.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        ),
+        loss_vs_plain: loss / plain_loss - 1.0,
+        flops_fraction: picked.iter().map(|x| x.1).sum::<f64>() / n,
+        skip_rate: 0.0,
+        secs: picked.iter().map(|x| x.0.secs).sum::<f64>() / n,
+        speedups: picked.iter().map(|x| x.2).collect(),
+        stats: None,
+    })
 }
 
 /// The summary as a markdown table.
