@@ -54,7 +54,7 @@ fn main() -> candle_core::Result<()> {
             runs.extend(blocks::run_seed(&task, &LRS, steps, seed, |r| {
                 let p = r.result.last();
                 eprintln!(
-                    "[{:>6.0} s] {} seed {} lr {:.0e}: val loss {:.4}, {:.1} s, FLOPs {:.1}%, \
+                    "[{:>6.0} s] {} seed {} lr {:.1e}: val loss {:.4}, {:.1} s, FLOPs {:.1}%, \
                      blocks skipped {:.1}%{}",
                     t0.elapsed().as_secs_f64(),
                     r.label,
@@ -73,6 +73,14 @@ fn main() -> candle_core::Result<()> {
             })?);
         }
         let rows = blocks::summarise(&runs, &seeds);
+        let json = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!(
+            "../target/blocks-runs-{}.json",
+            regime.name.replace(' ', "-")
+        ));
+        if let Ok(text) = serde_json::to_string(&runs) {
+            // The raw runs, for re-reading the curves; the table above does not depend on it.
+            let _ = std::fs::write(&json, text);
+        }
         body.push_str(&blocks::markdown(regime, &rows, steps, seeds.len()));
         body.push('\n');
     }

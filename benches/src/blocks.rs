@@ -132,6 +132,8 @@ pub enum BlockMethod {
     DropSameSchedule,
     /// Zero gradient for blocks skipped at random at the reference run's skip rate.
     DropRandom,
+    /// DropBP at a fixed rate: zero gradient for blocks skipped at random at this rate.
+    DropRate(f64),
 }
 
 /// A labelled method.
@@ -175,6 +177,10 @@ pub fn methods() -> Vec<Labelled> {
         l(
             "DropBP control: random blocks at the same rate, zero gradient",
             BlockMethod::DropRandom,
+        ),
+        l(
+            "DropBP at rate 0.25: random blocks, zero gradient",
+            BlockMethod::DropRate(0.25),
         ),
     ]
 }
@@ -255,6 +261,17 @@ pub fn run_seed(
                         random_block_schedule(&r.groups, steps, block_skip_rate(r), seed)
                     };
                     Method::ZeroOnBlockSchedule { groups, plan }
+                }
+                BlockMethod::DropRate(rate) => {
+                    let Some(r) = &reference else {
+                        return Err(candle_core::Error::Msg(
+                            "a DropBP row needs a per-block run before it (for the groups)".into(),
+                        ));
+                    };
+                    Method::ZeroOnBlockSchedule {
+                        groups: r.groups.clone().into(),
+                        plan: random_block_schedule(&r.groups, steps, *rate, seed),
+                    }
                 }
             };
             let result = run(task, &method, &m.label, lr, settings(lr), |_| {})?;
@@ -456,7 +473,7 @@ pub fn markdown(regime: &Regime, rows: &[Summary], steps: usize, seeds: usize) -
             .map(|x| x.map_or("never".into(), |v| format!("{v:.2}×")))
             .collect();
         s.push_str(&format!(
-            "| {} | {:.0e} | {:.4} ({:.4}–{:.4}) | {:+.2}% | {:.1}% | {:.1}% | {:.1} | {} |\n",
+            "| {} | {:.1e} | {:.4} ({:.4}–{:.4}) | {:+.2}% | {:.1}% | {:.1}% | {:.1} | {} |\n",
             r.label,
             r.lr,
             r.loss,
