@@ -19,7 +19,7 @@
 //! | [`TernaryGradientAccumulator`](crate::TernaryGradientAccumulator) | [`TernaryAccumulatorState`](crate::TernaryAccumulatorState) | `vsa-optim-rs.ternary` |
 //! | [`VSAGradientCompressor`](crate::VSAGradientCompressor) | [`SketchState`](crate::SketchState) | `vsa-optim-rs.compressor` |
 //! | [`AdamW`](crate::AdamW) | [`AdamWState`](crate::AdamWState) (`state()` returns a `Result`: it copies the moments to the host) | `vsa-optim-rs.adamw` |
-//! | [`DeterministicPhaseTrainer`](crate::DeterministicPhaseTrainer) | (the file only) | `vsa-optim-rs.trainer` |
+//! | [`DeterministicPhaseTrainer`](crate::DeterministicPhaseTrainer) | [`TrainerState`](crate::TrainerState) (the file's bytes: the history is device tensors; `state()` returns a `Result`) | `vsa-optim-rs.trainer` |
 //!
 //! **The file** is one safetensors file. Large buffers are its tensors (packed trits and
 //! codes as `U8`, scales, residuals and warm starts as `F32`, optimizer moments in their
@@ -91,6 +91,22 @@ pub(crate) fn encode(key: &str, header: &impl Serialize, tensors: &[Entry]) -> R
         .collect::<Result<Vec<_>>>()?;
     let meta = HashMap::from([(key.to_string(), json)]);
     safetensors::tensor::serialize(views, Some(meta)).map_err(|e| bad(format!("safetensors: {e}")))
+}
+
+/// `(name, shape)` pairs from a snapshot's parallel lists, after checking their counts.
+pub(crate) fn named_shapes(
+    what: &str,
+    names: &[String],
+    shapes: &[Vec<usize>],
+) -> Result<Vec<(String, Vec<usize>)>> {
+    if names.len() != shapes.len() {
+        return Err(bad(format!(
+            "{what} state: {} names and {} shapes (expected equal counts)",
+            names.len(),
+            shapes.len()
+        )));
+    }
+    Ok(names.iter().cloned().zip(shapes.iter().cloned()).collect())
 }
 
 /// Whether `bytes` are a JSON document rather than a safetensors file (whose header length

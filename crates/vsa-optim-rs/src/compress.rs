@@ -294,19 +294,8 @@ impl VSAGradientCompressor {
     /// # Errors
     /// As [`new`](Self::new) and [`restore`](Self::restore).
     pub fn from_state(state: SketchState, device: &Device) -> Result<Self> {
-        if state.names.len() != state.shapes.len() {
-            return Err(bad(format!(
-                "compressor state: {} names and {} shapes (expected equal counts)",
-                state.names.len(),
-                state.shapes.len()
-            )));
-        }
-        let shapes: Vec<(String, Vec<usize>)> = state
-            .names
-            .iter()
-            .cloned()
-            .zip(state.shapes.iter().cloned())
-            .collect();
+        let shapes =
+            crate::checkpoint::named_shapes("compressor", &state.names, &state.shapes)?;
         let mut c = Self::new(&shapes, state.config, device)?;
         c.restore(&state)?;
         Ok(c)

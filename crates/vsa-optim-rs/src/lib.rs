@@ -95,5 +95,5 @@ pub use ternary::{
 };
 pub use trainer::{
     BackwardPlan, DeterministicPhaseConfig, DeterministicPhaseConfigBuilder,
-    DeterministicPhaseTrainer, GroupStats, TrainerStats, TransferStats,
+    DeterministicPhaseTrainer, GroupStats, TrainerState, TrainerStats, TransferStats,
 };

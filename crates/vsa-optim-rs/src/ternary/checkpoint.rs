@@ -178,12 +178,8 @@ impl TernaryGradientAccumulator {
     /// As [`new`](Self::new) and [`restore`](Self::restore).
     pub fn from_state(state: TernaryAccumulatorState, device: &Device) -> Result<Self> {
         state.check_counts()?;
-        let shapes: Vec<(String, Vec<usize>)> = state
-            .names
-            .iter()
-            .cloned()
-            .zip(state.shapes.iter().cloned())
-            .collect();
+        let shapes =
+            crate::checkpoint::named_shapes("ternary accumulator", &state.names, &state.shapes)?;
         let mut acc = Self::new(&shapes, state.config, device)?;
         acc.restore(&state)?;
         Ok(acc)

@@ -51,6 +51,71 @@ fn bad(reason: impl Into<String>) -> Error {
     Error::Checkpoint(reason.into())
 }
 
+/// A trainer snapshot ([`DeterministicPhaseTrainer::state`]): the bytes of the checkpoint
+/// file, held in memory. The history lives as tensors on the trainer's device, in its
+/// storage dtype, so the snapshot is the safetensors file itself (its tensors are the
+/// history, its header the scheduler, the scalar fits, the config and the parameter names
+/// and shapes); it serialises as those bytes. See [`crate::checkpoint`] for the pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainerState {
+    bytes: Vec<u8>,
+}
+
+impl TrainerState {
+    /// The checkpoint file's bytes (what [`DeterministicPhaseTrainer::save`] writes).
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// A snapshot from a checkpoint file's bytes. Checks the key, the format version and
+    /// the layout now; the rest is checked by [`DeterministicPhaseTrainer::from_state`] or
+    /// [`DeterministicPhaseTrainer::restore`].
+    ///
+    /// # Errors
+    /// [`Error::Checkpoint`] for bytes that are not a trainer checkpoint of this version.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
+        let _: (Header, _) = crate::checkpoint::open(&bytes, METADATA_KEY, CHECKPOINT_VERSION)?;
+        Ok(Self { bytes })
+    }
+}
+
+impl DeterministicPhaseTrainer {
+    /// A snapshot of the whole trainer state (see [`TrainerState`]). Call it between steps.
+    ///
+    /// # Errors
+    /// As [`state_bytes`](Self::state_bytes).
+    pub fn state(&self) -> Result<TrainerState> {
+        Ok(TrainerState {
+            bytes: self.state_bytes()?,
+        })
+    }
+
+    /// Builds a trainer on `device` from a snapshot: [`new`](Self::new) with the snapshot's
+    /// parameters and config, then [`restore`](Self::restore).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new) and [`restore`](Self::restore).
+    pub fn from_state(state: &TrainerState, device: &Device) -> Result<Self> {
+        let (header, _): (Header, _) =
+            crate::checkpoint::open(&state.bytes, METADATA_KEY, CHECKPOINT_VERSION)?;
+        let shapes = crate::checkpoint::named_shapes("trainer", &header.names, &header.shapes)?;
+        let mut trainer = Self::new(&shapes, header.config, device)?;
+        trainer.restore(state)?;
+        Ok(trainer)
+    }
+
+    /// Puts a snapshot back into this trainer, which must have the same parameters and
+    /// config ([`load_bytes`](Self::load_bytes) of the snapshot's bytes). On error nothing
+    /// changes.
+    ///
+    /// # Errors
+    /// As [`load`](Self::load).
+    pub fn restore(&mut self, state: &TrainerState) -> Result<()> {
+        self.load_bytes(&state.bytes)
+    }
+}
+
 impl DeterministicPhaseTrainer {
     /// Writes the whole trainer state to `path` (see [`state_bytes`](Self::state_bytes)).
     /// Call it between steps.
@@ -148,23 +213,10 @@ impl DeterministicPhaseTrainer {
     /// # Errors
     /// As [`load`](Self::load).
     pub fn load_bytes(&mut self, bytes: &[u8]) -> Result<()> {
-        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
-            .map_err(|e| bad(format!("not a trainer checkpoint: {e}")))?;
-        let json = meta
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(METADATA_KEY))
-            .ok_or_else(|| bad(format!("no `{METADATA_KEY}` metadata")))?;
-        let version: serde_json::Value = serde_json::from_str(json)?;
-        match version.get("version").and_then(serde_json::Value::as_u64) {
-            Some(v) if v == u64::from(CHECKPOINT_VERSION) => {}
-            v => {
-                return Err(bad(format!(
-                    "checkpoint version {v:?}, expected {CHECKPOINT_VERSION}"
-                )));
-            }
-        }
-        let header: Header = serde_json::from_str(json)?;
+        // The key, the version (checked before the rest of the header is parsed) and the
+        // layout, as every checkpoint in this crate; the tensors are read by candle below.
+        let (header, _): (Header, _) =
+            crate::checkpoint::open(bytes, METADATA_KEY, CHECKPOINT_VERSION)?;
         let names: Vec<String> = self.params.specs().iter().map(|s| s.name.clone()).collect();
         let shapes: Vec<Vec<usize>> = self
             .params

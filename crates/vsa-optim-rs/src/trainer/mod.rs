@@ -46,6 +46,7 @@ use grad_predict::{GradientPredictor, PredictCoefficients, StatPrecision};
 use phase_scheduler::{DeterministicPhase, GroupedScheduler, PhaseStats, StepInfo};
 use serde::{Deserialize, Serialize};
 
+pub use checkpoint::TrainerState;
 pub use config::{DeterministicPhaseConfig, DeterministicPhaseConfigBuilder};
 pub use groups::{BackwardPlan, GroupStats};
 

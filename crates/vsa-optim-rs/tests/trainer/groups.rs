@@ -277,6 +277,51 @@ fn resume_mid_run_is_bit_identical() {
 }
 
 #[test]
+fn state_from_state_and_restore_follow_the_checkpoint_pattern() {
+    let mut reference = trainer(GroupRule::blocks("layers."));
+    for t in 0..17 {
+        step(&mut reference, t);
+    }
+    let state = reference.state().unwrap();
+    assert_eq!(state.as_bytes(), reference.state_bytes().unwrap().as_slice());
+    // `from_state` builds a new trainer (parameters and config from the snapshot) ...
+    let mut built = DeterministicPhaseTrainer::from_state(&state, &Device::Cpu).unwrap();
+    assert_eq!(built.groups(), reference.groups());
+    // ... `restore` writes into an existing one; both continue bit for bit.
+    let mut restored = trainer(GroupRule::blocks("layers."));
+    restored.restore(&state).unwrap();
+    for t in 17..40 {
+        let want = step(&mut reference, t);
+        assert_eq!(step(&mut built, t), want, "from_state, step {t}");
+        assert_eq!(step(&mut restored, t), want, "restore, step {t}");
+    }
+    // The snapshot round-trips through serde and through its bytes.
+    let json = serde_json::to_string(&state).unwrap();
+    let back: vsa_optim_rs::TrainerState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, state);
+    assert_eq!(
+        vsa_optim_rs::TrainerState::from_bytes(state.as_bytes().to_vec()).unwrap(),
+        state
+    );
+    // Bytes that are not a trainer checkpoint are refused up front.
+    assert!(matches!(
+        vsa_optim_rs::TrainerState::from_bytes(b"{\"version\": 2}".to_vec()),
+        Err(Error::Checkpoint(_))
+    ));
+    let cut = state.as_bytes()[..state.as_bytes().len() / 2].to_vec();
+    assert!(matches!(
+        vsa_optim_rs::TrainerState::from_bytes(cut),
+        Err(Error::Checkpoint(_))
+    ));
+    // A snapshot of another grouping does not restore, and changes nothing.
+    let mut whole = trainer(GroupRule::Whole);
+    step(&mut whole, 0);
+    let before = whole.state_bytes().unwrap();
+    assert!(matches!(whole.restore(&state), Err(Error::Checkpoint(_))));
+    assert_eq!(whole.state_bytes().unwrap(), before);
+}
+
+#[test]
 fn misuse_is_a_typed_error_and_changes_nothing() {
     let mut tr = trainer(GroupRule::blocks("layers."));
     // Run until a mixed step: some group computes, some predicts.
