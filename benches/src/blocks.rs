@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use candle_core::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use vsa_optim_rs::vsa_core::rng::chacha_stream;
 use vsa_optim_rs::{DeterministicPhaseConfig, GroupRule};
 
@@ -79,7 +79,18 @@ impl BackwardFlops {
 }
 
 /// The fraction of block-steps skipped in `r` (blocks only, the remainder group excluded).
+/// A one-group run (plain, whole-model prediction) skips every block on the steps without
+/// a backward pass.
 pub fn block_skip_rate(r: &RunResult) -> f64 {
+    if r.groups.len() == 1 {
+        let steps = r.block_schedule.len().max(1) as f64;
+        let skipped = r
+            .block_schedule
+            .iter()
+            .filter(|f| !f.iter().any(|&x| x))
+            .count();
+        return skipped as f64 / steps;
+    }
     let mut total = 0usize;
     let mut skipped = 0usize;
     for flags in &r.block_schedule {
@@ -207,7 +218,7 @@ pub fn model_config() -> CharLmConfig {
 }
 
 /// One finished run with its accounting.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BlockRun {
     /// Method label.
     pub label: String,
@@ -383,8 +394,8 @@ pub fn summarise(runs: &[BlockRun], seeds: &[u64]) -> Vec<Summary> {
             })
         })
         .collect();
-    if let Some(row) = pick(PER_BLOCK)
-        .and_then(|(_, pb)| compute_matched(&plain, &pb, seeds, plain_loss))
+    if let Some(row) =
+        pick(PER_BLOCK).and_then(|(_, pb)| compute_matched(&plain, &pb, seeds, plain_loss))
     {
         rows.insert(1, row);
     }

@@ -12,7 +12,7 @@ use std::time::Instant;
 use candle_core::backprop::GradStore;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Optimizer, VarMap};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use vsa_optim_rs::{
     AdamW, BackwardPlan, DeterministicPhaseConfig, DeterministicPhaseTrainer, ParamSet, ParamsAdamW,
 };
@@ -44,7 +44,7 @@ pub enum Method {
 }
 
 /// One evaluation point of a run.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Point {
     /// Optimizer steps taken.
     pub step: usize,
@@ -59,7 +59,7 @@ pub struct Point {
 }
 
 /// The result of one run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
     /// Label.
     pub name: String,

@@ -44,6 +44,34 @@ pub trait PhaseApi {
 /// Sorted `(name, shape)` pairs.
 pub type Shapes = Vec<(String, Vec<usize>)>;
 
+/// `grads` / `host` of [`PhaseApi`] for a trainer whose gradient map is
+/// `HashMap<String, $candle::Tensor>` (the two crates use different candle versions, so the
+/// code is the same but the types are not).
+macro_rules! tensor_map_conversions {
+    ($candle:ident, $who:literal) => {
+        fn grads(&self, host: &[Vec<f32>]) -> Result<Self::Grads> {
+            let mut map = HashMap::new();
+            for ((name, shape), v) in self.shapes.iter().zip(host) {
+                let t =
+                    $candle::Tensor::from_vec(v.clone(), shape.as_slice(), &$candle::Device::Cpu)?;
+                map.insert(name.clone(), t);
+            }
+            Ok(map)
+        }
+        fn host(&self, grads: &Self::Grads) -> Result<Vec<Vec<f32>>> {
+            self.shapes
+                .iter()
+                .map(|(name, _)| {
+                    let t = grads
+                        .get(name)
+                        .ok_or_else(|| format!(concat!($who, " returned no {}"), name))?;
+                    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+                })
+                .collect()
+        }
+    };
+}
+
 /// No trainer: every step is a backward step.
 pub struct Plain;
 
@@ -92,29 +120,7 @@ impl Seed {
 
 impl PhaseApi for Seed {
     type Grads = HashMap<String, seed_candle::Tensor>;
-    fn grads(&self, host: &[Vec<f32>]) -> Result<Self::Grads> {
-        let mut map = HashMap::new();
-        for ((name, shape), v) in self.shapes.iter().zip(host) {
-            let t = seed_candle::Tensor::from_vec(
-                v.clone(),
-                shape.as_slice(),
-                &seed_candle::Device::Cpu,
-            )?;
-            map.insert(name.clone(), t);
-        }
-        Ok(map)
-    }
-    fn host(&self, grads: &Self::Grads) -> Result<Vec<Vec<f32>>> {
-        self.shapes
-            .iter()
-            .map(|(name, _)| {
-                let t = grads
-                    .get(name)
-                    .ok_or_else(|| format!("0.1.1 returned no {name}"))?;
-                Ok(t.flatten_all()?.to_vec1::<f32>()?)
-            })
-            .collect()
-    }
+    tensor_map_conversions!(seed_candle, "0.1.1");
     fn begin(&mut self) -> Result<Phase> {
         use seed::DeterministicPhase as P;
         Ok(match self.trainer.begin_step()?.phase {
@@ -162,29 +168,7 @@ impl Ours {
 
 impl PhaseApi for Ours {
     type Grads = HashMap<String, ours_candle::Tensor>;
-    fn grads(&self, host: &[Vec<f32>]) -> Result<Self::Grads> {
-        let mut map = HashMap::new();
-        for ((name, shape), v) in self.shapes.iter().zip(host) {
-            let t = ours_candle::Tensor::from_vec(
-                v.clone(),
-                shape.as_slice(),
-                &ours_candle::Device::Cpu,
-            )?;
-            map.insert(name.clone(), t);
-        }
-        Ok(map)
-    }
-    fn host(&self, grads: &Self::Grads) -> Result<Vec<Vec<f32>>> {
-        self.shapes
-            .iter()
-            .map(|(name, _)| {
-                let t = grads
-                    .get(name)
-                    .ok_or_else(|| format!("ours returned no {name}"))?;
-                Ok(t.flatten_all()?.to_vec1::<f32>()?)
-            })
-            .collect()
-    }
+    tensor_map_conversions!(ours_candle, "ours");
     fn begin(&mut self) -> Result<Phase> {
         use ours::DeterministicPhase as P;
         let phase = match self.trainer.begin_step()?.phase {

@@ -10,6 +10,10 @@
 //! - `cargo xtask bench --peers [ARGS]`: only the side-by-side with vsa-optim-rs 0.1.1 (the
 //!   excluded `peers/` workspace, see `peers/README.md`; ARGS go to its binary, e.g.
 //!   `--reps 7`); writes that section of `docs/benchmarks.md`.
+//! - `cargo xtask bench --blocks [ARGS]`: only the per-block skipping table (char-LM with 4
+//!   blocks: per-block and whole-model prediction, DropBP controls, the LR-tuned and the
+//!   compute-matched plain run; `blocks_report --steps 150 --seeds 3 --write`, about an hour
+//!   on 2 cores; ARGS replace the defaults); writes that section of `docs/benchmarks.md`.
 //! - `cargo xtask mpi [--quick]`: data-parallel runs under `mpirun` (1, 2 and 4 ranks, modes
 //!   f32, ternary and vsa, digits MLP and char-LM), checked against the single-process
 //!   reference; writes the "Data-parallel training" section of `docs/benchmarks.md`. Needs
@@ -56,10 +60,11 @@ fn main() -> ExitCode {
         Some("gpu-check") => gpu::gpu_check(&root(), cargo()),
         Some("-h" | "--help" | "help") | None => {
             println!(
-                "usage: cargo xtask <demo [ARGS] | bench [--quick] [--no-peers] [--report-only] | bench --peers [ARGS] | mpi [--quick]>\n\n\
+                "usage: cargo xtask <demo [ARGS] | bench [--quick] [--no-peers] [--report-only] | bench --peers [ARGS] | bench --blocks [ARGS] | mpi [--quick]>\n\n\
                  demo   real training runs side by side (see `cargo xtask demo --help`)\n\
                  bench  criterion kernels + demo over seeds; regenerates docs/benchmarks.md\n\
                  bench --peers  side by side with vsa-optim-rs 0.1.1; its section of docs/benchmarks.md\n\
+                 bench --blocks per-block skipping of backward work (char-LM); its section of docs/benchmarks.md\n\
                  mpi    data-parallel runs under mpirun; regenerates that section of docs/benchmarks.md"
             );
             Ok(())
@@ -101,6 +106,25 @@ fn bench(args: &[String]) -> Result<(), String> {
     if args.first().is_some_and(|a| a == "--peers") {
         return peers::peers(&root(), cargo(), &args[1..]);
     }
+    if args.first().is_some_and(|a| a == "--blocks") {
+        let mut c = cargo();
+        c.args([
+            "run",
+            "--release",
+            "-p",
+            "vsa-optim-bench",
+            "--example",
+            "blocks_report",
+            "--",
+        ]);
+        if args.len() > 1 {
+            c.args(&args[1..]);
+        } else {
+            c.args(["--steps", "150", "--seeds", "3"]);
+        }
+        c.arg("--write");
+        return run(c);
+    }
     let mut quick = false;
     let mut peers = true;
     let mut report_only = false;
@@ -109,10 +133,10 @@ fn bench(args: &[String]) -> Result<(), String> {
             "--quick" => quick = true,
             "--no-peers" => peers = false,
             "--report-only" => report_only = true,
-            "--peers" => {
-                return Err(
-                    "--peers runs alone and first: cargo xtask bench --peers [ARGS]".into(),
-                );
+            "--peers" | "--blocks" => {
+                return Err(format!(
+                    "{a} runs alone and first: cargo xtask bench {a} [ARGS]"
+                ));
             }
             other => {
                 return Err(format!(

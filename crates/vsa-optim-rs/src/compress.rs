@@ -106,10 +106,7 @@ impl From<grad_sketch::Error> for Error {
                 actual,
             },
             E::NonFiniteGradient { name } => Error::NonFiniteGradient { name },
-            E::FingerprintMismatch { expected, actual } => {
-                Error::FingerprintMismatch { expected, actual }
-            }
-            E::InvalidCompressed { reason } => Error::InvalidCompressed { reason },
+            e @ (E::FingerprintMismatch { .. } | E::InvalidCompressed { .. }) => Error::Sketch(e),
             E::InvalidState(s) => Error::InvalidState(s),
             // `grad_sketch::Error` is non-exhaustive: a future variant keeps its message.
             other => Error::InvalidState(other.to_string()),
@@ -254,8 +251,9 @@ impl VSAGradientCompressor {
     /// Decompresses into f32 tensors with the declared shapes on this compressor's device.
     ///
     /// # Errors
-    /// [`Error::FingerprintMismatch`] for a value made by a compressor with another config,
-    /// seed or parameter set; [`Error::InvalidCompressed`] for a malformed value.
+    /// [`Error::Sketch`] holding `grad_sketch::Error::FingerprintMismatch` for a value made
+    /// by a compressor with another config, seed or parameter set, or
+    /// `grad_sketch::Error::InvalidCompressed` for a malformed value.
     pub fn decompress(&self, compressed: &CompressedGradients) -> Result<HashMap<String, Tensor>> {
         let host = self.decompress_host(compressed)?;
         self.params.from_host_f32(&host, &self.device)
@@ -294,8 +292,7 @@ impl VSAGradientCompressor {
     /// # Errors
     /// As [`new`](Self::new) and [`restore`](Self::restore).
     pub fn from_state(state: SketchState, device: &Device) -> Result<Self> {
-        let shapes =
-            crate::checkpoint::named_shapes("compressor", &state.names, &state.shapes)?;
+        let shapes = crate::checkpoint::named_shapes("compressor", &state.names, &state.shapes)?;
         let mut c = Self::new(&shapes, state.config, device)?;
         c.restore(&state)?;
         Ok(c)

@@ -118,23 +118,12 @@ pub enum Error {
     /// JSON (de)serialisation failed.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
-    /// A compressed value was made by a compressor with a different configuration, seed or
-    /// parameter set (its config fingerprint differs).
-    #[error(
-        "compressed gradients: config fingerprint {actual:#018x} does not match this compressor's {expected:#018x}"
-    )]
-    FingerprintMismatch {
-        /// This compressor's fingerprint.
-        expected: u64,
-        /// The fingerprint stored in the compressed value.
-        actual: u64,
-    },
-    /// A compressed value (or its byte serialisation) is malformed.
-    #[error("compressed gradients are malformed: {reason}")]
-    InvalidCompressed {
-        /// What is wrong, naming the parameter, the expected and the actual value.
-        reason: String,
-    },
+    /// The compressor core rejected a compressed value: `grad_sketch::Error::FingerprintMismatch`
+    /// for a value made by a compressor with another configuration, seed or parameter set,
+    /// `grad_sketch::Error::InvalidCompressed` for a malformed value or byte serialisation.
+    /// (Its parameter and state errors come back as this enum's own variants.)
+    #[error("compressor: {0}")]
+    Sketch(grad_sketch::Error),
     /// A data-parallel gradient exchange failed (handshake mismatch, a rank's non-finite
     /// gradient, transport); feature `distributed`.
     #[cfg(feature = "distributed")]

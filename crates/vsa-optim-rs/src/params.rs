@@ -166,6 +166,16 @@ impl ParamSet {
         &self.specs
     }
 
+    /// The names, sorted (the parameter identity every checkpoint records).
+    pub fn names(&self) -> Vec<String> {
+        self.specs.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// The shapes, in sorted-name order.
+    pub fn shapes(&self) -> Vec<Vec<usize>> {
+        self.specs.iter().map(|s| s.shape.clone()).collect()
+    }
+
     /// Number of parameters.
     pub fn len(&self) -> usize {
         self.specs.len()

@@ -216,7 +216,7 @@ fn decompress_maps_other_configs_and_malformed_values_to_typed_errors() {
     .unwrap();
     assert!(matches!(
         b.decompress(&ca),
-        Err(Error::FingerprintMismatch { expected, actual })
+        Err(Error::Sketch(vsa_optim_rs::grad_sketch::Error::FingerprintMismatch { expected, actual }))
             if expected == b.fingerprint() && actual == a.fingerprint()
     ));
     let mut t = ca.clone();
@@ -225,13 +225,18 @@ fn decompress_maps_other_configs_and_malformed_values_to_typed_errors() {
     }
     assert!(matches!(
         a.decompress(&t),
-        Err(Error::InvalidCompressed { .. })
+        Err(Error::Sketch(
+            vsa_optim_rs::grad_sketch::Error::InvalidCompressed { .. }
+        ))
     ));
     let bytes = ca.to_bytes().unwrap();
     let e: Error = CompressedGradients::from_bytes(&bytes[..27])
         .unwrap_err()
         .into();
-    assert!(matches!(e, Error::InvalidCompressed { .. }));
+    assert!(matches!(
+        e,
+        Error::Sketch(vsa_optim_rs::grad_sketch::Error::InvalidCompressed { .. })
+    ));
     let mut out = vec![vec![0f32; 50], vec![0f32; 2000], vec![0f32; 230]];
     assert!(matches!(
         a.decompress_host_into(&ca, &mut out),

@@ -45,7 +45,7 @@ impl AdamW {
     /// As [`ParamSet::from_varmap`], and for invalid hyper-parameters.
     pub fn from_varmap(varmap: &VarMap, params: ParamsAdamW) -> Result<Self> {
         let (set, vars) = ParamSet::from_varmap(varmap)?;
-        let names = set.specs().iter().map(|s| s.name.clone()).collect();
+        let names = set.names();
         Self::with_names(names, vars, params)
     }
 

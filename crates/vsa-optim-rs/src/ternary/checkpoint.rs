@@ -157,13 +157,8 @@ impl TernaryGradientAccumulator {
     pub fn state(&self) -> TernaryAccumulatorState {
         TernaryAccumulatorState {
             version: STATE_VERSION,
-            names: self.params.specs().iter().map(|s| s.name.clone()).collect(),
-            shapes: self
-                .params
-                .specs()
-                .iter()
-                .map(|s| s.shape.clone())
-                .collect(),
+            names: self.params.names(),
+            shapes: self.params.shapes(),
             config: self.config,
             window: self.window,
             accumulators: self.accs.iter().map(PackedAccumulator::state).collect(),

@@ -140,13 +140,8 @@ impl DeterministicPhaseTrainer {
         }
         let header = Header {
             version: CHECKPOINT_VERSION,
-            names: self.params.specs().iter().map(|s| s.name.clone()).collect(),
-            shapes: self
-                .params
-                .specs()
-                .iter()
-                .map(|s| s.shape.clone())
-                .collect(),
+            names: self.params.names(),
+            shapes: self.params.shapes(),
             config: self.config.clone(),
             scheduler: self
                 .scheduler
@@ -217,13 +212,8 @@ impl DeterministicPhaseTrainer {
         // layout, as every checkpoint in this crate; the tensors are read by candle below.
         let (header, _): (Header, _) =
             crate::checkpoint::open(bytes, METADATA_KEY, CHECKPOINT_VERSION)?;
-        let names: Vec<String> = self.params.specs().iter().map(|s| s.name.clone()).collect();
-        let shapes: Vec<Vec<usize>> = self
-            .params
-            .specs()
-            .iter()
-            .map(|s| s.shape.clone())
-            .collect();
+        let names: Vec<String> = self.params.names();
+        let shapes: Vec<Vec<usize>> = self.params.shapes();
         if header.names != names || header.shapes != shapes {
             return Err(bad(format!(
                 "checkpoint parameters {:?} {:?} differ from the trainer's {:?} {:?}",

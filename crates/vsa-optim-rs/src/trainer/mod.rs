@@ -145,7 +145,7 @@ impl DeterministicPhaseTrainer {
     ) -> Result<Self> {
         config.validate()?;
         let params = ParamSet::new(shapes)?;
-        let names: Vec<String> = params.specs().iter().map(|s| s.name.clone()).collect();
+        let names: Vec<String> = params.names();
         let groups = config.groups.assign(&names)?;
         let scheduler = GroupedScheduler::new(config.schedule(), groups.names())?;
         let fit = GradientPredictor::new(0, config.predictor())?;

@@ -283,7 +283,10 @@ fn state_from_state_and_restore_follow_the_checkpoint_pattern() {
         step(&mut reference, t);
     }
     let state = reference.state().unwrap();
-    assert_eq!(state.as_bytes(), reference.state_bytes().unwrap().as_slice());
+    assert_eq!(
+        state.as_bytes(),
+        reference.state_bytes().unwrap().as_slice()
+    );
     // `from_state` builds a new trainer (parameters and config from the snapshot) ...
     let mut built = DeterministicPhaseTrainer::from_state(&state, &Device::Cpu).unwrap();
     assert_eq!(built.groups(), reference.groups());
