@@ -175,7 +175,7 @@ pub fn methods() -> Vec<Labelled> {
         l("plain AdamW", BlockMethod::Plain),
         l(
             "whole-model prediction (defaults)",
-            BlockMethod::Trainer(Box::new(DeterministicPhaseConfig::default())),
+            BlockMethod::Trainer(Box::default()),
         ),
         l(
             PER_BLOCK,
