@@ -303,6 +303,117 @@ pub fn run_seed(
     Ok(out)
 }
 
+/// Re-times the tuned configuration of every method: `reps` more runs of each (method,
+/// seed) at the learning rate [`summarise`] picked, interleaved (repetition, then seed, then
+/// method, so that a slow spell of the machine spreads over all methods), and each saved
+/// run's evaluation times replaced by the median over the saved run and its repetitions.
+/// The runs are deterministic, so every repetition must end with the saved run's weights
+/// (checked: an error otherwise); only the clock differs.
+///
+/// # Errors
+/// Candle and trainer errors; a repetition whose weights differ from the saved run's.
+pub fn retime(
+    task: &CharLmTask,
+    runs: &mut [BlockRun],
+    seeds: &[u64],
+    steps: usize,
+    reps: usize,
+    mut each: impl FnMut(&str, u64, usize, f64),
+) -> Result<()> {
+    let tuned: Vec<(String, f64)> = summarise(runs, seeds)
+        .into_iter()
+        .filter(|r| !r.label.starts_with("compute-matched"))
+        .map(|r| (r.label, r.lr))
+        .collect();
+    let mut clocks: Vec<(usize, Vec<Vec<f64>>)> = Vec::new();
+    for rep in 0..reps {
+        for &seed in seeds {
+            for (label, lr) in &tuned {
+                let Some(idx) = runs
+                    .iter()
+                    .position(|r| &r.label == label && r.seed == seed && r.result.lr == *lr)
+                else {
+                    continue;
+                };
+                let method = method_of(runs, label, *lr, seed, steps)?;
+                let settings = RunSettings {
+                    steps,
+                    lr: *lr,
+                    seed,
+                    eval_every: (steps / 20).max(1),
+                };
+                let again = run(task, &method, label, *lr, settings, |_| {})?;
+                if again.weights_hash != runs[idx].result.weights_hash {
+                    return Err(candle_core::Error::Msg(format!(
+                        "{label}, seed {seed}: a repetition ended with other weights"
+                    )));
+                }
+                each(label, seed, rep, again.secs);
+                let secs: Vec<f64> = again.curve.iter().map(|p| p.secs).collect();
+                match clocks.iter_mut().find(|(i, _)| *i == idx) {
+                    Some((_, v)) => v.push(secs),
+                    None => clocks.push((idx, vec![secs])),
+                }
+            }
+        }
+    }
+    for (idx, mut times) in clocks {
+        let r = &mut runs[idx].result;
+        times.push(r.curve.iter().map(|p| p.secs).collect());
+        for (k, p) in r.curve.iter_mut().enumerate() {
+            let mut at: Vec<f64> = times.iter().filter_map(|t| t.get(k).copied()).collect();
+            at.sort_by(f64::total_cmp);
+            p.secs = at[at.len() / 2];
+        }
+        let mut total: Vec<f64> = times.iter().filter_map(|t| t.last().copied()).collect();
+        total.sort_by(f64::total_cmp);
+        r.secs = total[total.len() / 2];
+    }
+    Ok(())
+}
+
+/// The harness method that reproduces the saved run `label` at `lr` for `seed` (the DropBP
+/// controls replay the saved per-block run at the same rate and seed).
+fn method_of(runs: &[BlockRun], label: &str, lr: f64, seed: u64, steps: usize) -> Result<Method> {
+    let m = methods()
+        .into_iter()
+        .find(|m| m.label == label)
+        .ok_or_else(|| candle_core::Error::Msg(format!("no method `{label}`")))?;
+    let reference = || {
+        runs.iter()
+            .find(|r| r.label == PER_BLOCK && r.seed == seed && r.result.lr == lr)
+            .map(|r| &r.result)
+            .ok_or_else(|| {
+                candle_core::Error::Msg(format!("no saved per-block run at lr {lr}, seed {seed}"))
+            })
+    };
+    Ok(match m.method {
+        BlockMethod::Plain => Method::Plain,
+        BlockMethod::Trainer(c) => Method::Trainer(c),
+        BlockMethod::DropSameSchedule => {
+            let r = reference()?;
+            Method::ZeroOnBlockSchedule {
+                groups: r.groups.clone().into(),
+                plan: r.block_schedule.clone(),
+            }
+        }
+        BlockMethod::DropRandom => {
+            let r = reference()?;
+            Method::ZeroOnBlockSchedule {
+                groups: r.groups.clone().into(),
+                plan: random_block_schedule(&r.groups, steps, block_skip_rate(r), seed),
+            }
+        }
+        BlockMethod::DropRate(rate) => {
+            let r = reference()?;
+            Method::ZeroOnBlockSchedule {
+                groups: r.groups.clone().into(),
+                plan: random_block_schedule(&r.groups, steps, rate, seed),
+            }
+        }
+    })
+}
+
 /// A table row: one method at its tuned learning rate, over seeds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {

@@ -12,7 +12,7 @@
 //!   `--reps 7`); writes that section of `docs/benchmarks.md`.
 //! - `cargo xtask bench --blocks [ARGS]`: only the per-block skipping table (char-LM with 4
 //!   blocks: per-block and whole-model prediction, DropBP controls, the LR-tuned and the
-//!   compute-matched plain run; `blocks_report --steps 150 --seeds 3 --write`, about an hour
+//!   compute-matched plain run; `blocks_report --steps 150 --seeds 3 --retime 2 --write`, about an hour
 //!   on 2 cores; ARGS replace the defaults); writes that section of `docs/benchmarks.md`.
 //! - `cargo xtask mpi [--quick]`: data-parallel runs under `mpirun` (1, 2 and 4 ranks, modes
 //!   f32, ternary and vsa, digits MLP and char-LM), checked against the single-process
@@ -120,7 +120,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         if args.len() > 1 {
             c.args(&args[1..]);
         } else {
-            c.args(["--steps", "150", "--seeds", "3"]);
+            c.args(["--steps", "150", "--seeds", "3", "--retime", "2"]);
         }
         c.arg("--write");
         return run(c);
