@@ -88,18 +88,7 @@ pub enum Error {
 /// The crate's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// An [`Error::InvalidConfig`].
-pub(crate) fn config_error(
-    parameter: &'static str,
-    expected: impl Into<String>,
-    actual: impl std::fmt::Display,
-) -> Error {
-    Error::InvalidConfig {
-        parameter,
-        expected: expected.into(),
-        actual: actual.to_string(),
-    }
-}
+vsa_core::define_config_error!();
 
 /// An [`Error::InvalidCompressed`].
 pub(crate) fn invalid(reason: impl Into<String>) -> Error {

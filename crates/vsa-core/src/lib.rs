@@ -74,3 +74,36 @@ pub use item_memory::{Hypervector, ItemMemory};
 pub use projection::RandomProjection;
 pub use real::RealVector;
 pub use ternary::TernaryVector;
+
+/// Defines `pub(crate) fn config_error(parameter, expected, actual) -> Error` in a crate
+/// whose `Error` has the workspace's one shape for configuration errors,
+/// `InvalidConfig { parameter: &'static str, expected: String, actual: String }`, so that
+/// every crate builds that error the same way from one definition.
+///
+/// ```
+/// #[derive(Debug)]
+/// enum Error {
+///     InvalidConfig { parameter: &'static str, expected: String, actual: String },
+/// }
+/// vsa_core::define_config_error!();
+///
+/// let e = config_error("rows", "at least 1", 0);
+/// assert!(matches!(e, Error::InvalidConfig { parameter: "rows", .. }));
+/// ```
+#[macro_export]
+macro_rules! define_config_error {
+    () => {
+        /// An `Error::InvalidConfig` naming the parameter, the expected and the actual value.
+        pub(crate) fn config_error(
+            parameter: &'static str,
+            expected: impl Into<String>,
+            actual: impl std::fmt::Display,
+        ) -> Error {
+            Error::InvalidConfig {
+                parameter,
+                expected: expected.into(),
+                actual: actual.to_string(),
+            }
+        }
+    };
+}

@@ -109,18 +109,7 @@ pub enum Error {
 /// Result alias.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// An [`Error::InvalidConfig`].
-pub(crate) fn config_error(
-    parameter: &'static str,
-    expected: impl Into<String>,
-    actual: impl std::fmt::Display,
-) -> Error {
-    Error::InvalidConfig {
-        parameter,
-        expected: expected.into(),
-        actual: actual.to_string(),
-    }
-}
+vsa_core::define_config_error!();
 
 /// A grad-sketch error from building a codec, as [`Error::InvalidConfig`]: a config error
 /// keeps its three fields; a parameter-list error is reported against `parameters`.
