@@ -6,7 +6,6 @@
 //! data order, and every method's learning rate is tuned on the same grid (best final
 //! validation loss, mean over seeds).
 
-use std::sync::Arc;
 
 use candle_core::Result;
 use serde::{Deserialize, Serialize};
@@ -256,35 +255,7 @@ pub fn run_seed(
     for &lr in lrs {
         let mut reference: Option<RunResult> = None;
         for m in methods() {
-            let method = match &m.method {
-                BlockMethod::Plain => Method::Plain,
-                BlockMethod::Trainer(c) => Method::Trainer(c.clone()),
-                BlockMethod::DropSameSchedule | BlockMethod::DropRandom => {
-                    let Some(r) = &reference else {
-                        return Err(candle_core::Error::Msg(
-                            "a DropBP control needs a per-block run before it".into(),
-                        ));
-                    };
-                    let groups: Arc<[String]> = r.groups.clone().into();
-                    let plan = if matches!(m.method, BlockMethod::DropSameSchedule) {
-                        r.block_schedule.clone()
-                    } else {
-                        random_block_schedule(&r.groups, steps, block_skip_rate(r), seed)
-                    };
-                    Method::ZeroOnBlockSchedule { groups, plan }
-                }
-                BlockMethod::DropRate(rate) => {
-                    let Some(r) = &reference else {
-                        return Err(candle_core::Error::Msg(
-                            "a DropBP row needs a per-block run before it (for the groups)".into(),
-                        ));
-                    };
-                    Method::ZeroOnBlockSchedule {
-                        groups: r.groups.clone().into(),
-                        plan: random_block_schedule(&r.groups, steps, *rate, seed),
-                    }
-                }
-            };
+            let method = harness_method(&m.method, reference.as_ref(), steps, seed)?;
             let result = run(task, &method, &m.label, lr, settings(lr), |_| {})?;
             if reference.is_none() && result.groups.len() > 1 {
                 reference = Some(result.clone());
@@ -379,38 +350,42 @@ fn method_of(runs: &[BlockRun], label: &str, lr: f64, seed: u64, steps: usize) -
         .into_iter()
         .find(|m| m.label == label)
         .ok_or_else(|| candle_core::Error::Msg(format!("no method `{label}`")))?;
-    let reference = || {
-        runs.iter()
-            .find(|r| r.label == PER_BLOCK && r.seed == seed && r.result.lr == lr)
-            .map(|r| &r.result)
-            .ok_or_else(|| {
-                candle_core::Error::Msg(format!("no saved per-block run at lr {lr}, seed {seed}"))
-            })
+    let reference = runs
+        .iter()
+        .find(|r| r.label == PER_BLOCK && r.seed == seed && r.result.lr == lr)
+        .map(|r| &r.result);
+    harness_method(&m.method, reference, steps, seed)
+}
+
+/// The harness method of `method`. The DropBP rows need `reference`, the per-block run at
+/// the same learning rate and seed: its groups, and its schedule or skip rate.
+fn harness_method(
+    method: &BlockMethod,
+    reference: Option<&RunResult>,
+    steps: usize,
+    seed: u64,
+) -> Result<Method> {
+    let plan = match method {
+        BlockMethod::Plain => return Ok(Method::Plain),
+        BlockMethod::Trainer(c) => return Ok(Method::Trainer(c.clone())),
+        BlockMethod::DropSameSchedule | BlockMethod::DropRandom | BlockMethod::DropRate(_) => {
+            reference.ok_or_else(|| {
+                candle_core::Error::Msg(
+                    "a DropBP row needs the per-block run at its learning rate and seed".into(),
+                )
+            })?
+        }
     };
-    Ok(match m.method {
-        BlockMethod::Plain => Method::Plain,
-        BlockMethod::Trainer(c) => Method::Trainer(c),
-        BlockMethod::DropSameSchedule => {
-            let r = reference()?;
-            Method::ZeroOnBlockSchedule {
-                groups: r.groups.clone().into(),
-                plan: r.block_schedule.clone(),
-            }
-        }
+    let schedule = match method {
         BlockMethod::DropRandom => {
-            let r = reference()?;
-            Method::ZeroOnBlockSchedule {
-                groups: r.groups.clone().into(),
-                plan: random_block_schedule(&r.groups, steps, block_skip_rate(r), seed),
-            }
+            random_block_schedule(&plan.groups, steps, block_skip_rate(plan), seed)
         }
-        BlockMethod::DropRate(rate) => {
-            let r = reference()?;
-            Method::ZeroOnBlockSchedule {
-                groups: r.groups.clone().into(),
-                plan: random_block_schedule(&r.groups, steps, rate, seed),
-            }
-        }
+        BlockMethod::DropRate(rate) => random_block_schedule(&plan.groups, steps, *rate, seed),
+        _ => plan.block_schedule.clone(),
+    };
+    Ok(Method::ZeroOnBlockSchedule {
+        groups: plan.groups.clone().into(),
+        plan: schedule,
     })
 }
 

@@ -183,55 +183,38 @@ pub fn section(digits: &Digits, digits_steps: usize, lr: f32) -> Result<String> 
         test = digits.rows() - Digits::TRAIN_ROWS,
     )?;
     let shapes = crate::mlp::shapes();
+    // The same loop, data, learning rate and seed for every trainer.
+    macro_rules! train {
+        ($api:expr) => {
+            crate::mlp::train(&mut $api, digits, digits_steps, lr, SEED)?
+        };
+    }
     let runs: Vec<(&str, &str, crate::mlp::DigitsRun)> = vec![
-        (
-            "none (plain Adam)",
-            "every step backward",
-            crate::mlp::train(&mut Plain, digits, digits_steps, lr, SEED)?,
-        ),
+        ("none (plain Adam)", "every step backward", train!(Plain)),
         (
             "vsa-optim-rs 0.1.1",
             "default",
-            crate::mlp::train(
-                &mut Seed::new(&shapes, seed::DeterministicPhaseConfig::default())?,
-                digits,
-                digits_steps,
-                lr,
-                SEED,
-            )?,
+            train!(Seed::new(
+                &shapes,
+                seed::DeterministicPhaseConfig::default()
+            )?),
         ),
         (
             "ours",
             "default (0.1.1's schedule)",
-            crate::mlp::train(
-                &mut Ours::new(&shapes, ours::DeterministicPhaseConfig::default())?,
-                digits,
-                digits_steps,
-                lr,
-                SEED,
-            )?,
+            train!(Ours::new(
+                &shapes,
+                ours::DeterministicPhaseConfig::default()
+            )?),
         ),
-        (
-            "ours",
-            WLS_LABEL,
-            crate::mlp::train(
-                &mut Ours::new(&shapes, wls_config())?,
-                digits,
-                digits_steps,
-                lr,
-                SEED,
-            )?,
-        ),
+        ("ours", WLS_LABEL, train!(Ours::new(&shapes, wls_config())?)),
         (
             "ours",
             "`alternating()`",
-            crate::mlp::train(
-                &mut Ours::new(&shapes, ours::DeterministicPhaseConfig::alternating())?,
-                digits,
-                digits_steps,
-                lr,
-                SEED,
-            )?,
+            train!(Ours::new(
+                &shapes,
+                ours::DeterministicPhaseConfig::alternating()
+            )?),
         ),
     ];
     for (name, config, r) in &runs {
