@@ -6,7 +6,6 @@
 //! data order, and every method's learning rate is tuned on the same grid (best final
 //! validation loss, mean over seeds).
 
-
 use candle_core::Result;
 use serde::{Deserialize, Serialize};
 use vsa_optim_rs::vsa_core::rng::chacha_stream;
