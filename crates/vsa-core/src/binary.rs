@@ -1,7 +1,7 @@
 //! Bipolar hypervectors packed one bit per element.
 
 use crate::bits::{self, BLK, SlicedCounter};
-use crate::error::{Error, Result, check_len, check_nonzero};
+use crate::error::{Error, Result, bundle_len, check_bundle, check_len, check_nonzero};
 use crate::real::RealVector;
 use crate::rng::{GOLDEN_GAMMA, chacha_stream, domain, mix, splitmix64};
 
@@ -209,8 +209,7 @@ impl BinaryVector {
     /// +1 when fewer, and for even `m` with an exact tie it is the element of the fixed
     /// [`tie_breaker`](Self::tie_breaker). Deterministic and independent of input order.
     pub fn bundle(vs: &[&Self]) -> Result<Self> {
-        let first = vs.first().ok_or(Error::EmptyInput { what: "vs" })?;
-        let mut out = Self::ones(first.len)?;
+        let mut out = Self::ones(bundle_len(vs.iter().map(|v| v.len))?)?;
         Self::bundle_into(vs, &mut out)?;
         Ok(out)
     }
@@ -218,12 +217,7 @@ impl BinaryVector {
     /// [`bundle`](Self::bundle) into a preallocated output. Bit-sliced counters: O(m·D/64·log m)
     /// word operations, no allocation.
     pub fn bundle_into(vs: &[&Self], out: &mut Self) -> Result<()> {
-        if vs.is_empty() {
-            return Err(Error::EmptyInput { what: "vs" });
-        }
-        for v in vs {
-            check_len("vs[i]", out.len, v.len)?;
-        }
+        check_bundle(vs.iter().map(|v| v.len), out.len)?;
         let m = vs.len();
         let width = bits::bit_width(m);
         let half = m / 2;

@@ -88,6 +88,25 @@ pub(crate) fn check_len(what: &'static str, expected: usize, actual: usize) -> R
     }
 }
 
+/// The dimension of a bundle's first input (`lens` lists the inputs' dimensions);
+/// `EmptyInput` when there is none.
+pub(crate) fn bundle_len(mut lens: impl Iterator<Item = usize>) -> Result<usize> {
+    lens.next().ok_or(Error::EmptyInput { what: "vs" })
+}
+
+/// Checks a bundle's inputs against its output of dimension `out_len`: `EmptyInput` when
+/// `lens` (the inputs' dimensions) is empty, `DimensionMismatch` for the first that differs.
+pub(crate) fn check_bundle(
+    lens: impl ExactSizeIterator<Item = usize>,
+    out_len: usize,
+) -> Result<()> {
+    if lens.len() == 0 {
+        return Err(Error::EmptyInput { what: "vs" });
+    }
+    lens.into_iter()
+        .try_for_each(|len| check_len("vs[i]", out_len, len))
+}
+
 /// Returns `ZeroDimension` when `dim == 0`.
 pub(crate) fn check_nonzero(what: &'static str, dim: usize) -> Result<()> {
     if dim == 0 {

@@ -1,7 +1,7 @@
 //! Real-valued hypervectors (the MAP model: Multiply, Add, Permute).
 
 use crate::binary::BinaryVector;
-use crate::error::{Error, Result, check_len, check_nonzero};
+use crate::error::{Result, bundle_len, check_bundle, check_len, check_nonzero};
 
 const SIGN: u32 = 0x8000_0000;
 
@@ -198,19 +198,15 @@ impl RealVector {
 
     /// Elementwise sum of `m ≥ 1` vectors, added in the given order (deterministic).
     pub fn bundle(vs: &[&Self]) -> Result<Self> {
-        let first = vs.first().ok_or(Error::EmptyInput { what: "vs" })?;
-        let mut out = Self::zeros(first.len())?;
+        let mut out = Self::zeros(bundle_len(vs.iter().map(|v| v.len()))?)?;
         Self::bundle_into(vs, &mut out)?;
         Ok(out)
     }
 
     /// [`bundle`](Self::bundle) into a preallocated output (overwritten).
     pub fn bundle_into(vs: &[&Self], out: &mut Self) -> Result<()> {
-        let first = vs.first().ok_or(Error::EmptyInput { what: "vs" })?;
-        for v in vs {
-            check_len("vs[i]", out.len(), v.len())?;
-        }
-        out.data.copy_from_slice(&first.data);
+        check_bundle(vs.iter().map(|v| v.len()), out.len())?;
+        out.data.copy_from_slice(&vs[0].data);
         for v in &vs[1..] {
             for (o, &x) in out.data.iter_mut().zip(&v.data) {
                 *o += x;

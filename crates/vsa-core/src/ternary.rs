@@ -1,7 +1,7 @@
 //! Ternary hypervectors `{-1, 0, +1}^D` in two bit planes.
 
 use crate::bits::{self, BLK, SlicedCounter};
-use crate::error::{Error, Result, check_len, check_nonzero};
+use crate::error::{Error, Result, bundle_len, check_bundle, check_len, check_nonzero};
 use crate::rng::{chacha_stream, domain, mix};
 
 /// A ternary hypervector in `{-1, 0, +1}^D`, stored as two bit planes (2 bits per element).
@@ -173,6 +173,23 @@ impl TernaryVector {
         bits::popcount_zip(&self.plus, &self.minus, |p, m| p | m)
     }
 
+    /// `out = f(self, other)` word by word on the `(plus, minus)` planes; lengths are checked
+    /// by the caller.
+    #[inline]
+    fn zip_planes(
+        &self,
+        other: &Self,
+        out: &mut Self,
+        f: impl Fn((u64, u64), (u64, u64)) -> (u64, u64),
+    ) {
+        let planes = out.plus.iter_mut().zip(out.minus.iter_mut());
+        let inputs = self.plus.iter().zip(&self.minus);
+        let others = other.plus.iter().zip(&other.minus);
+        for (((op, om), (&ap, &am)), (&bp, &bm)) in planes.zip(inputs).zip(others) {
+            (*op, *om) = f((ap, am), (bp, bm));
+        }
+    }
+
     /// Bind: elementwise product.
     pub fn bind(&self, other: &Self) -> Result<Self> {
         let mut out = self.clone();
@@ -185,16 +202,9 @@ impl TernaryVector {
     pub fn bind_into(&self, other: &Self, out: &mut Self) -> Result<()> {
         check_len("other", self.len, other.len)?;
         check_len("out", self.len, out.len)?;
-        let it = out
-            .plus
-            .iter_mut()
-            .zip(out.minus.iter_mut())
-            .zip(self.plus.iter().zip(&self.minus))
-            .zip(other.plus.iter().zip(&other.minus));
-        for (((op, om), (&ap, &am)), (&bp, &bm)) in it {
-            *op = (ap & bp) | (am & bm);
-            *om = (ap & bm) | (am & bp);
-        }
+        self.zip_planes(other, out, |(ap, am), (bp, bm)| {
+            ((ap & bp) | (am & bm), (ap & bm) | (am & bp))
+        });
         Ok(())
     }
 
@@ -209,23 +219,15 @@ impl TernaryVector {
     pub fn bundle2(&self, other: &Self) -> Result<Self> {
         check_len("other", self.len, other.len)?;
         let mut out = self.clone();
-        let it = out
-            .plus
-            .iter_mut()
-            .zip(out.minus.iter_mut())
-            .zip(self.plus.iter().zip(&self.minus))
-            .zip(other.plus.iter().zip(&other.minus));
-        for (((op, om), (&ap, &am)), (&bp, &bm)) in it {
-            *op = (ap & !bm) | (!am & bp);
-            *om = (am & !bp) | (!ap & bm);
-        }
+        self.zip_planes(other, &mut out, |(ap, am), (bp, bm)| {
+            ((ap & !bm) | (!am & bp), (am & !bp) | (!ap & bm))
+        });
         Ok(out)
     }
 
     /// `sign(Σ vᵢ)` elementwise over `m ≥ 1` vectors, 0 at ties.
     pub fn bundle(vs: &[&Self]) -> Result<Self> {
-        let first = vs.first().ok_or(Error::EmptyInput { what: "vs" })?;
-        let mut out = Self::zeros(first.len)?;
+        let mut out = Self::zeros(bundle_len(vs.iter().map(|v| v.len))?)?;
         Self::bundle_into(vs, &mut out)?;
         Ok(out)
     }
@@ -233,12 +235,7 @@ impl TernaryVector {
     /// [`bundle`](Self::bundle) into a preallocated output: bit-sliced counters of the +1 and
     /// −1 planes compared plane by plane, O(m·D/64·log m) word operations, no allocation.
     pub fn bundle_into(vs: &[&Self], out: &mut Self) -> Result<()> {
-        if vs.is_empty() {
-            return Err(Error::EmptyInput { what: "vs" });
-        }
-        for v in vs {
-            check_len("vs[i]", out.len, v.len)?;
-        }
+        check_bundle(vs.iter().map(|v| v.len), out.len)?;
         match bits::bit_width(vs.len()) {
             1 => bundle_fixed::<1>(vs, out),
             2 => bundle_fixed::<2>(vs, out),
