@@ -79,6 +79,8 @@ pub mod methods;
 mod params;
 mod sketch;
 mod state;
+#[doc(hidden)]
+pub mod test_support;
 mod wire;
 
 pub use compressor::SketchCompressor;

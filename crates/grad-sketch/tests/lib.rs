@@ -1,6 +1,5 @@
 //! Integration tests of `grad-sketch`, compiled as one binary.
 
-mod common;
 mod methods;
 mod sketch_bytes;
 mod sketch_quality;

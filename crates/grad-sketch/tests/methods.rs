@@ -5,7 +5,7 @@
 use grad_sketch::methods::MAX_ROWS;
 use grad_sketch::{Compressor, CompressorConfig, Error, Message, Method, Part};
 
-use crate::common::{cos, gauss, grads, shapes};
+use grad_sketch::test_support::{cos, gauss, grads, shapes};
 
 fn cfg(method: Method, ef: bool) -> CompressorConfig {
     CompressorConfig {

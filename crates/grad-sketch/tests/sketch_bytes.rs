@@ -7,7 +7,7 @@ use grad_sketch::{
 };
 use proptest::prelude::*;
 
-use crate::common::{config, fnv, gauss, grads, norm, shapes};
+use grad_sketch::test_support::{config, fnv, gauss, grads, invalid_configs, norm, shapes};
 
 #[test]
 fn builder_sets_every_field_and_defaults_are_documented() {
@@ -37,19 +37,8 @@ fn invalid_configs_are_typed_errors() {
             Err(Error::InvalidConfig { parameter, .. }) if parameter == field
         ));
     };
-    bad(SketchConfig::builder().dimension(0).build(), "dimension");
-    for r in [0.0, -0.1, 1.0001, f64::NAN, f64::INFINITY] {
-        bad(
-            SketchConfig::builder().compression_ratio(r).build(),
-            "compression_ratio",
-        );
-    }
-    for m in [Reconstruction::Unbiased, Reconstruction::NormMatched] {
-        let c = SketchConfig::builder()
-            .reconstruction(m)
-            .error_feedback(true)
-            .build();
-        bad(c, "error_feedback");
+    for (c, field) in invalid_configs() {
+        bad(c, field);
     }
     // The message names the parameter, the expected and the actual value.
     let e = SketchConfig::builder()

@@ -4,7 +4,7 @@
 use grad_sketch::{BundleQuantization, MIN_SLOTS, Reconstruction, SketchCompressor, SketchConfig};
 use proptest::prelude::*;
 
-use crate::common::{config, cos, dot, gauss, grads, norm, shapes};
+use grad_sketch::test_support::{config, cos, dot, gauss, grads, norm, shapes};
 
 /// One host vector through a single-parameter compressor.
 fn roundtrip(x: &[f32], cfg: SketchConfig) -> Vec<f32> {

@@ -8,7 +8,7 @@ use grad_sketch::{
     SketchState,
 };
 
-use crate::common::{config, grads, shapes};
+use grad_sketch::test_support::{config, grads, shapes};
 
 fn sketch_config(ef: bool) -> SketchConfig {
     SketchConfig {
