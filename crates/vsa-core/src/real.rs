@@ -97,7 +97,7 @@ struct RawReal {
 
 #[cfg(feature = "serde")]
 impl TryFrom<RawReal> for RealVector {
-    type Error = Error;
+    type Error = crate::Error;
     fn try_from(r: RawReal) -> Result<Self> {
         Self::from_vec(r.data)
     }
