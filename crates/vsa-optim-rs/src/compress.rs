@@ -84,11 +84,7 @@ impl From<grad_sketch::Error> for Error {
                 parameter,
                 expected,
                 actual,
-            } => Error::InvalidConfig {
-                parameter,
-                expected,
-                actual,
-            },
+            } => config_error(parameter, expected, actual),
             E::NoParameters => Error::NoParameters,
             E::EmptyParameter { name, shape } => Error::EmptyParameter { name, shape },
             E::DuplicateParameter { name } => Error::DuplicateParameter { name },

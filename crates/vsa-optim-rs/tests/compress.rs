@@ -2,42 +2,19 @@
 //! maps (names, shapes, dtypes, devices), error mapping with unchanged state, the pinned
 //! bytes through tensors, serde. The compressor's own laws (the √ρ bound, unbiasedness,
 //! quantization, error feedback's bookkeeping, byte-format corruption) are tested in
-//! `crates/grad-sketch/tests`.
+//! `crates/grad-sketch/tests`, and so are the builder and the defaults: `VSAConfig` is
+//! `grad_sketch::SketchConfig` under the seed's name. Both suites draw their inputs and
+//! the refused configurations from `grad_sketch::test_support`.
 
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
-use rand_core::RngCore;
 use vsa_optim_rs::Error;
 use vsa_optim_rs::compress::{
     BundleQuantization, CompressedGradients, Payload, Reconstruction, VSAConfig,
     VSAGradientCompressor,
 };
-use vsa_optim_rs::vsa_core::rng::chacha_stream;
-
-/// Approximately Gaussian values (sum of 4 uniforms, centred), seeded.
-fn gauss(n: usize, seed: u64) -> Vec<f32> {
-    let mut r = chacha_stream(seed, 7);
-    (0..n)
-        .map(|_| {
-            (0..4)
-                .map(|_| (r.next_u32() >> 8) as f32 / (1u32 << 24) as f32 - 0.5)
-                .sum::<f32>()
-        })
-        .collect()
-}
-
-fn norm(a: &[f32]) -> f64 {
-    a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt()
-}
-
-fn shapes() -> Vec<(String, Vec<usize>)> {
-    vec![
-        ("layer.weight".into(), vec![40, 50]),
-        ("layer.bias".into(), vec![50]),
-        ("out.weight".into(), vec![3, 7, 11]),
-    ]
-}
+use vsa_optim_rs::grad_sketch::test_support::{config, fnv, gauss, invalid_configs, norm, shapes};
 
 fn grads(seed: u64) -> HashMap<String, Tensor> {
     shapes()
@@ -51,33 +28,6 @@ fn grads(seed: u64) -> HashMap<String, Tensor> {
         .collect()
 }
 
-fn config(ratio: f64) -> VSAConfig {
-    VSAConfig::builder()
-        .dimension(64)
-        .compression_ratio(ratio)
-        .seed(42)
-        .build()
-}
-
-fn fnv(bytes: &[u8]) -> u64 {
-    vsa_optim_rs::vsa_core::rng::fnv1a(bytes.iter().copied())
-}
-
-#[test]
-fn builder_sets_every_field_and_defaults_are_documented() {
-    let c = VSAConfig::builder()
-        .dimension(8192)
-        .compression_ratio(0.1)
-        .seed(42)
-        .build();
-    assert_eq!((c.dimension, c.compression_ratio, c.seed), (8192, 0.1, 42));
-    assert_eq!(c.reconstruction, Reconstruction::Projection);
-    assert_eq!(c.quantization, BundleQuantization::F32);
-    assert!(!c.error_feedback);
-    let d = VSAConfig::default();
-    assert_eq!((d.dimension, d.compression_ratio, d.seed), (8192, 0.1, 0));
-}
-
 #[test]
 fn invalid_configs_are_typed_errors() {
     let dev = Device::Cpu;
@@ -85,19 +35,8 @@ fn invalid_configs_are_typed_errors() {
         Err(Error::InvalidConfig { parameter, .. }) => assert_eq!(parameter, field),
         other => panic!("expected InvalidConfig({field}), got {other:?}"),
     };
-    bad(VSAConfig::builder().dimension(0).build(), "dimension");
-    for r in [0.0, -0.1, 1.0001, f64::NAN, f64::INFINITY] {
-        bad(
-            VSAConfig::builder().compression_ratio(r).build(),
-            "compression_ratio",
-        );
-    }
-    for m in [Reconstruction::Unbiased, Reconstruction::NormMatched] {
-        let c = VSAConfig::builder()
-            .reconstruction(m)
-            .error_feedback(true)
-            .build();
-        bad(c, "error_feedback");
+    for (c, field) in invalid_configs() {
+        bad(c, field);
     }
     assert!(matches!(
         VSAGradientCompressor::new(&[], VSAConfig::default(), &dev),

@@ -7,59 +7,41 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use vsa_optim_rs::distributed::{DataParallel, ExchangeMode, SingleProcess};
+use vsa_optim_rs::grad_sketch::test_support::{wave_config, wave_grads};
 use vsa_optim_rs::{DeterministicPhaseConfig, DeterministicPhaseTrainer, Error, VSAConfig};
 
 fn shapes() -> Vec<(String, Vec<usize>)> {
     vec![("b".into(), vec![40]), ("w".into(), vec![30, 50])]
 }
 
-/// Deterministic, non-trivial gradients for step `t` (sorted-name order: b, w).
-fn grads(t: u64) -> Vec<Vec<f32>> {
-    let f = |n: usize, k: u64| -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as f32 * 0.37 + k as f32 * 1.3 + t as f32 * 0.71).sin()) * 0.1)
-            .collect()
-    };
-    vec![f(40, 1), f(1500, 2)]
-}
-
-fn vsa_config() -> VSAConfig {
-    VSAConfig {
-        compression_ratio: 0.1,
-        error_feedback: true,
-        seed: 9,
-        ..VSAConfig::default()
-    }
-}
-
 #[test]
 fn data_parallel_refuses_nan_and_keeps_its_state() {
     for mode in [ExchangeMode::F32, ExchangeMode::Ternary, ExchangeMode::Vsa] {
         let mut dp =
-            DataParallel::new(SingleProcess::new(), mode, &shapes(), 5, vsa_config(), 0).unwrap();
+            DataParallel::new(SingleProcess::new(), mode, &shapes(), 5, wave_config(), 0).unwrap();
         let mut twin =
-            DataParallel::new(SingleProcess::new(), mode, &shapes(), 5, vsa_config(), 0).unwrap();
-        let (a, _) = dp.average_host(0, &grads(0), 1.0).unwrap();
+            DataParallel::new(SingleProcess::new(), mode, &shapes(), 5, wave_config(), 0).unwrap();
+        let (a, _) = dp.average_host(0, &wave_grads(0), 1.0).unwrap();
         let a = a.to_vec();
-        let (b, _) = twin.average_host(0, &grads(0), 1.0).unwrap();
+        let (b, _) = twin.average_host(0, &wave_grads(0), 1.0).unwrap();
         assert!(a == b, "{mode}: twins differ");
-        let mut bad = grads(1);
+        let mut bad = wave_grads(1);
         bad[1][7] = f32::INFINITY;
         let e = dp.average_host(1, &bad, 1.0).unwrap_err();
         assert!(matches!(e, Error::Exchange(_)), "{mode}: {e}");
         assert!(e.to_string().contains("non-finite"), "{e}");
-        assert!(dp.average_host(1, &grads(1), f32::NAN).is_err());
+        assert!(dp.average_host(1, &wave_grads(1), f32::NAN).is_err());
         assert_eq!(dp.exchange().stats().failed, 2);
         // The failed calls changed nothing: the next step matches the twin's.
-        let (x, lx) = dp.average_host(1, &grads(1), 2.0).unwrap();
+        let (x, lx) = dp.average_host(1, &wave_grads(1), 2.0).unwrap();
         let x = x.to_vec();
-        let (y, ly) = twin.average_host(1, &grads(1), 2.0).unwrap();
+        let (y, ly) = twin.average_host(1, &wave_grads(1), 2.0).unwrap();
         assert!(
             x.as_slice() == y && lx == ly,
             "{mode}: the failed calls changed the state"
         );
         if mode == ExchangeMode::F32 {
-            assert!(x == grads(1), "one rank, f32: the mean is the input");
+            assert!(x == wave_grads(1), "one rank, f32: the mean is the input");
         }
     }
 }
@@ -139,37 +121,34 @@ fn trainer_host_entry_points_validate_before_recording() {
     let shapes = shapes();
     let config = DeterministicPhaseConfig {
         warmup_steps: 1,
-        full_steps: 1,
-        predict_steps: 1,
-        correct_every: 1,
-        min_full_steps: 1,
-        min_predict_steps: 1,
-        max_predict_steps: 1,
-        ..DeterministicPhaseConfig::default()
+        ..DeterministicPhaseConfig::alternating()
     };
     let mut t = DeterministicPhaseTrainer::new(&shapes, config.clone(), &Device::Cpu).unwrap();
     let digest0 = t.state_digest().unwrap();
     let info = t.begin_step().unwrap();
     assert!(info.needs_backward);
     assert!(t.predicted_host().is_err());
-    let mut bad = grads(0);
+    let mut bad = wave_grads(0);
     bad[0][0] = f32::NAN;
     assert!(matches!(
         t.record_full_host(&bad),
         Err(Error::NonFiniteGradient { .. })
     ));
     assert!(matches!(
-        t.record_full_host(&grads(0)[..1]),
+        t.record_full_host(&wave_grads(0)[..1]),
         Err(Error::ShapeMismatch { .. })
     ));
-    let mut short = grads(0);
+    let mut short = wave_grads(0);
     short[1].pop();
     assert!(matches!(
         t.record_full_host(&short),
         Err(Error::ShapeMismatch { .. })
     ));
-    t.record_full_host(&grads(0)).unwrap();
-    assert!(t.record_full_host(&grads(0)).is_err(), "twice in a step");
+    t.record_full_host(&wave_grads(0)).unwrap();
+    assert!(
+        t.record_full_host(&wave_grads(0)).is_err(),
+        "twice in a step"
+    );
     t.end_step(1.0).unwrap();
     assert_ne!(t.state_digest().unwrap(), digest0);
     // Walk to a Predict step: its host prediction has the parameters' layout, and recording
@@ -178,10 +157,10 @@ fn trainer_host_entry_points_validate_before_recording() {
     for s in 1..10u64 {
         let info = t.begin_step().unwrap();
         if info.needs_backward {
-            t.record_full_host(&grads(s)).unwrap();
+            t.record_full_host(&wave_grads(s)).unwrap();
             t.end_step(1.0).unwrap();
         } else {
-            assert!(t.record_full_host(&grads(s)).is_err());
+            assert!(t.record_full_host(&wave_grads(s)).is_err());
             let p = t.predicted_host().unwrap();
             assert_eq!(p.len(), 2);
             assert_eq!((p[0].len(), p[1].len()), (40, 1500));

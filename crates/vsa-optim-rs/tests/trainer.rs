@@ -15,7 +15,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Optimizer, VarBuilder, VarMap};
 use vsa_optim_rs::{
     AdamW, DeterministicPhase, DeterministicPhaseConfig, DeterministicPhaseTrainer, Error,
-    ParamSet, ParamsAdamW, PredictorModel,
+    HistoryMode, ParamSet, ParamsAdamW, PredictorModel,
 };
 
 struct Net {
@@ -68,6 +68,31 @@ fn config() -> DeterministicPhaseConfig {
         predict_steps: 4,
         correct_every: 2,
         predictor_model: PredictorModel::LinearWls,
+        ..DeterministicPhaseConfig::default()
+    }
+}
+
+/// A fixed schedule (no adaptation) for `model` and `history`, shared by the path
+/// comparisons (`trainer/cpu_fast.rs`, `trainer/equivalence.rs`): 3 warmup steps, then
+/// F2 P`predict_steps` with a Correct step every second block; a `Window(w)` history sets
+/// `history_window = w`, a `Streaming` one keeps 8.
+fn fixed_schedule(
+    predict_steps: usize,
+    model: PredictorModel,
+    history: HistoryMode,
+) -> DeterministicPhaseConfig {
+    DeterministicPhaseConfig {
+        warmup_steps: 3,
+        full_steps: 2,
+        predict_steps,
+        correct_every: 2,
+        adaptive_phases: false,
+        predictor_model: model,
+        history_mode: history,
+        history_window: match history {
+            HistoryMode::Window(w) => w,
+            HistoryMode::Streaming => 8,
+        },
         ..DeterministicPhaseConfig::default()
     }
 }

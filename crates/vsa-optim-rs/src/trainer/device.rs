@@ -49,7 +49,8 @@ fn read(t: &Tensor) -> Result<Tensor> {
     Ok(t.to_dtype(DType::F32)?)
 }
 
-fn missing() -> crate::error::Error {
+/// The error for a history buffer that should be held and is not (a malformed checkpoint).
+pub(crate) fn missing() -> crate::error::Error {
     crate::error::Error::Checkpoint("predictor history is missing a buffer".into())
 }
 
@@ -117,6 +118,14 @@ impl History {
         Ok(h)
     }
 
+    /// Ring slot `slot`; [`missing`] when it is empty or out of range.
+    pub(crate) fn slot(&self, slot: usize) -> Result<&Tensor> {
+        self.slots
+            .get(slot)
+            .and_then(Option::as_ref)
+            .ok_or_else(missing)
+    }
+
     /// The model's prediction without the residual, f32.
     pub(crate) fn model_prediction(&self, coeffs: &PredictCoefficients) -> Result<Tensor> {
         let a = || self.a.as_ref().ok_or_else(missing);
@@ -130,12 +139,7 @@ impl History {
             PredictCoefficients::Window { terms } => {
                 let mut acc: Option<Tensor> = None;
                 for &(slot, c) in terms {
-                    let x = self
-                        .slots
-                        .get(slot)
-                        .and_then(Option::as_ref)
-                        .ok_or_else(missing)?;
-                    let term = read(x)?.affine(f64::from(c), 0.0)?;
+                    let term = read(self.slot(slot)?)?.affine(f64::from(c), 0.0)?;
                     acc = Some(match acc {
                         None => term,
                         Some(acc) => (acc + term)?,

@@ -7,7 +7,7 @@
 use candle_core::{DType, Device, Storage, Tensor};
 use grad_predict::{PredictCoefficients, QualitySums, RecordCoefficients};
 
-use super::device::History;
+use super::device::{History, missing};
 use crate::error::Result;
 
 /// Elements per block of the fused correction pass (grad-predict's block length).
@@ -40,10 +40,6 @@ pub(crate) fn finite(g: &Tensor, gs: &[f32]) -> Result<bool> {
 pub(crate) fn all_finite(g: &[f32]) -> bool {
     g.chunks(BLOCK)
         .all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()))
-}
-
-fn missing() -> crate::error::Error {
-    crate::error::Error::Checkpoint("predictor history is missing a buffer".into())
 }
 
 fn wrap(v: Vec<f32>, like: &Tensor) -> Result<Tensor> {
@@ -124,12 +120,7 @@ impl History {
             PredictCoefficients::Window { terms } => {
                 let mut out: Option<Vec<f32>> = None;
                 for &(slot, c) in terms {
-                    let x = self
-                        .slots
-                        .get(slot)
-                        .and_then(Option::as_ref)
-                        .ok_or_else(missing)?;
-                    with_f32(x, |x| match &mut out {
+                    with_f32(self.slot(slot)?, |x| match &mut out {
                         None => out = Some(x.iter().map(|&v| c * v + 0.0).collect()),
                         Some(o) => {
                             for (o, &v) in o.iter_mut().zip(x) {

@@ -42,20 +42,9 @@ fn grads(t: u64) -> HashMap<String, Tensor> {
 
 fn config(model: PredictorModel, history: HistoryMode) -> DeterministicPhaseConfig {
     DeterministicPhaseConfig {
-        warmup_steps: 3,
-        full_steps: 2,
-        predict_steps: 3,
-        correct_every: 2,
-        adaptive_phases: false,
-        predictor_model: model,
-        history_mode: history,
-        history_window: match history {
-            HistoryMode::Window(w) => w,
-            HistoryMode::Streaming => 8,
-        },
         // A low threshold so that residuals are applied on some steps.
         residual_threshold: 0.01,
-        ..DeterministicPhaseConfig::default()
+        ..super::fixed_schedule(3, model, history)
     }
 }
 

@@ -53,19 +53,8 @@ fn config(
     precision: StatPrecision,
 ) -> DeterministicPhaseConfig {
     DeterministicPhaseConfig {
-        warmup_steps: 3,
-        full_steps: 2,
-        predict_steps: 4,
-        correct_every: 2,
-        adaptive_phases: false,
-        predictor_model: model,
-        history_mode: history,
-        history_window: match history {
-            HistoryMode::Window(w) => w,
-            HistoryMode::Streaming => 8,
-        },
         history_precision: precision,
-        ..DeterministicPhaseConfig::default()
+        ..super::fixed_schedule(4, model, history)
     }
 }
 
