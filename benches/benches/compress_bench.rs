@@ -40,13 +40,7 @@ pub fn benches(c: &mut Criterion) {
         if n > 1 << 20 {
             g.sample_size(10);
         }
-        let mut dst = vec![0f32; n];
-        g.bench_function("memcpy", |b| {
-            b.iter(|| {
-                dst.copy_from_slice(black_box(&x));
-                black_box(&mut dst);
-            })
-        });
+        g.bench_function("memcpy", crate::memcpy(&x));
         let mut comp = compressor(n, BundleQuantization::F32, false);
         let z = comp.compress_host(&[&x[..]]).unwrap();
         let mut out = vec![vec![0f32; n]];
@@ -99,13 +93,7 @@ pub fn method_benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("compress_methods/n=16M");
     g.throughput(Throughput::Bytes(4 * n as u64));
     g.sample_size(10);
-    let mut dst = vec![0f32; n];
-    g.bench_function("memcpy", |b| {
-        b.iter(|| {
-            dst.copy_from_slice(black_box(&x));
-            black_box(&mut dst);
-        })
-    });
+    g.bench_function("memcpy", crate::memcpy(&x));
     let methods = [
         ("top-k 5% + EF", Method::TopK { k_fraction: 0.05 }, true),
         ("random-k 10%", Method::RandomK { ratio: 0.1 }, false),

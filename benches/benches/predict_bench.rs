@@ -49,13 +49,7 @@ fn memcpy_entry(
     traffic: usize,
 ) {
     let src = gradient(traffic / 8, 99);
-    let mut dst = vec![0f32; src.len()];
-    group.bench_function(BenchmarkId::new("memcpy", label), |b| {
-        b.iter(|| {
-            dst.copy_from_slice(black_box(&src));
-            black_box(&mut dst);
-        })
-    });
+    group.bench_function(BenchmarkId::new("memcpy", label), crate::memcpy(&src));
 }
 
 /// Registers the grad-predict benchmark groups.

@@ -13,11 +13,22 @@ use vsa_optim_rs::BackwardPlan;
 pub trait Task {
     /// A short name for tables.
     fn name(&self) -> String;
-    /// Builds a fresh model with deterministic initial weights for `seed`.
+    /// A fresh model with its variables in `varmap` (initial values not yet set).
     ///
     /// # Errors
     /// Candle errors.
-    fn build(&self, seed: u64) -> Result<(VarMap, Box<dyn Module>)>;
+    fn model(&self, varmap: &VarMap) -> Result<Box<dyn Module>>;
+    /// Builds a fresh model ([`Task::model`]) with deterministic initial weights for `seed`
+    /// (`vsa_optim_rs::init::deterministic_init`).
+    ///
+    /// # Errors
+    /// Candle errors.
+    fn build(&self, seed: u64) -> Result<(VarMap, Box<dyn Module>)> {
+        let varmap = VarMap::new();
+        let model = self.model(&varmap)?;
+        vsa_optim_rs::init::deterministic_init(&varmap, seed)?;
+        Ok((varmap, model))
+    }
     /// Micro-batches per optimizer step (1 = no accumulation).
     fn micro_batches(&self) -> usize;
     /// The mean loss of micro-batch `micro` of optimizer step `step`, for data-order `seed`.
@@ -50,10 +61,6 @@ pub trait Task {
         let _ = plan;
         Ok(false)
     }
-}
-
-fn init(varmap: &VarMap, seed: u64) -> Result<()> {
-    Ok(vsa_optim_rs::init::deterministic_init(varmap, seed)?)
 }
 
 /// The digits MLP: minibatches of `batch` rows (epoch-wise shuffled), or the full 1500-row
@@ -120,11 +127,8 @@ impl Task for DigitsTask {
         }
     }
 
-    fn build(&self, seed: u64) -> Result<(VarMap, Box<dyn Module>)> {
-        let vm = VarMap::new();
-        let m = Mlp::new(&vm, &self.device)?;
-        init(&vm, seed)?;
-        Ok((vm, Box::new(m)))
+    fn model(&self, varmap: &VarMap) -> Result<Box<dyn Module>> {
+        Ok(Box::new(Mlp::new(varmap, &self.device)?))
     }
 
     fn micro_batches(&self) -> usize {
@@ -263,11 +267,9 @@ impl Task for CharLmTask {
         }
     }
 
-    fn build(&self, seed: u64) -> Result<(VarMap, Box<dyn Module>)> {
-        let vm = VarMap::new();
-        let m = CharLm::with_plan(self.cfg, &vm, &self.device, self.plan.clone())?;
-        init(&vm, seed)?;
-        Ok((vm, Box::new(m)))
+    fn model(&self, varmap: &VarMap) -> Result<Box<dyn Module>> {
+        let m = CharLm::with_plan(self.cfg, varmap, &self.device, self.plan.clone())?;
+        Ok(Box::new(m))
     }
 
     fn micro_batches(&self) -> usize {

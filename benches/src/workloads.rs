@@ -2,7 +2,7 @@
 
 use vsa_optim_rs::DeterministicPhaseConfig;
 
-use crate::compare::{Comparison, TrainerSpec};
+use crate::compare::{Comparison, TrainerSpec, median};
 
 /// Which model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,16 +122,6 @@ pub fn trainer_configs() -> Vec<TrainerSpec> {
             lr_mult: 2.0,
         },
     ]
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
 }
 
 /// Median and spread over seeds of each row's final metric, time ratio and time to target,
