@@ -6,7 +6,7 @@
 use rand_core::RngCore;
 use vsa_core::rng::chacha_stream;
 
-use crate::{Reconstruction, SketchConfig};
+use crate::{Method, Reconstruction, SketchConfig};
 
 /// Approximately Gaussian values (sum of 4 uniforms, centred), seeded.
 pub fn gauss(n: usize, seed: u64) -> Vec<f32> {
@@ -79,6 +79,26 @@ pub fn invalid_configs() -> Vec<(SketchConfig, &'static str)> {
         bad.push((c, "error_feedback"));
     }
     bad
+}
+
+/// One configuration of every method, for tests that must hold for each: the count sketch
+/// with heavy-hitter selection (2%) and dense (`k_fraction` 1), random-k, top-k, PowerSGD.
+pub fn all_methods() -> Vec<Method> {
+    vec![
+        Method::CountSketch {
+            rows: 5,
+            ratio: 0.2,
+            k_fraction: 0.02,
+        },
+        Method::CountSketch {
+            rows: 4,
+            ratio: 0.2,
+            k_fraction: 1.0,
+        },
+        Method::RandomK { ratio: 0.1 },
+        Method::TopK { k_fraction: 0.05 },
+        Method::PowerSgd { rank: 2 },
+    ]
 }
 
 /// FNV-1a of `bytes` (`vsa_core::rng::fnv1a`), for golden hashes.

@@ -5,7 +5,7 @@
 use grad_sketch::methods::MAX_ROWS;
 use grad_sketch::{Compressor, CompressorConfig, Error, Message, Method, Part};
 
-use grad_sketch::test_support::{cos, gauss, grads, shapes};
+use grad_sketch::test_support::{all_methods, cos, gauss, grads, shapes};
 
 fn cfg(method: Method, ef: bool) -> CompressorConfig {
     CompressorConfig {
@@ -14,24 +14,6 @@ fn cfg(method: Method, ef: bool) -> CompressorConfig {
         error_feedback: ef,
         dense_warmup_steps: 0,
     }
-}
-
-fn all_methods() -> Vec<Method> {
-    vec![
-        Method::CountSketch {
-            rows: 5,
-            ratio: 0.2,
-            k_fraction: 0.02,
-        },
-        Method::CountSketch {
-            rows: 4,
-            ratio: 0.2,
-            k_fraction: 1.0,
-        },
-        Method::RandomK { ratio: 0.1 },
-        Method::TopK { k_fraction: 0.05 },
-        Method::PowerSgd { rank: 2 },
-    ]
 }
 
 /// Everything a failed call must leave alone.
