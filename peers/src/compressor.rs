@@ -39,6 +39,23 @@ struct Measured {
     peak: usize,
 }
 
+impl Measured {
+    /// The table row of this measurement of `g`'s round trip.
+    fn row(self, crate_name: &'static str, config: String, g: &[f32]) -> Row {
+        let [first_ms, again_ms, decompress_ms] = self.times;
+        Row {
+            crate_name,
+            config,
+            bytes: self.bytes,
+            cosine: cosine(g, &self.out),
+            first_ms,
+            again_ms,
+            decompress_ms,
+            peak: self.peak,
+        }
+    }
+}
+
 /// The 0.1.1 hypervector dimension for `n` elements (its `VSAGradientCompressor::new`).
 fn seed_dim(n: usize) -> usize {
     seed::vsa::VSAGradientCompressor::new(n, seed::VSAConfig::default()).compressed_dim()
@@ -92,12 +109,7 @@ fn seed_row(g: &[f32], reps: usize) -> Result<Row> {
     let n = g.len();
     let tensor = seed_candle::Tensor::from_vec(g.to_vec(), n, &seed_candle::Device::Cpu)?;
     let grads: HashMap<String, seed_candle::Tensor> = [("g".to_string(), tensor)].into();
-    let Measured {
-        bytes,
-        out,
-        times: [first_ms, again_ms, decompress_ms],
-        peak,
-    } = measure(
+    let measured = measure(
         reps,
         || {
             Ok(seed::vsa::VSAGradientCompressor::new(
@@ -119,16 +131,8 @@ fn seed_row(g: &[f32], reps: usize) -> Result<Row> {
             Ok((bytes, decode))
         },
     )?;
-    Ok(Row {
-        crate_name: "vsa-optim-rs 0.1.1",
-        config: format!("default (D = {} trits)", seed_dim(n)),
-        bytes,
-        cosine: cosine(g, &out),
-        first_ms,
-        again_ms,
-        decompress_ms,
-        peak,
-    })
+    let config = format!("default (D = {} trits)", seed_dim(n));
+    Ok(measured.row("vsa-optim-rs 0.1.1", config, g))
 }
 
 fn ours_row(g: &[f32], reps: usize, config: ours::VSAConfig, label: String) -> Result<Row> {
@@ -136,12 +140,7 @@ fn ours_row(g: &[f32], reps: usize, config: ours::VSAConfig, label: String) -> R
     let shapes = vec![("g".to_string(), vec![n])];
     let tensor = ours_candle::Tensor::from_vec(g.to_vec(), n, &ours_candle::Device::Cpu)?;
     let grads: HashMap<String, ours_candle::Tensor> = [("g".to_string(), tensor)].into();
-    let Measured {
-        bytes,
-        out,
-        times: [first_ms, again_ms, decompress_ms],
-        peak,
-    } = measure(
+    let measured = measure(
         reps,
         || {
             Ok(ours::VSAGradientCompressor::new(
@@ -161,16 +160,7 @@ fn ours_row(g: &[f32], reps: usize, config: ours::VSAConfig, label: String) -> R
             Ok((bytes, decode))
         },
     )?;
-    Ok(Row {
-        crate_name: "ours",
-        config: label,
-        bytes,
-        cosine: cosine(g, &out),
-        first_ms,
-        again_ms,
-        decompress_ms,
-        peak,
-    })
+    Ok(measured.row("ours", label, g))
 }
 
 /// The "Compressor" part of the section.
