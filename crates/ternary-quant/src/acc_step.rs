@@ -8,7 +8,7 @@
 //! `O(len)` scratch exists.
 
 use crate::levels::{decode_levels_f32, encode_levels};
-use crate::pack::BASE3_ZERO;
+use crate::pack::{BASE3_ZERO, pack_digits};
 use crate::quant::prescale;
 use crate::rng::Draws16;
 
@@ -25,6 +25,9 @@ pub(crate) struct Scratch {
     lv: [f32; TILE],
     r: [u16; TILE],
     q: [i8; TILE],
+    d: [u8; TILE],
+    /// Per-element copies of per-block factors (the one-trit kernel's whole-tile loops).
+    f: [[f32; TILE]; 3],
 }
 
 impl Scratch {
@@ -34,6 +37,8 @@ impl Scratch {
             lv: [0.0; TILE],
             r: [0; TILE],
             q: [0; TILE],
+            d: [0; TILE],
+            f: [[0.0; TILE]; 3],
         }
     }
 }
@@ -67,6 +72,72 @@ fn values(n: u8, bytes: &[u8], g: &[f32], a_u: f32, b: f32, lv: &mut [f32], v: &
     }
 }
 
+/// `v = a_u·l + b·g` clamped to the finite range (a select, so that it vectorizes; `v` is
+/// never NaN: every input is finite).
+#[inline(always)]
+fn value(l: f32, g: f32, a_u: f32, b: f32) -> f32 {
+    let x = a_u * l + b * g;
+    let x = if x < f32::MAX { x } else { f32::MAX };
+    if x > -f32::MAX { x } else { -f32::MAX }
+}
+
+/// `max |v|` of finite values, in four lanes (`maxps`) with a tree reduction: equal to the
+/// serial `fold(0, max)`, since the maximum of finite values does not depend on the order.
+#[inline(always)]
+fn max_abs_finite(vs: &[f32]) -> f32 {
+    let gt = |a: f32, b: f32| if a > b { a } else { b };
+    let mut acc = [0f32; 4];
+    let (v4, vr) = vs.as_chunks::<4>();
+    for v in v4 {
+        for j in 0..4 {
+            acc[j] = gt(v[j].abs(), acc[j]);
+        }
+    }
+    let mx = vr.iter().fold(0f32, |m, x| gt(x.abs(), m));
+    gt(gt(gt(acc[0], acc[2]), gt(acc[1], acc[3])), mx)
+}
+
+/// One stochastic trit as a base-3 digit (`q + 1`): [`stochastic_digits`] for one element,
+/// branch-free.
+#[inline(always)]
+fn digit(x: f32, rw: u16, pre: f32, inv: f32) -> u8 {
+    let keep = f32::from(rw) * TWO_POW_M16 < (x.abs() * pre) * inv;
+    let up = u8::from(keep & (x > 0.0));
+    let down = u8::from(keep & (x < 0.0));
+    1 + up - down
+}
+
+/// Writes [`value`] of every element to `vs`; returns `max |v|`.
+///
+/// The maximum runs in eight lanes (`maxps`), so it vectorizes; the result equals the serial
+/// `fold(0, max)` exactly, since `v` is finite and the maximum does not depend on the order.
+#[inline(always)]
+fn values_max(ls: &[f32], gs: &[f32], a_u: f32, b: f32, vs: &mut [f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (v8, vr) = vs.as_chunks_mut::<8>();
+    let (l8, lr) = ls.as_chunks::<8>();
+    let (g8, gr) = gs.as_chunks::<8>();
+    for ((v, l), g) in v8.iter_mut().zip(l8).zip(g8) {
+        for j in 0..8 {
+            let x = value(l[j], g[j], a_u, b);
+            v[j] = x;
+            let y = x.abs();
+            acc[j] = if y > acc[j] { y } else { acc[j] };
+        }
+    }
+    let mut mx = 0f32;
+    for ((o, &l), &g) in vr.iter_mut().zip(lr).zip(gr) {
+        let x = value(l, g, a_u, b);
+        *o = x;
+        let y = x.abs();
+        mx = if y > mx { y } else { mx };
+    }
+    // Tree reduction: three dependent steps instead of eight.
+    let gt = |a: f32, b: f32| if a > b { a } else { b };
+    let h: [f32; 4] = std::array::from_fn(|j| gt(acc[j], acc[j + 4]));
+    gt(gt(gt(h[0], h[2]), gt(h[1], h[3])), mx)
+}
+
 impl Step {
     /// Requantizes a run of whole blocks of `block` elements (`g.len() <= TILE`; only the
     /// tensor's last block may be short) with one decode, one draw copy and one pack.
@@ -85,51 +156,127 @@ impl Step {
         scratch: &mut Scratch,
         chosen: &mut [(f32, u8)],
     ) {
+        if self.n == 1
+            && let Some(dr) = draws
+        {
+            return self.blocks_one_trit(bytes, g, block, old_units, choose, dr, scratch, chosen);
+        }
         let m = g.len();
-        let Scratch { v, lv, r, q } = scratch;
+        let Scratch { v, lv, r, q, d, .. } = scratch;
         decode_levels_f32(self.n, bytes, &mut lv[..m]);
         let absmean = !self.stochastic && self.n == 1;
         let stochastic = draws.is_some();
-        if let Some(d) = draws {
-            d.fill(&mut r[..m]);
+        // One stochastic trit per element: digits straight from the comparison.
+        let digits = stochastic && self.n == 1;
+        if let Some(dr) = draws {
+            dr.fill(&mut r[..m]);
         }
-        let parts = g
-            .chunks(block)
-            .zip(lv[..m].chunks(block))
-            .zip(v[..m].chunks_mut(block))
-            .zip(q[..m].chunks_mut(block))
-            .zip(r[..m].chunks(block));
-        for (j, ((((gs, ls), vs), qs), rs)) in parts.enumerate() {
+        // Three passes over the blocks (values and statistics, scales, rounding), so that
+        // the short dependency chain of one block (maximum, code, reciprocal) overlaps with
+        // the next block's instead of stalling the loop.
+        let nbk = m.div_ceil(block);
+        let mut stats = [0f32; TILE / 5];
+        for (j, st) in stats[..nbk].iter_mut().enumerate() {
+            let (e0, e1) = (j * block, ((j + 1) * block).min(m));
+            let (gs, ls, vs) = (&g[e0..e1], &lv[e0..e1], &mut v[e0..e1]);
             let a_u = self.a * old_units[j];
-            for ((o, &l), &gi) in vs.iter_mut().zip(ls).zip(gs) {
-                *o = (a_u * l + self.b * gi).clamp(-f32::MAX, f32::MAX);
-            }
-            let stat = if absmean {
+            *st = if absmean {
+                for ((o, &l), &gi) in vs.iter_mut().zip(ls).zip(gs) {
+                    *o = value(l, gi, a_u, self.b);
+                }
                 let sum = vs.iter().map(|x| f64::from(x.abs())).sum::<f64>();
                 (sum / vs.len().max(1) as f64) as f32
             } else {
-                vs.iter().fold(0f32, |m, x| m.max(x.abs()))
+                values_max(ls, gs, a_u, self.b, vs)
             };
-            let (scale, code) = choose(stat);
-            chosen[j] = (scale, code);
-            if scale == 0.0 {
-                qs.fill(0);
-                continue;
-            }
-            let (pre, inv) = prescale(scale / self.l);
-            if stochastic {
-                if self.n == 1 {
-                    stochastic_trits(vs, rs, pre, inv, qs);
-                } else {
-                    stochastic_levels(vs, rs, pre, inv, self.l, qs);
-                }
-            } else if absmean {
-                crate::quant::threshold_trits(vs, scale, 2.0, qs);
-            } else {
-                nearest_levels(vs, pre, inv, self.l, qs);
+        }
+        let mut pre_inv = [(0f32, 0f32); TILE / 5];
+        for ((c, &st), pi) in chosen.iter_mut().zip(&stats[..nbk]).zip(&mut pre_inv) {
+            *c = choose(st);
+            if c.0 != 0.0 {
+                *pi = prescale(c.0 / self.l);
             }
         }
-        encode_levels(self.n, &q[..m], bytes);
+        for (j, &(scale, _)) in chosen[..nbk].iter().enumerate() {
+            let (e0, e1) = (j * block, ((j + 1) * block).min(m));
+            let (vs, rs) = (&v[e0..e1], &r[e0..e1]);
+            if scale == 0.0 {
+                q[e0..e1].fill(0);
+                d[e0..e1].fill(1);
+                continue;
+            }
+            let (pre, inv) = pre_inv[j];
+            if digits {
+                stochastic_digits(vs, rs, pre, inv, &mut d[e0..e1]);
+            } else if stochastic {
+                stochastic_levels(vs, rs, pre, inv, self.l, &mut q[e0..e1]);
+            } else if absmean {
+                crate::quant::threshold_trits(vs, scale, 2.0, &mut q[e0..e1]);
+            } else {
+                nearest_levels(vs, pre, inv, self.l, &mut q[e0..e1]);
+            }
+        }
+        if digits {
+            pack_digits(&d[..m], bytes);
+        } else {
+            encode_levels(self.n, &q[..m], bytes);
+        }
+    }
+
+    /// [`Step::blocks`] for stochastic rounding to one trit, the default: the same result,
+    /// computed in whole-tile loops. Per-block factors (`a·unit_old`, the prescale pair) are
+    /// spread over per-element arrays first, so the value and rounding loops run over the
+    /// whole tile without a short remainder per block; only the block maxima and the scale
+    /// choice are per block.
+    #[allow(clippy::too_many_arguments)]
+    fn blocks_one_trit(
+        &self,
+        bytes: &mut [u8],
+        g: &[f32],
+        block: usize,
+        old_units: &[f32],
+        choose: impl Fn(f32) -> (f32, u8),
+        draws: &mut Draws16,
+        scratch: &mut Scratch,
+        chosen: &mut [(f32, u8)],
+    ) {
+        let m = g.len();
+        let nbk = m.div_ceil(block);
+        let Scratch { v, lv, r, d, f, .. } = scratch;
+        let [au, pre, inv] = f;
+        let (lv, v, r, d) = (&mut lv[..m], &mut v[..m], &mut r[..m], &mut d[..m]);
+        let (au, pre, inv) = (&mut au[..m], &mut pre[..m], &mut inv[..m]);
+        decode_levels_f32(1, bytes, lv);
+        draws.fill(r);
+        for (c, &u) in au.chunks_mut(block).zip(old_units) {
+            c.fill(self.a * u);
+        }
+        let b = self.b;
+        for (((v, &l), &g), &a) in v.iter_mut().zip(lv.iter()).zip(g).zip(au.iter()) {
+            *v = value(l, g, a, b);
+        }
+        for (j, ((c, p), i)) in chosen[..nbk]
+            .iter_mut()
+            .zip(pre.chunks_mut(block))
+            .zip(inv.chunks_mut(block))
+            .enumerate()
+        {
+            let vs = &v[j * block..((j + 1) * block).min(m)];
+            *c = choose(max_abs_finite(vs));
+            // A zero scale only comes with an all-zero block: factors 0 give `y = 0`, never
+            // kept, so digit 1 (trit 0) as in `Step::blocks`.
+            let (pp, ii) = if c.0 == 0.0 {
+                (0.0, 0.0)
+            } else {
+                prescale(c.0 / self.l)
+            };
+            p.fill(pp);
+            i.fill(ii);
+        }
+        for ((((d, &v), &r), &p), &i) in d.iter_mut().zip(v.iter()).zip(r.iter()).zip(pre.iter()).zip(inv.iter()) {
+            *d = digit(v, r, p, i);
+        }
+        pack_digits(d, bytes);
     }
 
     /// Requantizes one block in place. `bytes` are the block's level bytes, `g` its gradient
@@ -146,7 +293,7 @@ impl Step {
         mut draws: Option<&mut Draws16>,
         scratch: &mut Scratch,
     ) -> (f32, u8) {
-        let Scratch { v, lv, r, q } = scratch;
+        let Scratch { v, lv, r, q, .. } = scratch;
         let nb = g.len();
         let n = usize::from(self.n);
         let a_u = self.a * old_unit;
@@ -237,6 +384,16 @@ fn stochastic_trits(v: &[f32], r: &[u16], pre: f32, inv: f32, q: &mut [i8]) {
     for ((o, &x), &rw) in q.iter_mut().zip(v).zip(r) {
         let keep = (f32::from(rw) * TWO_POW_M16 < (x.abs() * pre) * inv) as i8;
         *o = keep * ((x > 0.0) as i8 - (x < 0.0) as i8);
+    }
+}
+
+/// [`stochastic_trits`] written as base-3 digits `q + 1` (0, 1 or 2), ready for
+/// [`pack_digits`].
+#[inline]
+fn stochastic_digits(v: &[f32], r: &[u16], pre: f32, inv: f32, d: &mut [u8]) {
+    for ((o, &x), &rw) in d.iter_mut().zip(v).zip(r) {
+        let keep = (f32::from(rw) * TWO_POW_M16 < (x.abs() * pre) * inv) as i8;
+        *o = (1 + keep * ((x > 0.0) as i8 - (x < 0.0) as i8)) as u8;
     }
 }
 

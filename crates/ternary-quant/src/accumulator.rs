@@ -24,7 +24,7 @@ use crate::pack::{BASE3_ZERO, check_base3};
 use crate::quant::checked_max_abs;
 use crate::rng::{Draws16, RngKey};
 pub use crate::scales::ScaleFormat;
-use crate::scales::{ZERO_CODE, log8_code, log8_scale};
+use crate::scales::{Log8Table, ZERO_CODE, log8_code, log8_scale};
 
 /// The `f32`-scale block: 320 elements = 64 base-3 bytes = 5 bitplane words + one `f32`
 /// (1.7 bits/element at one trit). The block of the transport codecs (e.g. the MPI ternary
@@ -318,15 +318,19 @@ impl PackedAccumulator {
         let nn = usize::from(n);
         let mut scratch = Scratch::new();
         let fmt = self.config.scale_format;
+        // Log8: the 255 scales of `r_new` as a table (same values as `log8_scale`), so that
+        // each block's code is a binary search; worth building for more than a few blocks.
+        let table = (fmt == ScaleFormat::Log8 && blocks >= 64).then(|| Log8Table::new(r_new));
+        let table = table.as_ref();
         let choose = move |stat: f32| match fmt {
             ScaleFormat::F32 => (stat, 0),
             ScaleFormat::Log8 => {
                 let c = if stat >= r_new {
                     if stat == 0.0 { ZERO_CODE } else { 0 }
                 } else {
-                    log8_code(r_new, stat)
+                    table.map_or_else(|| log8_code(r_new, stat), |t| t.code(stat))
                 };
-                (log8_scale(r_new, c), c)
+                (table.map_or_else(|| log8_scale(r_new, c), |t| t.scale(c)), c)
             }
         };
         if self.block <= TILE {
