@@ -1,11 +1,13 @@
 //! The per-block requantization kernel of [`crate::PackedAccumulator`].
 //!
-//! One block is processed in 320-element stack tiles: the held levels are decoded, combined
-//! with the gradient into `v = a·unit_old·level + b·g`, the block statistic is taken
-//! (`max|v|`, or `mean|v|` for deterministic single-trit absmean), a scale is chosen, and
-//! `v` is requantized onto `L` levels per sign with that scale. A block of at most one tile
-//! is decoded once; a longer block is decoded twice (statistic, then quantization), so no
-//! `O(len)` scratch exists.
+//! Blocks of at most [`TILE`] elements are processed a stack tile of whole blocks at a time
+//! ([`Step::blocks`]): the held levels are decoded, combined with the gradient into
+//! `v = a·unit_old·level + b·g`, the block statistic is taken (`max|v|`, or `mean|v|` for
+//! deterministic single-trit absmean), a scale is chosen, and `v` is requantized onto `L`
+//! levels per sign with that scale. The default (stochastic, one trit) runs in whole-tile
+//! loops that vectorize ([`Step::blocks`] hands it to `blocks_one_trit`); a larger block is
+//! processed in tiles and decoded twice (statistic, then quantization), so no `O(len)`
+//! scratch exists ([`Step::block`]).
 
 use crate::levels::{decode_levels_f32, encode_levels};
 use crate::pack::{BASE3_ZERO, pack_digits};
@@ -41,6 +43,50 @@ impl Scratch {
             f: [[0.0; TILE]; 3],
         }
     }
+}
+
+/// A block's scale as chosen for one step: the scale, its stored code (`Log8`; 0 for `f32`
+/// scales) and the prescale pair of its level unit, `prescale(scale / L)` (`(0, 0)` for a
+/// zero scale), which the rounding loops use.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Choice {
+    pub scale: f32,
+    pub code: u8,
+    pub pre: f32,
+    pub inv: f32,
+}
+
+impl Choice {
+    /// The choice of `scale` (stored as `code`) for levels `1..=l`.
+    #[inline]
+    pub(crate) fn new(scale: f32, code: u8, l: f32) -> Self {
+        let (pre, inv) = if scale == 0.0 {
+            (0.0, 0.0)
+        } else {
+            prescale(scale / l)
+        };
+        Self {
+            scale,
+            code,
+            pre,
+            inv,
+        }
+    }
+}
+
+/// A run of whole blocks for [`Step::blocks`] (`g.len() <= TILE`; only the tensor's last
+/// block may be short).
+pub(crate) struct Tile<'a> {
+    /// The run's level bytes.
+    pub bytes: &'a mut [u8],
+    /// The run's gradient slice.
+    pub g: &'a [f32],
+    /// Elements per block.
+    pub block: usize,
+    /// Block `j`'s current level unit (`scale/L`).
+    pub old_units: &'a [f32],
+    /// Receives block `j`'s new `(scale, code)`.
+    pub chosen: &'a mut [(f32, u8)],
 }
 
 /// What one step does to every block.
@@ -102,9 +148,12 @@ fn max_abs_finite(vs: &[f32]) -> f32 {
 #[inline(always)]
 fn digit(x: f32, rw: u16, pre: f32, inv: f32) -> u8 {
     let keep = f32::from(rw) * TWO_POW_M16 < (x.abs() * pre) * inv;
-    let up = u8::from(keep & (x > 0.0));
-    let down = u8::from(keep & (x < 0.0));
-    1 + up - down
+    // A kept element has |x| > 0, so its sign bit is its sign: `s` is −1 for negative `x`
+    // and 0 otherwise, `(s << 1) | 1` is ±1, and masking with `−keep` gives the trit (SSE2
+    // integer ops, where the two compares it replaces cost more).
+    let s = (x.to_bits() as i32) >> 31;
+    let q = -i32::from(keep) & ((s << 1) | 1);
+    (1 + q) as u8
 }
 
 /// Writes [`value`] of every element to `vs`; returns `max |v|`.
@@ -142,25 +191,25 @@ impl Step {
     /// Requantizes a run of whole blocks of `block` elements (`g.len() <= TILE`; only the
     /// tensor's last block may be short) with one decode, one draw copy and one pack.
     /// Element by element identical to [`Step::block`] on each block in order.
-    /// `old_units[j]` is block `j`'s current level unit; `chosen[j]` receives its
-    /// `(scale, code)`.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn blocks(
         &self,
-        bytes: &mut [u8],
-        g: &[f32],
-        block: usize,
-        old_units: &[f32],
-        choose: impl Fn(f32) -> (f32, u8),
+        tile: Tile<'_>,
+        choose: impl Fn(f32) -> Choice,
         draws: Option<&mut Draws16>,
         scratch: &mut Scratch,
-        chosen: &mut [(f32, u8)],
     ) {
         if self.n == 1
             && let Some(dr) = draws
         {
-            return self.blocks_one_trit(bytes, g, block, old_units, choose, dr, scratch, chosen);
+            return self.blocks_one_trit(tile, choose, dr, scratch);
         }
+        let Tile {
+            bytes,
+            g,
+            block,
+            old_units,
+            chosen,
+        } = tile;
         let m = g.len();
         let Scratch { v, lv, r, q, d, .. } = scratch;
         decode_levels_f32(self.n, bytes, &mut lv[..m]);
@@ -192,10 +241,9 @@ impl Step {
         }
         let mut pre_inv = [(0f32, 0f32); TILE / 5];
         for ((c, &st), pi) in chosen.iter_mut().zip(&stats[..nbk]).zip(&mut pre_inv) {
-            *c = choose(st);
-            if c.0 != 0.0 {
-                *pi = prescale(c.0 / self.l);
-            }
+            let ch = choose(st);
+            *c = (ch.scale, ch.code);
+            *pi = (ch.pre, ch.inv);
         }
         for (j, &(scale, _)) in chosen[..nbk].iter().enumerate() {
             let (e0, e1) = (j * block, ((j + 1) * block).min(m));
@@ -228,32 +276,34 @@ impl Step {
     /// spread over per-element arrays first, so the value and rounding loops run over the
     /// whole tile without a short remainder per block; only the block maxima and the scale
     /// choice are per block.
-    #[allow(clippy::too_many_arguments)]
     fn blocks_one_trit(
         &self,
-        bytes: &mut [u8],
-        g: &[f32],
-        block: usize,
-        old_units: &[f32],
-        choose: impl Fn(f32) -> (f32, u8),
+        tile: Tile<'_>,
+        choose: impl Fn(f32) -> Choice,
         draws: &mut Draws16,
         scratch: &mut Scratch,
-        chosen: &mut [(f32, u8)],
     ) {
+        let Tile {
+            bytes,
+            g,
+            block,
+            old_units,
+            chosen,
+        } = tile;
         let m = g.len();
         let nbk = m.div_ceil(block);
         let Scratch { v, lv, r, d, f, .. } = scratch;
-        let [au, pre, inv] = f;
+        let [pre, inv, _] = f;
         let (lv, v, r, d) = (&mut lv[..m], &mut v[..m], &mut r[..m], &mut d[..m]);
-        let (au, pre, inv) = (&mut au[..m], &mut pre[..m], &mut inv[..m]);
-        decode_levels_f32(1, bytes, lv);
-        draws.fill(r);
-        for (c, &u) in au.chunks_mut(block).zip(old_units) {
-            c.fill(self.a * u);
+        let (pre, inv) = (&mut pre[..m], &mut inv[..m]);
+        // `a_u·l` straight from the decode table (`a_u·t` for the trit `t`: the same product).
+        for ((c, bc), &u) in lv.chunks_mut(block).zip(bytes.chunks(block / 5)).zip(old_units) {
+            crate::fused::dequantize_base3_unchecked(bc, self.a * u, c);
         }
+        draws.fill(r);
         let b = self.b;
-        for (((v, &l), &g), &a) in v.iter_mut().zip(lv.iter()).zip(g).zip(au.iter()) {
-            *v = value(l, g, a, b);
+        for ((v, &al), &g) in v.iter_mut().zip(lv.iter()).zip(g) {
+            *v = value(al, g, 1.0, b);
         }
         for (j, ((c, p), i)) in chosen[..nbk]
             .iter_mut()
@@ -262,16 +312,12 @@ impl Step {
             .enumerate()
         {
             let vs = &v[j * block..((j + 1) * block).min(m)];
-            *c = choose(max_abs_finite(vs));
-            // A zero scale only comes with an all-zero block: factors 0 give `y = 0`, never
-            // kept, so digit 1 (trit 0) as in `Step::blocks`.
-            let (pp, ii) = if c.0 == 0.0 {
-                (0.0, 0.0)
-            } else {
-                prescale(c.0 / self.l)
-            };
-            p.fill(pp);
-            i.fill(ii);
+            let ch = choose(max_abs_finite(vs));
+            *c = (ch.scale, ch.code);
+            // A zero scale has factors 0: `y = 0`, never kept, so digit 1 (trit 0) as in
+            // `Step::blocks`.
+            p.fill(ch.pre);
+            i.fill(ch.inv);
         }
         for ((((d, &v), &r), &p), &i) in d.iter_mut().zip(v.iter()).zip(r.iter()).zip(pre.iter()).zip(inv.iter()) {
             *d = digit(v, r, p, i);
@@ -289,7 +335,7 @@ impl Step {
         bytes: &mut [u8],
         g: &[f32],
         old_unit: f32,
-        choose: impl Fn(f32) -> (f32, u8),
+        choose: impl Fn(f32) -> Choice,
         mut draws: Option<&mut Draws16>,
         scratch: &mut Scratch,
     ) -> (f32, u8) {
@@ -315,7 +361,8 @@ impl Step {
         } else {
             mx
         };
-        let (scale, code) = choose(stat);
+        let ch = choose(stat);
+        let (scale, code) = (ch.scale, ch.code);
         if scale == 0.0 {
             bytes.fill(BASE3_ZERO);
             if let Some(d) = draws {
@@ -325,8 +372,7 @@ impl Step {
             }
             return (scale, code);
         }
-        let unit = scale / self.l;
-        let (pre, inv) = prescale(unit);
+        let (pre, inv) = (ch.pre, ch.inv);
         let single = nb <= TILE;
         for t0 in (0..nb).step_by(TILE) {
             let t1 = (t0 + TILE).min(nb);

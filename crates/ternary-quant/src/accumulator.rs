@@ -17,7 +17,7 @@
 //! packed levels and the scales. The error of this scheme, and why small blocks with 8-bit
 //! scales are the default, is derived in `docs/ternary.md`.
 
-use crate::acc_step::{Scratch, Step, TILE};
+use crate::acc_step::{Choice, Scratch, Step, TILE, Tile};
 use crate::error::{Error, Result, check_len};
 use crate::levels::{check_trits_per_element, decode_levels_f32, levels_bytes, max_level};
 use crate::pack::{BASE3_ZERO, check_base3};
@@ -320,17 +320,29 @@ impl PackedAccumulator {
         let fmt = self.config.scale_format;
         // Log8: the 255 scales of `r_new` as a table (same values as `log8_scale`), so that
         // each block's code is a binary search; worth building for more than a few blocks.
-        let table = (fmt == ScaleFormat::Log8 && blocks >= 64).then(|| Log8Table::new(r_new));
+        let l = step.l;
+        let table = (fmt == ScaleFormat::Log8 && blocks >= 64).then(|| Log8Table::new(r_new, l));
         let table = table.as_ref();
         let choose = move |stat: f32| match fmt {
-            ScaleFormat::F32 => (stat, 0),
+            ScaleFormat::F32 => Choice::new(stat, 0, l),
             ScaleFormat::Log8 => {
                 let c = if stat >= r_new {
                     if stat == 0.0 { ZERO_CODE } else { 0 }
                 } else {
                     table.map_or_else(|| log8_code(r_new, stat), |t| t.code(stat))
                 };
-                (table.map_or_else(|| log8_scale(r_new, c), |t| t.scale(c)), c)
+                match table {
+                    Some(t) => {
+                        let (pre, inv) = t.pre_inv(c);
+                        Choice {
+                            scale: t.scale(c),
+                            code: c,
+                            pre,
+                            inv,
+                        }
+                    }
+                    None => Choice::new(log8_scale(r_new, c), c, l),
+                }
             }
         };
         if self.block <= TILE {
@@ -344,16 +356,14 @@ impl PackedAccumulator {
                 for (j, u) in units[..nbk].iter_mut().enumerate() {
                     *u = self.scale(bi0 + j) / step.l;
                 }
-                step.blocks(
-                    &mut self.trits[nn * t0 / 5..(nn * t1).div_ceil(5)],
-                    &grad[t0..t1],
-                    self.block,
-                    &units[..nbk],
-                    choose,
-                    draws.as_mut(),
-                    &mut scratch,
-                    &mut chosen[..nbk],
-                );
+                let tile = Tile {
+                    bytes: &mut self.trits[nn * t0 / 5..(nn * t1).div_ceil(5)],
+                    g: &grad[t0..t1],
+                    block: self.block,
+                    old_units: &units[..nbk],
+                    chosen: &mut chosen[..nbk],
+                };
+                step.blocks(tile, choose, draws.as_mut(), &mut scratch);
                 for (j, &(s, c)) in chosen[..nbk].iter().enumerate() {
                     match fmt {
                         ScaleFormat::F32 => self.scales[bi0 + j] = s,

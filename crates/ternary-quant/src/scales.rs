@@ -81,6 +81,9 @@ pub(crate) struct Log8Table {
     scale: [f32; 260],
     /// `8·lg(R)`, `lg` as in [`log8_code`].
     lg_r: f32,
+    /// `prescale(s(R, c) / L)` for `c <= 254` (see [`crate::quant::prescale`]), `(0, 0)`
+    /// for [`ZERO_CODE`]: the rounding factors of each code, so that no block divides.
+    pre_inv: [(f32, f32); 256],
 }
 
 /// `lg(x)`: the bit pattern of a positive float over `2^23`, i.e. `log2 x + 127` up to a
@@ -91,16 +94,29 @@ fn lg(x: f32) -> f32 {
 }
 
 impl Log8Table {
-    /// The table of reference `r`.
-    pub(crate) fn new(r: f32) -> Self {
+    /// The table of reference `r`, for levels `1..=l`.
+    pub(crate) fn new(r: f32, l: f32) -> Self {
         let mut scale = [0f32; 260];
-        for (c, s) in scale.iter_mut().enumerate().take(usize::from(ZERO_CODE)) {
-            *s = log8_scale(r, c as u8);
+        let mut pre_inv = [(0f32, 0f32); 256];
+        for (c, (s, pi)) in scale.iter_mut().zip(&mut pre_inv).enumerate() {
+            if c < usize::from(ZERO_CODE) {
+                *s = log8_scale(r, c as u8);
+                if *s != 0.0 {
+                    *pi = crate::quant::prescale(*s / l);
+                }
+            }
         }
         Self {
             scale,
             lg_r: 8.0 * lg(r),
+            pre_inv,
         }
+    }
+
+    /// `prescale(s(R, c) / L)`, `(0, 0)` for a zero scale.
+    #[inline(always)]
+    pub(crate) fn pre_inv(&self, c: u8) -> (f32, f32) {
+        self.pre_inv[usize::from(c)]
     }
 
     /// `s(R, c)`.
@@ -177,9 +193,12 @@ mod tests {
         // The table gives the same codes and scales, including at the exact scale values,
         // just above and below them, and past both ends of the range.
         for r in [f32::from_bits(40), 1e-30, 1.0, 3.7, 1e30, f32::MAX] {
-            let t = Log8Table::new(r);
+            let t = Log8Table::new(r, 4.0);
             for c in 0..=255u8 {
                 assert_eq!(t.scale(c).to_bits(), log8_scale(r, c).to_bits());
+                if t.scale(c) != 0.0 {
+                    assert_eq!(t.pre_inv(c), crate::quant::prescale(t.scale(c) / 4.0));
+                }
                 let s = log8_scale(r, c);
                 for m in [s, f32::from_bits(s.to_bits() + 1), f32::from_bits(s.to_bits().saturating_sub(1))] {
                     if m.is_finite() && m > 0.0 {
