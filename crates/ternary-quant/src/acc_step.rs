@@ -297,7 +297,11 @@ impl Step {
         let (lv, v, r, d) = (&mut lv[..m], &mut v[..m], &mut r[..m], &mut d[..m]);
         let (pre, inv) = (&mut pre[..m], &mut inv[..m]);
         // `a_u·l` straight from the decode table (`a_u·t` for the trit `t`: the same product).
-        for ((c, bc), &u) in lv.chunks_mut(block).zip(bytes.chunks(block / 5)).zip(old_units) {
+        for ((c, bc), &u) in lv
+            .chunks_mut(block)
+            .zip(bytes.chunks(block / 5))
+            .zip(old_units)
+        {
             crate::fused::dequantize_base3_unchecked(bc, self.a * u, c);
         }
         draws.fill(r);
@@ -319,7 +323,13 @@ impl Step {
             p.fill(ch.pre);
             i.fill(ch.inv);
         }
-        for ((((d, &v), &r), &p), &i) in d.iter_mut().zip(v.iter()).zip(r.iter()).zip(pre.iter()).zip(inv.iter()) {
+        for ((((d, &v), &r), &p), &i) in d
+            .iter_mut()
+            .zip(v.iter())
+            .zip(r.iter())
+            .zip(pre.iter())
+            .zip(inv.iter())
+        {
             *d = digit(v, r, p, i);
         }
         pack_digits(d, bytes);

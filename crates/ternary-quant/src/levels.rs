@@ -126,7 +126,12 @@ fn decode_multi<const N: usize>(bytes: &[u8], out: &mut [f32]) {
     let mut t = [0i8; 5 * 40];
     for (oc, bc) in out.chunks_mut(40).zip(bytes.chunks(8 * N)) {
         let nt = N * oc.len();
-        for (c, &b) in t[..nt.div_ceil(5) * 5].as_chunks_mut::<5>().0.iter_mut().zip(bc) {
+        for (c, &b) in t[..nt.div_ceil(5) * 5]
+            .as_chunks_mut::<5>()
+            .0
+            .iter_mut()
+            .zip(bc)
+        {
             *c = DECODE[usize::from(b)];
         }
         for (o, d) in oc.iter_mut().zip(t[..nt].as_chunks::<N>().0) {
