@@ -28,8 +28,6 @@ pub(crate) struct Scratch {
     r: [u16; TILE],
     q: [i8; TILE],
     d: [u8; TILE],
-    /// Per-element copies of per-block factors (the one-trit kernel's whole-tile loops).
-    f: [[f32; TILE]; 3],
 }
 
 impl Scratch {
@@ -40,7 +38,6 @@ impl Scratch {
             r: [0; TILE],
             q: [0; TILE],
             d: [0; TILE],
-            f: [[0.0; TILE]; 3],
         }
     }
 }
@@ -143,15 +140,15 @@ fn max_abs_finite(vs: &[f32]) -> f32 {
     gt(gt(gt(acc[0], acc[2]), gt(acc[1], acc[3])), mx)
 }
 
-/// One stochastic trit as a base-3 digit (`q + 1`): [`stochastic_digits`] for one element,
-/// branch-free.
+/// One stochastic trit as a base-3 digit (`q + 1`) from `y = (v·pre)·inv`, the element in
+/// level units with its sign: [`stochastic_digits`] for one element, branch-free.
 #[inline(always)]
-fn digit(x: f32, rw: u16, pre: f32, inv: f32) -> u8 {
-    let keep = f32::from(rw) * TWO_POW_M16 < (x.abs() * pre) * inv;
-    // A kept element has |x| > 0, so its sign bit is its sign: `s` is −1 for negative `x`
+fn digit(y: f32, rw: u16) -> u8 {
+    let keep = f32::from(rw) * TWO_POW_M16 < y.abs();
+    // A kept element has |y| > 0, so its sign bit is its sign: `s` is −1 for negative `y`
     // and 0 otherwise, `(s << 1) | 1` is ±1, and masking with `−keep` gives the trit (SSE2
     // integer ops, where the two compares it replaces cost more).
-    let s = (x.to_bits() as i32) >> 31;
+    let s = (y.to_bits() as i32) >> 31;
     let q = -i32::from(keep) & ((s << 1) | 1);
     (1 + q) as u8
 }
@@ -272,10 +269,10 @@ impl Step {
     }
 
     /// [`Step::blocks`] for stochastic rounding to one trit, the default: the same result,
-    /// computed in whole-tile loops. Per-block factors (`a·unit_old`, the prescale pair) are
-    /// spread over per-element arrays first, so the value and rounding loops run over the
-    /// whole tile without a short remainder per block; only the block maxima and the scale
-    /// choice are per block.
+    /// computed in whole-tile loops where it can be: the decode writes `a·unit_old·t` per
+    /// block, the values and the rounding run over the whole tile, and only the block maxima,
+    /// the scale choice and the scaling into level units (`y = (v·pre)·inv`, in place) are
+    /// per block.
     fn blocks_one_trit(
         &self,
         tile: Tile<'_>,
@@ -283,23 +280,15 @@ impl Step {
         draws: &mut Draws16,
         scratch: &mut Scratch,
     ) {
-        let Tile {
-            bytes,
-            g,
-            block,
-            old_units,
-            chosen,
-        } = tile;
+        let (g, block, old_units) = (tile.g, tile.block, tile.old_units);
         let m = g.len();
         let nbk = m.div_ceil(block);
-        let Scratch { v, lv, r, d, f, .. } = scratch;
-        let [pre, inv, _] = f;
+        let Scratch { v, lv, r, d, .. } = scratch;
         let (lv, v, r, d) = (&mut lv[..m], &mut v[..m], &mut r[..m], &mut d[..m]);
-        let (pre, inv) = (&mut pre[..m], &mut inv[..m]);
         // `a_u·l` straight from the decode table (`a_u·t` for the trit `t`: the same product).
         for ((c, bc), &u) in lv
             .chunks_mut(block)
-            .zip(bytes.chunks(block / 5))
+            .zip(tile.bytes.chunks(block / 5))
             .zip(old_units)
         {
             crate::fused::dequantize_base3_unchecked(bc, self.a * u, c);
@@ -309,30 +298,20 @@ impl Step {
         for ((v, &al), &g) in v.iter_mut().zip(lv.iter()).zip(g) {
             *v = value(al, g, 1.0, b);
         }
-        for (j, ((c, p), i)) in chosen[..nbk]
-            .iter_mut()
-            .zip(pre.chunks_mut(block))
-            .zip(inv.chunks_mut(block))
-            .enumerate()
-        {
-            let vs = &v[j * block..((j + 1) * block).min(m)];
+        for (c, vs) in tile.chosen[..nbk].iter_mut().zip(v.chunks_mut(block)) {
             let ch = choose(max_abs_finite(vs));
             *c = (ch.scale, ch.code);
-            // A zero scale has factors 0: `y = 0`, never kept, so digit 1 (trit 0) as in
-            // `Step::blocks`.
-            p.fill(ch.pre);
-            i.fill(ch.inv);
+            // `v` becomes `y = (v·pre)·inv` in place: rounding is symmetric, so
+            // `|y| = (|v|·pre)·inv`, the rounding loops' value, and `y` keeps `v`'s sign. A
+            // zero scale has factors 0: `y = ±0`, never kept, so trit 0 as in `Step::blocks`.
+            for x in vs.iter_mut() {
+                *x = (*x * ch.pre) * ch.inv;
+            }
         }
-        for ((((d, &v), &r), &p), &i) in d
-            .iter_mut()
-            .zip(v.iter())
-            .zip(r.iter())
-            .zip(pre.iter())
-            .zip(inv.iter())
-        {
-            *d = digit(v, r, p, i);
+        for ((d, &y), &r) in d.iter_mut().zip(v.iter()).zip(r.iter()) {
+            *d = digit(y, r);
         }
-        pack_digits(d, bytes);
+        pack_digits(d, tile.bytes);
     }
 
     /// Requantizes one block in place. `bytes` are the block's level bytes, `g` its gradient
