@@ -441,3 +441,96 @@ fn nearest_levels(v: &[f32], pre: f32, inv: f32, l: f32, q: &mut [i8]) {
         *o = m * ((x > 0.0) as i8 - (x < 0.0) as i8);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::levels::{encode_levels, levels_bytes, max_level};
+    use crate::rng::RngKey;
+
+    /// The tile kernels ([`Step::blocks`], whole-tile one-trit loops included) give the same
+    /// bytes, scales and codes as [`Step::block`] run block by block with the same draws:
+    /// every trit count, both rounding modes, full and short last blocks, zero blocks,
+    /// with a scale choice that rounds up (as `Log8` does) so the levels are not all ±L.
+    #[test]
+    fn tile_kernels_equal_the_per_block_kernel() {
+        for n in crate::levels::SUPPORTED_TRITS {
+            for stochastic in [true, false] {
+                for (block, m) in [
+                    (25usize, 300usize),
+                    (25, 290),
+                    (5, 7),
+                    (320, 320),
+                    (80, 203),
+                ] {
+                    let l = max_level(n) as f32;
+                    let step = Step {
+                        n,
+                        l,
+                        stochastic,
+                        a: 0.75,
+                        b: 0.25,
+                    };
+                    let g: Vec<f32> = (0..m)
+                        .map(|i| {
+                            if i / block == 1 {
+                                0.0
+                            } else {
+                                ((i * 37 % 101) as f32 - 50.0) * 0.01 * (1 + i / block) as f32
+                            }
+                        })
+                        .collect();
+                    // Some held levels, and per-block old units.
+                    let held: Vec<i8> = (0..m)
+                        .map(|i| {
+                            ((i * 7 % (2 * max_level(n) as usize + 1)) as i32 - max_level(n)) as i8
+                        })
+                        .collect();
+                    let mut start = vec![0u8; levels_bytes(n, m)];
+                    encode_levels(n, &held, &mut start);
+                    let nbk = m.div_ceil(block);
+                    let units: Vec<f32> = (0..nbk).map(|j| 0.01 * (j + 1) as f32 / l).collect();
+                    let choose = |stat: f32| Choice::new(stat * 1.0625, 3, l);
+                    let key = RngKey::new(5, 2, u64::from(n));
+
+                    let mut tiled = start.clone();
+                    let mut chosen = vec![(0f32, 0u8); nbk];
+                    let mut draws = Draws16::new(key);
+                    let tile = Tile {
+                        bytes: &mut tiled,
+                        g: &g,
+                        block,
+                        old_units: &units,
+                        chosen: &mut chosen,
+                    };
+                    step.blocks(
+                        tile,
+                        choose,
+                        stochastic.then_some(&mut draws),
+                        &mut Scratch::new(),
+                    );
+
+                    let mut single = start.clone();
+                    let mut draws = Draws16::new(key);
+                    let nn = usize::from(n);
+                    for j in 0..nbk {
+                        let (e0, e1) = (j * block, ((j + 1) * block).min(m));
+                        let got = step.block(
+                            &mut single[nn * e0 / 5..(nn * e1).div_ceil(5)],
+                            &g[e0..e1],
+                            units[j],
+                            choose,
+                            stochastic.then_some(&mut draws),
+                            &mut Scratch::new(),
+                        );
+                        assert_eq!(got, chosen[j], "n {n} block {block} m {m} j {j}");
+                    }
+                    assert_eq!(
+                        tiled, single,
+                        "n {n} stochastic {stochastic} block {block} m {m}"
+                    );
+                }
+            }
+        }
+    }
+}
