@@ -319,10 +319,17 @@ impl PackedAccumulator {
         let mut scratch = Scratch::new();
         let fmt = self.config.scale_format;
         // Log8: the 255 scales of `r_new` as a table (same values as `log8_scale`), so that
-        // each block's code is a binary search; worth building for more than a few blocks.
+        // each block's code is an estimate and four compares and its rounding factors a
+        // load, and the held blocks' level units `s(R_old, c)/L` as another, so that no block
+        // divides; worth building for more than a few blocks.
         let l = step.l;
-        let table = (fmt == ScaleFormat::Log8 && blocks >= 64).then(|| Log8Table::new(r_new, l));
+        let tables = fmt == ScaleFormat::Log8 && blocks >= 64;
+        let table = tables.then(|| Log8Table::new(r_new, l));
         let table = table.as_ref();
+        let old_units: Option<[f32; 256]> = tables.then(|| {
+            let r_old = self.scales[0];
+            std::array::from_fn(|c| log8_scale(r_old, c as u8) / l)
+        });
         let choose = move |stat: f32| match fmt {
             ScaleFormat::F32 => Choice::new(stat, 0, l),
             ScaleFormat::Log8 => {
@@ -353,8 +360,17 @@ impl PackedAccumulator {
             for t0 in (0..self.len).step_by(tile) {
                 let t1 = (t0 + tile).min(self.len);
                 let (bi0, nbk) = (t0 / self.block, (t1 - t0).div_ceil(self.block));
-                for (j, u) in units[..nbk].iter_mut().enumerate() {
-                    *u = self.scale(bi0 + j) / step.l;
+                match &old_units {
+                    Some(ou) => {
+                        for (u, &c) in units[..nbk].iter_mut().zip(&self.codes[bi0..]) {
+                            *u = ou[usize::from(c)];
+                        }
+                    }
+                    None => {
+                        for (j, u) in units[..nbk].iter_mut().enumerate() {
+                            *u = self.scale(bi0 + j) / step.l;
+                        }
+                    }
                 }
                 let tile = Tile {
                     bytes: &mut self.trits[nn * t0 / 5..(nn * t1).div_ceil(5)],
