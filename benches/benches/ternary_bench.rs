@@ -4,7 +4,11 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use std::hint::black_box;
-use vsa_optim_rs::ternary_quant::{self as tq, AccumulatorConfig, PackedAccumulator, RngKey};
+use vsa_optim_rs::ternary_quant::{self as tq, RngKey};
+
+/// `ternary_accumulate`: the same file as `cargo bench -p ternary-quant --bench accumulate`.
+#[path = "../../crates/ternary-quant/benches/shared/accumulate_group.rs"]
+mod accumulate_group;
 
 /// Fixed-seed gradient-like input: uniform in [-1, 1) times a per-64-element scale in
 /// [2^-4, 2^4), so scales vary across blocks as they do in real gradients.
@@ -83,36 +87,8 @@ pub fn benches(c: &mut Criterion) {
         g.finish();
     }
 
+    // ternary-quant's own accumulate group (the `accumulate_group` module above).
     for n in [1usize << 20, 1 << 24] {
-        let x = input(n);
-        let mut g = c.benchmark_group("ternary_accumulate");
-        g.throughput(Throughput::Bytes((4 * n) as u64));
-        if n > 1 << 20 {
-            g.sample_size(10);
-        }
-        memcpy_ref(&mut g, n, &x);
-        // The earlier default (f32 scale per 320), the new default (8-bit scale per 25), and
-        // the new default at 2 and 5 trits per element.
-        for (name, base, trits) in [
-            ("block320_f32", AccumulatorConfig::block320_f32(), 1u8),
-            ("default", AccumulatorConfig::default(), 1),
-            ("default_2trits", AccumulatorConfig::default(), 2),
-            ("default_5trits", AccumulatorConfig::default(), 5),
-        ] {
-            let cfg = AccumulatorConfig {
-                accumulation_steps: usize::MAX,
-                trits_per_element: trits,
-                ..base
-            };
-            let mut acc = PackedAccumulator::new(n, cfg).unwrap();
-            g.bench_with_input(BenchmarkId::new(name, n), &x, |b, x| {
-                b.iter(|| acc.accumulate(black_box(x)))
-            });
-            let mut out = vec![0f32; n];
-            g.bench_function(BenchmarkId::new(format!("mean_into_{name}"), n), |b| {
-                b.iter(|| acc.mean_into(black_box(&mut out)))
-            });
-        }
-        g.finish();
+        accumulate_group::accumulate_group(c, &input(n));
     }
 }

@@ -17,14 +17,14 @@
 //! packed levels and the scales. The error of this scheme, and why small blocks with 8-bit
 //! scales are the default, is derived in `docs/ternary.md`.
 
-use crate::acc_step::{Scratch, Step, TILE};
+use crate::acc_step::{Choice, Scratch, Step, TILE, Tile};
 use crate::error::{Error, Result, check_len};
 use crate::levels::{check_trits_per_element, decode_levels_f32, levels_bytes, max_level};
 use crate::pack::{BASE3_ZERO, check_base3};
 use crate::quant::checked_max_abs;
 use crate::rng::{Draws16, RngKey};
 pub use crate::scales::ScaleFormat;
-use crate::scales::{ZERO_CODE, log8_code, log8_scale};
+use crate::scales::{Log8Table, ZERO_CODE, log8_code, log8_scale};
 
 /// The `f32`-scale block: 320 elements = 64 base-3 bytes = 5 bitplane words + one `f32`
 /// (1.7 bits/element at one trit). The block of the transport codecs (e.g. the MPI ternary
@@ -318,15 +318,38 @@ impl PackedAccumulator {
         let nn = usize::from(n);
         let mut scratch = Scratch::new();
         let fmt = self.config.scale_format;
+        // Log8: the 255 scales of `r_new` as a table (same values as `log8_scale`), so that
+        // each block's code is an estimate and four compares and its rounding factors a
+        // load, and the held blocks' level units `s(R_old, c)/L` as another, so that no block
+        // divides; worth building for more than a few blocks.
+        let l = step.l;
+        let tables = fmt == ScaleFormat::Log8 && blocks >= 64;
+        let table = tables.then(|| Log8Table::new(r_new, l));
+        let table = table.as_ref();
+        let old_units: Option<[f32; 256]> = tables.then(|| {
+            let r_old = self.scales[0];
+            std::array::from_fn(|c| log8_scale(r_old, c as u8) / l)
+        });
         let choose = move |stat: f32| match fmt {
-            ScaleFormat::F32 => (stat, 0),
+            ScaleFormat::F32 => Choice::new(stat, 0, l),
             ScaleFormat::Log8 => {
                 let c = if stat >= r_new {
                     if stat == 0.0 { ZERO_CODE } else { 0 }
                 } else {
-                    log8_code(r_new, stat)
+                    table.map_or_else(|| log8_code(r_new, stat), |t| t.code(stat))
                 };
-                (log8_scale(r_new, c), c)
+                match table {
+                    Some(t) => {
+                        let (pre, inv) = t.pre_inv(c);
+                        Choice {
+                            scale: t.scale(c),
+                            code: c,
+                            pre,
+                            inv,
+                        }
+                    }
+                    None => Choice::new(log8_scale(r_new, c), c, l),
+                }
             }
         };
         if self.block <= TILE {
@@ -337,19 +360,26 @@ impl PackedAccumulator {
             for t0 in (0..self.len).step_by(tile) {
                 let t1 = (t0 + tile).min(self.len);
                 let (bi0, nbk) = (t0 / self.block, (t1 - t0).div_ceil(self.block));
-                for (j, u) in units[..nbk].iter_mut().enumerate() {
-                    *u = self.scale(bi0 + j) / step.l;
+                match &old_units {
+                    Some(ou) => {
+                        for (u, &c) in units[..nbk].iter_mut().zip(&self.codes[bi0..]) {
+                            *u = ou[usize::from(c)];
+                        }
+                    }
+                    None => {
+                        for (j, u) in units[..nbk].iter_mut().enumerate() {
+                            *u = self.scale(bi0 + j) / step.l;
+                        }
+                    }
                 }
-                step.blocks(
-                    &mut self.trits[nn * t0 / 5..(nn * t1).div_ceil(5)],
-                    &grad[t0..t1],
-                    self.block,
-                    &units[..nbk],
-                    choose,
-                    draws.as_mut(),
-                    &mut scratch,
-                    &mut chosen[..nbk],
-                );
+                let tile = Tile {
+                    bytes: &mut self.trits[nn * t0 / 5..(nn * t1).div_ceil(5)],
+                    g: &grad[t0..t1],
+                    block: self.block,
+                    old_units: &units[..nbk],
+                    chosen: &mut chosen[..nbk],
+                };
+                step.blocks(tile, choose, draws.as_mut(), &mut scratch);
                 for (j, &(s, c)) in chosen[..nbk].iter().enumerate() {
                     match fmt {
                         ScaleFormat::F32 => self.scales[bi0 + j] = s,

@@ -180,14 +180,16 @@ pub fn dequantize_base3_into(bytes: &[u8], scale: f32, out: &mut [f32]) -> Resul
 
 #[inline]
 pub(crate) fn dequantize_base3_unchecked(bytes: &[u8], scale: f32, out: &mut [f32]) {
-    let mut chunks = out.chunks_exact_mut(5);
-    for (c, &b) in (&mut chunks).zip(bytes) {
+    let (chunks, rem) = out.as_chunks_mut::<5>();
+    for (c, &b) in chunks.iter_mut().zip(bytes) {
         let d = &DECODE_F32[usize::from(b)];
-        for (o, &t) in c.iter_mut().zip(d) {
+        // Four lanes and one: a single vector multiply on SSE2.
+        let (lo, hi) = (&mut c[..4], &d[..4]);
+        for (o, &t) in lo.iter_mut().zip(hi) {
             *o = scale * t;
         }
+        c[4] = scale * d[4];
     }
-    let rem = chunks.into_remainder();
     if let (false, Some(&b)) = (rem.is_empty(), bytes.last()) {
         for (o, &t) in rem.iter_mut().zip(&DECODE_F32[usize::from(b)]) {
             *o = scale * t;

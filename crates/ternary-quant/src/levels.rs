@@ -114,23 +114,32 @@ pub(crate) fn decode_levels_f32(n: u8, bytes: &[u8], out: &mut [f32]) {
                 *o = f32::from(b) - 121.0;
             }
         }
-        _ => {
-            // 40 elements = 8·n whole bytes for every n: a small trit buffer per piece.
-            let n = usize::from(n);
-            let mut t = [0i8; 5 * 40];
-            for (oc, bc) in out.chunks_mut(40).zip(bytes.chunks(8 * n)) {
-                let nt = n * oc.len();
-                for (c, &b) in t[..nt.div_ceil(5) * 5].chunks_exact_mut(5).zip(bc) {
-                    c.copy_from_slice(&DECODE[usize::from(b)]);
-                }
-                for (o, d) in oc.iter_mut().zip(t[..nt].chunks_exact(n)) {
-                    let mut v = 0i32;
-                    for &dj in d.iter().rev() {
-                        v = 3 * v + i32::from(dj);
-                    }
-                    *o = v as f32;
-                }
+        2 => decode_multi::<2>(bytes, out),
+        _ => decode_multi::<3>(bytes, out),
+    }
+}
+
+/// [`decode_levels_f32`] for `N` in {2, 3} (a constant, so the per-element digit loops
+/// unroll): 40 elements = `8·N` whole bytes, decoded through a small trit buffer.
+#[inline]
+fn decode_multi<const N: usize>(bytes: &[u8], out: &mut [f32]) {
+    let mut t = [0i8; 5 * 40];
+    for (oc, bc) in out.chunks_mut(40).zip(bytes.chunks(8 * N)) {
+        let nt = N * oc.len();
+        for (c, &b) in t[..nt.div_ceil(5) * 5]
+            .as_chunks_mut::<5>()
+            .0
+            .iter_mut()
+            .zip(bc)
+        {
+            *c = DECODE[usize::from(b)];
+        }
+        for (o, d) in oc.iter_mut().zip(t[..nt].as_chunks::<N>().0) {
+            let mut v = 0i32;
+            for &dj in d.iter().rev() {
+                v = 3 * v + i32::from(dj);
             }
+            *o = v as f32;
         }
     }
 }
@@ -146,30 +155,58 @@ pub(crate) fn encode_levels(n: u8, values: &[i8], out: &mut [u8]) {
                 *o = (i16::from(v) + 121) as u8;
             }
         }
-        _ => {
-            let n = usize::from(n);
-            let mut t = [0i8; 5 * 40];
-            for (vc, oc) in values.chunks(40).zip(out.chunks_mut(8 * n)) {
-                encode_levels_piece(n, vc, &mut t, oc);
-            }
-        }
+        2 => encode_multi::<2>(values, out),
+        _ => encode_multi::<3>(values, out),
     }
 }
 
-/// [`encode_levels`] for at most 40 values of `n` in {2, 3} trits, through the buffer `t`.
+/// [`encode_levels`] for `N` in {2, 3}: 40 values = `8·N` whole bytes per piece.
 #[inline]
-fn encode_levels_piece(n: usize, values: &[i8], t: &mut [i8; 200], out: &mut [u8]) {
-    for (d, &v) in t.chunks_exact_mut(n).zip(values) {
-        let mut q = i32::from(v);
-        for dj in d.iter_mut() {
-            // Balanced digit: remainder in {-1, 0, 1}.
-            let r = q.rem_euclid(3);
-            let digit = if r == 2 { -1 } else { r };
-            *dj = digit as i8;
-            q = (q - digit) / 3;
+fn encode_multi<const N: usize>(values: &[i8], out: &mut [u8]) {
+    let mut t = [0i8; 5 * 40];
+    for (vc, oc) in values.chunks(40).zip(out.chunks_mut(8 * N)) {
+        encode_levels_piece::<N>(vc, &mut t, oc);
+    }
+}
+
+/// `BALANCED[n][q + L]`: the `n` balanced digits (least significant first) of every value
+/// `q ∈ [−L, L]` for `n` in {2, 3}, so that encoding is a table lookup per element.
+const BALANCED: [[[i8; 3]; 27]; 4] = {
+    let mut t = [[[0i8; 3]; 27]; 4];
+    let mut n = 2;
+    while n <= 3 {
+        let l = max_level(n as u8);
+        let mut q = -l;
+        while q <= l {
+            let mut v = q;
+            let mut j = 0;
+            while j < n {
+                // Balanced digit: remainder in {-1, 0, 1}.
+                let r = v.rem_euclid(3);
+                let digit = if r == 2 { -1 } else { r };
+                t[n][(q + l) as usize][j] = digit as i8;
+                v = (v - digit) / 3;
+                j += 1;
+            }
+            q += 1;
+        }
+        n += 1;
+    }
+    t
+};
+
+/// [`encode_levels`] for at most 40 values of `N` in {2, 3} trits, through the buffer `t`.
+#[inline]
+fn encode_levels_piece<const N: usize>(values: &[i8], t: &mut [i8; 200], out: &mut [u8]) {
+    let l = max_level(N as u8);
+    let table = &BALANCED[N];
+    for (d, &v) in t.as_chunks_mut::<N>().0.iter_mut().zip(values) {
+        let digits = &table[(i32::from(v) + l) as usize];
+        for (dj, &x) in d.iter_mut().zip(digits) {
+            *dj = x;
         }
     }
-    pack_base3_unchecked(&t[..n * values.len()], out);
+    pack_base3_unchecked(&t[..N * values.len()], out);
 }
 
 #[cfg(test)]

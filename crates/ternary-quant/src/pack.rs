@@ -205,13 +205,47 @@ pub fn pack_base3(trits: &[i8], out: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
+/// `M = 81 + 27·2^8 + 9·2^16 + 3·2^24 + 2^32`: see [`digits_to_byte`].
+const BASE3_MAGIC: u64 = 81 | 27 << 8 | 9 << 16 | 3 << 24 | 1 << 32;
+
+/// The base-3 byte `Σ_j 3^j·d_j` of five digits `d_j ∈ {0, 1, 2}` held in bytes `0..5` of
+/// `w` (bytes `5..8` zero), with one multiply: byte 4 of `w·M` is `Σ_j d_j·3^j ≤ 242`, and
+/// bytes 0–3 of the product hold `81d_0`, `27d_0 + 81d_1`, `9d_0 + 27d_1 + 81d_2`,
+/// `3d_0 + 9d_1 + 27d_2 + 81d_3`, each at most 240, so nothing carries into byte 4.
+#[inline(always)]
+pub(crate) fn digits_to_byte(w: u64) -> u8 {
+    (w.wrapping_mul(BASE3_MAGIC) >> 32) as u8
+}
+
+/// Packs digits `d_i = q_i + 1 ∈ {0, 1, 2}`, five per byte, into `out`
+/// (`⌈d.len()/5⌉` bytes; a short last group is padded with digit 1, the zero trit).
+#[inline]
+pub(crate) fn pack_digits(d: &[u8], out: &mut [u8]) {
+    let chunks = d.chunks_exact(5);
+    let rem = chunks.remainder();
+    for (o, c) in out.iter_mut().zip(chunks) {
+        let w = u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])) | u64::from(c[4]) << 32;
+        *o = digits_to_byte(w);
+    }
+    if !rem.is_empty() {
+        let mut t = [1u8; 8];
+        t[..rem.len()].copy_from_slice(rem);
+        t[5..].fill(0);
+        if let Some(o) = out.last_mut() {
+            *o = digits_to_byte(u64::from_le_bytes(t));
+        }
+    }
+}
+
 /// [`pack_base3`] without validation (trits must be in {-1, 0, 1}, lengths must agree).
 #[inline]
 pub(crate) fn pack_base3_unchecked(trits: &[i8], out: &mut [u8]) {
     let chunks = trits.chunks_exact(5);
     let rem = chunks.remainder();
     for (o, c) in out.iter_mut().zip(chunks) {
-        *o = encode5(&[c[0], c[1], c[2], c[3], c[4]]);
+        let d = |j: usize| (c[j] + 1) as u8;
+        let w = u64::from(u32::from_le_bytes([d(0), d(1), d(2), d(3)])) | u64::from(d(4)) << 32;
+        *o = digits_to_byte(w);
     }
     if !rem.is_empty() {
         let mut t = [0i8; 5];
@@ -308,7 +342,21 @@ mod tests {
         // 1 + 3*2 = 7 -> digits [1, 2, 0, 0, 0] -> trits [0, 1, -1, -1, -1]
         assert_eq!(DECODE[7], [0, 1, -1, -1, -1]);
         for b in 0..243u8 {
-            assert_eq!(encode5(&DECODE[usize::from(b)]), b);
+            let t = DECODE[usize::from(b)];
+            assert_eq!(encode5(&t), b);
+            let d = t.map(|x| (x + 1) as u8);
+            let mut o = [0u8; 1];
+            pack_digits(&d, &mut o);
+            assert_eq!(o[0], b);
+            pack_base3_unchecked(&t, &mut o);
+            assert_eq!(o[0], b);
+            // A short group is padded with zero trits (digit 1).
+            for k in 1..5 {
+                pack_digits(&d[..k], &mut o);
+                let mut padded = [0i8; 5];
+                padded[..k].copy_from_slice(&t[..k]);
+                assert_eq!(o[0], encode5(&padded), "{b} {k}");
+            }
         }
     }
 

@@ -17,22 +17,24 @@ const EXP_ALL_ONES: u32 = 0x7f80_0000;
 
 /// Largest `|x|` as raw bits. For finite floats the order of `|x|`'s bit patterns is the order
 /// of the values, and NaN/Inf have bits `>= 0x7f80_0000`, so one integer max both finds the
-/// largest magnitude and detects non-finite values. Vectorizes as a `u32` max.
+/// largest magnitude and detects non-finite values. The masked patterns are below `2^31`, so
+/// the maximum is taken as `i32`: it vectorizes as a signed compare and select on SSE2,
+/// which has no unsigned 32-bit maximum.
 #[inline]
 fn max_abs_bits(x: &[f32]) -> u32 {
-    let mut acc = [0u32; 16];
+    let mut acc = [0i32; 16];
     let chunks = x.chunks_exact(16);
     let rem = chunks.remainder();
     for c in chunks {
         for (a, v) in acc.iter_mut().zip(c) {
-            *a = (*a).max(v.to_bits() & ABS_MASK);
+            *a = (*a).max((v.to_bits() & ABS_MASK) as i32);
         }
     }
     let mut m = acc.iter().copied().max().unwrap_or(0);
     for v in rem {
-        m = m.max(v.to_bits() & ABS_MASK);
+        m = m.max((v.to_bits() & ABS_MASK) as i32);
     }
-    m
+    m as u32
 }
 
 fn non_finite(what: &'static str, x: &[f32]) -> Error {

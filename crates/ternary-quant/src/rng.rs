@@ -66,7 +66,9 @@ pub(crate) fn unit(r: u32) -> f32 {
 /// most `2^-16` per decision (see `docs/ternary.md`).
 pub(crate) struct Draws16 {
     rng: ChaCha8Rng,
-    buf: [u16; 2 * DRAW_WORDS],
+    /// The current refill: `DRAW_WORDS` words as little-endian bytes.
+    bytes: [u8; 4 * DRAW_WORDS],
+    /// Draws of `bytes` already handed out.
     pos: usize,
 }
 
@@ -78,26 +80,26 @@ impl Draws16 {
     pub(crate) fn new(key: RngKey) -> Self {
         Self {
             rng: key.stream_at(0),
-            buf: [0; 2 * DRAW_WORDS],
+            bytes: [0; 4 * DRAW_WORDS],
             pos: 2 * DRAW_WORDS,
         }
     }
 
-    /// The next `out.len()` draws, in element order.
+    /// The next `out.len()` draws, in element order: draw `i` of a refill is bytes
+    /// `2i, 2i + 1` (little-endian), i.e. the low then the high half of each word.
     #[inline]
     pub(crate) fn fill(&mut self, out: &mut [u16]) {
         let mut done = 0;
         while done < out.len() {
-            if self.pos == self.buf.len() {
-                let mut bytes = [0u8; 4 * DRAW_WORDS];
-                rand_core::RngCore::fill_bytes(&mut self.rng, &mut bytes);
-                for (d, b) in self.buf.iter_mut().zip(bytes.chunks_exact(2)) {
-                    *d = u16::from_le_bytes([b[0], b[1]]);
-                }
+            if self.pos == 2 * DRAW_WORDS {
+                rand_core::RngCore::fill_bytes(&mut self.rng, &mut self.bytes);
                 self.pos = 0;
             }
-            let n = (out.len() - done).min(self.buf.len() - self.pos);
-            out[done..done + n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+            let n = (out.len() - done).min(2 * DRAW_WORDS - self.pos);
+            let src = &self.bytes[2 * self.pos..2 * (self.pos + n)];
+            for (d, b) in out[done..done + n].iter_mut().zip(src.chunks_exact(2)) {
+                *d = u16::from_le_bytes([b[0], b[1]]);
+            }
             self.pos += n;
             done += n;
         }
