@@ -67,8 +67,9 @@ mod exchange;
 pub mod reduce;
 
 pub use codec::{
-    Context, DEFAULT_TERNARY_BLOCK, ExchangeMode, F32Codec, GradientCodec, MethodCodec,
-    TernaryCodec, TernaryPacking, VsaCodec, codec_for,
+    Bf16Codec, Context, DEFAULT_TERNARY_BLOCK, ExchangeMode, F32Codec, GradientCodec,
+    LinearWire, MethodCodec, TernaryCodec, TernaryPacking, VsaCodec, bf16_to_f32, codec_for,
+    f32_to_bf16,
 };
 pub use collective::{
     Collective, GatherPrimitives, LengthsFirst, MPI_COUNT_LIMIT, SingleProcess,
@@ -78,6 +79,6 @@ pub use collective::{
 pub use collective::{MpiComm, MpiWorld};
 pub use error::{Error, Result};
 pub use exchange::{
-    ExchangeConfig, ExchangeStats, GradientExchange, HEADER_BYTES, Handshake, PROTOCOL_VERSION,
-    check_handshakes, layout_hash,
+    ExchangeConfig, ExchangeStats, GradientExchange, HANDSHAKE_BYTES, HEADER_BYTES, Handshake,
+    PROTOCOL_VERSION, Reduction, SUM_HEADER_BYTES, check_handshakes, chunk, layout_hash,
 };

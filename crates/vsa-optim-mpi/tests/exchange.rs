@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use vsa_optim_mpi::reduce::mean_in_rank_order;
 use vsa_optim_mpi::{
     Collective, Context, DEFAULT_TERNARY_BLOCK, Error, ExchangeConfig, ExchangeMode, F32Codec,
-    GradientCodec, GradientExchange, HEADER_BYTES, Handshake, LengthsFirst, MPI_COUNT_LIMIT,
+    GradientCodec, GradientExchange, HANDSHAKE_BYTES, HEADER_BYTES, Handshake, LengthsFirst, MPI_COUNT_LIMIT,
     PROTOCOL_VERSION, SingleProcess, TernaryCodec, TernaryPacking, check_handshakes, layout_hash,
 };
 
@@ -71,7 +71,7 @@ fn config(seed: u64) -> ExchangeConfig {
 fn frame(status: u8, step: u64, loss: f32, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(b"VSAX");
-    f.push(1);
+    f.push(PROTOCOL_VERSION as u8);
     f.push(status);
     f.extend_from_slice(&[0, 0]);
     f.extend_from_slice(&step.to_le_bytes());
@@ -274,12 +274,13 @@ fn handshake() -> Handshake {
         layout: 0x1111_2222_3333_4444,
         codec: 0x5555_6666_7777_8888,
         user: 0x9999_aaaa_bbbb_cccc,
+        reduction: 1,
     }
 }
 
 /// Field names in declaration order, each with a setter that changes only that field.
 type Setter = fn(&mut Handshake);
-const FIELDS: [(&str, Setter); 8] = [
+const FIELDS: [(&str, Setter); 9] = [
     ("protocol version", |h| h.protocol += 1),
     ("world size", |h| h.world += 1),
     ("mode", |h| h.mode = 0),
@@ -288,16 +289,17 @@ const FIELDS: [(&str, Setter); 8] = [
     ("parameter layout (names and shapes)", |h| h.layout ^= 1),
     ("codec configuration", |h| h.codec = 0),
     ("training configuration", |h| h.user += 7),
+    ("reduction (gather, sum or allreduce)", |h| h.reduction = 0),
 ];
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn handshake_bytes_roundtrip(w in prop::array::uniform8(any::<u64>()), rank in 0usize..100) {
+    fn handshake_bytes_roundtrip(w in prop::array::uniform9(any::<u64>()), rank in 0usize..100) {
         let h = Handshake {
             protocol: w[0], world: w[1], mode: w[2], seed: w[3],
-            elements: w[4], layout: w[5], codec: w[6], user: w[7],
+            elements: w[4], layout: w[5], codec: w[6], user: w[7], reduction: w[8],
         };
         let b = h.to_bytes();
         prop_assert_eq!(Handshake::from_bytes(rank, &b).unwrap(), h);
@@ -522,7 +524,7 @@ proptest! {
         prop_assert_eq!(s.failed, 0);
         prop_assert_eq!(s.f32_bytes, 4 * n);
         prop_assert_eq!(s.last_frame_bytes, HEADER_BYTES + 4 * n);
-        prop_assert_eq!(s.bytes_sent, 64 + steps * (HEADER_BYTES + 4 * n) as u64);
+        prop_assert_eq!(s.bytes_sent, HANDSHAKE_BYTES as u64 + steps * (HEADER_BYTES + 4 * n) as u64);
         prop_assert_eq!(s.bytes_received, 0);
     }
 }
@@ -538,7 +540,7 @@ fn single_rank_frame_layout_matches_documentation() {
     let mut out = filled(&l, 0.0);
     ex.mean(0x0102_0304_0506_0708, &g, -2.5, &mut out).unwrap();
     let sent = &ex.collective_mut().sent;
-    // The handshake: 64 bytes, this rank's record.
+    // The handshake: HANDSHAKE_BYTES bytes, this rank's record.
     let h = Handshake::from_bytes(0, &sent[0]).unwrap();
     assert_eq!(
         h,
@@ -551,6 +553,7 @@ fn single_rank_frame_layout_matches_documentation() {
             layout: layout_hash(&params),
             codec: F32Codec::new(&l).fingerprint(),
             user: 0xfeed,
+            reduction: 0,
         }
     );
     // The gradient frame, byte for byte.
@@ -738,7 +741,7 @@ fn single_rank_gather_and_agreement() {
     );
     ex.check_agreement("predictor digest", 12).unwrap();
     let s = ex.stats();
-    assert_eq!(s.bytes_sent, 64 + 16);
+    assert_eq!(s.bytes_sent, HANDSHAKE_BYTES as u64 + 16);
     assert_eq!(s.bytes_received, 0);
     assert_eq!(ex.collective_calls(), 3);
 }
@@ -861,8 +864,8 @@ fn three_ranks_f32_is_rank_order_mean_bit_for_bit() {
         assert_eq!(ex.collective_mut().sent[1], frames[me]);
         let s = ex.stats();
         let frame_bytes = (HEADER_BYTES + 4 * l.iter().sum::<usize>()) as u64;
-        assert_eq!(s.bytes_sent, 64 + frame_bytes);
-        assert_eq!(s.bytes_received, 2 * 64 + 2 * frame_bytes);
+        assert_eq!(s.bytes_sent, HANDSHAKE_BYTES as u64 + frame_bytes);
+        assert_eq!(s.bytes_received, 2 * HANDSHAKE_BYTES as u64 + 2 * frame_bytes);
         assert_eq!(s.exchanges, 1);
     }
 }
@@ -1051,7 +1054,7 @@ fn remote_malformed_frames_are_decode_errors_naming_the_rank() {
         ("header cut", |f| f.truncate(10)),
         ("empty frame", |f| f.clear()),
         ("bad magic", |f| f[0] = b'X'),
-        ("other protocol version", |f| f[4] = 2),
+        ("other protocol version", |f| f[4] = PROTOCOL_VERSION as u8 + 1),
     ];
     for (what, damage) in garble {
         for (me, bad) in [(0usize, 2usize), (2, 1), (1, 0)] {
@@ -1163,6 +1166,7 @@ fn handshake_mismatch_at_construction() {
         layout: layout_hash(&other_params),
         codec: F32Codec::new(&lens(&other_params)).fingerprint(),
         user: 0xfeed,
+        reduction: 0,
     };
     let coll = Scripted::with_handshake(0, 3, move |mine| {
         vec![theirs.to_bytes().to_vec(), mine.to_vec()]
@@ -1223,8 +1227,8 @@ fn agreement_check_names_the_differing_rank() {
         other => panic!("{other:?}"),
     }
     assert_eq!(ex.gather_u64(9).unwrap(), [1, 9, 2]);
-    assert_eq!(ex.stats().bytes_sent, 64 + 3 * 8);
-    assert_eq!(ex.stats().bytes_received, 2 * 64 + 3 * 16);
+    assert_eq!(ex.stats().bytes_sent, HANDSHAKE_BYTES as u64 + 3 * 8);
+    assert_eq!(ex.stats().bytes_received, 2 * HANDSHAKE_BYTES as u64 + 3 * 16);
 }
 
 #[test]
