@@ -1,5 +1,27 @@
 //! Helpers shared by the test modules.
 
+use vsa_optim_mpi::{LengthsFirst, MPI_COUNT_LIMIT};
+
+use crate::transport::ThreadPrims;
+
+/// The bits of a parameter list, for exact comparisons (NaN included).
+pub fn bits(x: &[Vec<f32>]) -> Vec<Vec<u32>> {
+    x.iter()
+        .map(|v| v.iter().map(|f| f.to_bits()).collect())
+        .collect()
+}
+
+/// A real all-gather between threads: the lengths-first collective over threads.
+pub type ThreadWorld = LengthsFirst<ThreadPrims>;
+
+/// `size` thread ranks (move each to its own thread), each with MPI's limit.
+pub fn thread_world(size: usize) -> Vec<ThreadWorld> {
+    ThreadPrims::world(size)
+        .into_iter()
+        .map(|p| LengthsFirst::new(p, MPI_COUNT_LIMIT))
+        .collect()
+}
+
 /// SplitMix64: a tiny seeded generator for fixed test inputs (no unseeded randomness).
 pub struct Rng(pub u64);
 

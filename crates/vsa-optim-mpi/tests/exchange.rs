@@ -10,12 +10,11 @@ use proptest::prelude::*;
 use vsa_optim_mpi::reduce::mean_in_rank_order;
 use vsa_optim_mpi::{
     Collective, Context, DEFAULT_TERNARY_BLOCK, Error, ExchangeConfig, ExchangeMode, F32Codec,
-    GradientCodec, GradientExchange, HANDSHAKE_BYTES, HEADER_BYTES, Handshake, LengthsFirst, MPI_COUNT_LIMIT,
+    GradientCodec, GradientExchange, HANDSHAKE_BYTES, HEADER_BYTES, Handshake,
     PROTOCOL_VERSION, SingleProcess, TernaryCodec, TernaryPacking, check_handshakes, layout_hash,
 };
 
-use crate::common::Rng;
-use crate::transport::ThreadPrims;
+use crate::common::{Rng, bits, thread_world};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -41,12 +40,6 @@ fn random_grads(lens: &[usize], seed: u64) -> Vec<Vec<f32>> {
 
 fn filled(lens: &[usize], v: f32) -> Vec<Vec<f32>> {
     lens.iter().map(|&n| vec![v; n]).collect()
-}
-
-fn bits(x: &[Vec<f32>]) -> Vec<Vec<u32>> {
-    x.iter()
-        .map(|v| v.iter().map(|f| f.to_bits()).collect())
-        .collect()
 }
 
 fn f32_codec(p: &[(String, Vec<usize>)]) -> Box<dyn GradientCodec + Send> {
@@ -189,16 +182,6 @@ impl Collective for Scripted {
     fn collective_calls(&self) -> u64 {
         self.calls
     }
-}
-
-/// A real all-gather between threads: the lengths-first collective over threads.
-type ThreadWorld = LengthsFirst<ThreadPrims>;
-
-fn thread_world(size: usize) -> Vec<ThreadWorld> {
-    ThreadPrims::world(size)
-        .into_iter()
-        .map(|p| LengthsFirst::new(p, MPI_COUNT_LIMIT))
-        .collect()
 }
 
 /// Counts calls and can be told to fail its next encode; otherwise an F32 codec.

@@ -3,4 +3,5 @@
 mod codec;
 mod common;
 mod exchange;
+mod summed;
 mod transport;
