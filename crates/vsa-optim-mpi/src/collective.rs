@@ -119,7 +119,10 @@ fn check_all_to_all_args(
     send_lens: &[usize],
     recv_lens: &[usize],
 ) -> Result<()> {
-    for (what, lens) in [("all-to-all send lengths", send_lens), ("all-to-all receive lengths", recv_lens)] {
+    for (what, lens) in [
+        ("all-to-all send lengths", send_lens),
+        ("all-to-all receive lengths", recv_lens),
+    ] {
         if lens.len() != n {
             return Err(Error::LengthMismatch {
                 what: what.into(),
@@ -163,18 +166,20 @@ fn parts_for_me(
     for (i, &len) in lens.iter().enumerate() {
         let part = &all[at..at + len];
         at += len;
-        let words: Option<Vec<usize>> = part
-            .get(..8 * n)
-            .map(|h| {
-                h.chunks_exact(8)
-                    .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")) as usize)
-                    .collect()
-            });
+        let words: Option<Vec<usize>> = part.get(..8 * n).map(|h| {
+            h.chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")) as usize)
+                .collect()
+        });
         let Some(words) = words else {
-            return Err(bad(format!("rank {i}'s all-to-all part has no length table")));
+            return Err(bad(format!(
+                "rank {i}'s all-to-all part has no length table"
+            )));
         };
         let body = &part[8 * n..];
-        let offset = words[..me].iter().try_fold(0usize, |a, &l| a.checked_add(l));
+        let offset = words[..me]
+            .iter()
+            .try_fold(0usize, |a, &l| a.checked_add(l));
         let range = offset.and_then(|o| Some(o..o.checked_add(words[me])?));
         let piece = range.and_then(|r| body.get(r));
         match piece {
@@ -632,8 +637,7 @@ mod mpi_world {
             fill_counts(recv_lens, &mut self.recv_counts, &mut self.recv_displs)?;
             {
                 let part = Partition::new(send, &self.counts[..], &self.displs[..]);
-                let mut recv =
-                    PartitionMut::new(out, &self.recv_counts[..], &self.recv_displs[..]);
+                let mut recv = PartitionMut::new(out, &self.recv_counts[..], &self.recv_displs[..]);
                 self.world.all_to_all_varcount_into(&part, &mut recv);
             }
             self.calls += 1;

@@ -230,7 +230,10 @@ fn reduction_name(tag: u64) -> String {
     Reduction::ALL
         .into_iter()
         .find(|m| u64::from(m.tag()) == tag)
-        .map_or_else(|| format!("unknown reduction {tag}"), |m| m.name().to_string())
+        .map_or_else(
+            || format!("unknown reduction {tag}"),
+            |m| m.name().to_string(),
+        )
 }
 
 /// Hash of parameter names and shapes, in the given order.

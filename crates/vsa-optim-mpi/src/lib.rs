@@ -67,9 +67,8 @@ mod exchange;
 pub mod reduce;
 
 pub use codec::{
-    Bf16Codec, Context, DEFAULT_TERNARY_BLOCK, ExchangeMode, F32Codec, GradientCodec,
-    LinearWire, MethodCodec, TernaryCodec, TernaryPacking, VsaCodec, bf16_to_f32, codec_for,
-    f32_to_bf16,
+    Bf16Codec, Context, DEFAULT_TERNARY_BLOCK, ExchangeMode, F32Codec, GradientCodec, LinearWire,
+    MethodCodec, TernaryCodec, TernaryPacking, VsaCodec, bf16_to_f32, codec_for, f32_to_bf16,
 };
 pub use collective::{
     Collective, GatherPrimitives, LengthsFirst, MPI_COUNT_LIMIT, SingleProcess,

@@ -10,8 +10,8 @@ use proptest::prelude::*;
 use vsa_optim_mpi::reduce::mean_in_rank_order;
 use vsa_optim_mpi::{
     Collective, Context, DEFAULT_TERNARY_BLOCK, Error, ExchangeConfig, ExchangeMode, F32Codec,
-    GradientCodec, GradientExchange, HANDSHAKE_BYTES, HEADER_BYTES, Handshake,
-    PROTOCOL_VERSION, SingleProcess, TernaryCodec, TernaryPacking, check_handshakes, layout_hash,
+    GradientCodec, GradientExchange, HANDSHAKE_BYTES, HEADER_BYTES, Handshake, PROTOCOL_VERSION,
+    SingleProcess, TernaryCodec, TernaryPacking, check_handshakes, layout_hash,
 };
 
 use crate::common::{Rng, bits, thread_world};
@@ -848,7 +848,10 @@ fn three_ranks_f32_is_rank_order_mean_bit_for_bit() {
         let s = ex.stats();
         let frame_bytes = (HEADER_BYTES + 4 * l.iter().sum::<usize>()) as u64;
         assert_eq!(s.bytes_sent, HANDSHAKE_BYTES as u64 + frame_bytes);
-        assert_eq!(s.bytes_received, 2 * HANDSHAKE_BYTES as u64 + 2 * frame_bytes);
+        assert_eq!(
+            s.bytes_received,
+            2 * HANDSHAKE_BYTES as u64 + 2 * frame_bytes
+        );
         assert_eq!(s.exchanges, 1);
     }
 }
@@ -1037,7 +1040,9 @@ fn remote_malformed_frames_are_decode_errors_naming_the_rank() {
         ("header cut", |f| f.truncate(10)),
         ("empty frame", |f| f.clear()),
         ("bad magic", |f| f[0] = b'X'),
-        ("other protocol version", |f| f[4] = PROTOCOL_VERSION as u8 + 1),
+        ("other protocol version", |f| {
+            f[4] = PROTOCOL_VERSION as u8 + 1
+        }),
     ];
     for (what, damage) in garble {
         for (me, bad) in [(0usize, 2usize), (2, 1), (1, 0)] {
@@ -1211,7 +1216,10 @@ fn agreement_check_names_the_differing_rank() {
     }
     assert_eq!(ex.gather_u64(9).unwrap(), [1, 9, 2]);
     assert_eq!(ex.stats().bytes_sent, HANDSHAKE_BYTES as u64 + 3 * 8);
-    assert_eq!(ex.stats().bytes_received, 2 * HANDSHAKE_BYTES as u64 + 3 * 16);
+    assert_eq!(
+        ex.stats().bytes_received,
+        2 * HANDSHAKE_BYTES as u64 + 3 * 16
+    );
 }
 
 #[test]

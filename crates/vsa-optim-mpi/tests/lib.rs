@@ -3,5 +3,7 @@
 mod codec;
 mod common;
 mod exchange;
+#[cfg(feature = "mpi")]
+mod mpi_run;
 mod summed;
 mod transport;

@@ -195,8 +195,16 @@ fn summed_and_allreduced_f32_equal_the_gathered_mean_bit_for_bit_on_1_to_5_ranks
             assert_eq!(reference.1, loss_mean(n).to_bits());
             for r in 0..n {
                 assert_eq!(out_bits(&gathered[r], s), reference, "n={n} rank {r}");
-                assert_eq!(out_bits(&summed[r], s), reference, "sum n={n} rank {r} step {s}");
-                assert_eq!(out_bits(&reduced[r], s), reference, "allreduce n={n} rank {r}");
+                assert_eq!(
+                    out_bits(&summed[r], s),
+                    reference,
+                    "sum n={n} rank {r} step {s}"
+                );
+                assert_eq!(
+                    out_bits(&reduced[r], s),
+                    reference,
+                    "allreduce n={n} rank {r}"
+                );
             }
         }
     }
@@ -269,7 +277,11 @@ fn summed_bf16_sums_in_f32_in_rank_order_and_rounds_the_sum_to_bf16() {
             }
             for r in 0..n {
                 assert_eq!(out_bits(&summed[r], s).0, bits(&sum_ref), "n={n} rank {r}");
-                assert_eq!(out_bits(&gathered[r], s).0, bits(&gather_ref), "n={n} rank {r}");
+                assert_eq!(
+                    out_bits(&gathered[r], s).0,
+                    bits(&gather_ref),
+                    "n={n} rank {r}"
+                );
             }
         }
     }
@@ -387,16 +399,27 @@ fn a_nan_on_one_rank_fails_every_rank_with_state_unchanged() {
     let errs = fails_together(Reduction::Sum, Some(method(SKETCH, true, 0)), |g| {
         g[2][0] = f32::INFINITY;
     });
-    assert!(errs.iter().all(|e| matches!(e, Error::NonFinite { rank: 1, .. })));
+    assert!(
+        errs.iter()
+            .all(|e| matches!(e, Error::NonFinite { rank: 1, .. }))
+    );
 }
 
 #[test]
 fn a_malformed_input_on_one_rank_fails_every_rank_with_state_unchanged() {
-    for cfg in [None, Some(method(SKETCH, true, 0)), Some(method(RANDOM_K, true, 0))] {
+    for cfg in [
+        None,
+        Some(method(SKETCH, true, 0)),
+        Some(method(RANDOM_K, true, 0)),
+    ] {
         let errs = fails_together(Reduction::Sum, cfg, |g| {
             g[1].pop();
         });
-        assert!(matches!(errs[1], Error::LengthMismatch { .. }), "{:?}", errs[1]);
+        assert!(
+            matches!(errs[1], Error::LengthMismatch { .. }),
+            "{:?}",
+            errs[1]
+        );
         for e in [&errs[0], &errs[2]] {
             assert!(
                 matches!(e, Error::Codec(m) if m.contains("rank 1 failed")),
@@ -411,9 +434,8 @@ fn a_sum_that_overflows_fails_every_rank_with_state_unchanged() {
     // Every rank sends 3e38 at one element: finite alone, infinite summed.
     for reduction in [Reduction::Sum, Reduction::Allreduce] {
         const N: usize = 3;
-        let make_for = |_: usize| -> Box<dyn GradientCodec + Send> {
-            Box::new(F32Codec::new(&lens()))
-        };
+        let make_for =
+            |_: usize| -> Box<dyn GradientCodec + Send> { Box::new(F32Codec::new(&lens())) };
         let inputs: Vec<Vec<Vec<Vec<f32>>>> = (0..N)
             .map(|r| {
                 let mut g = grads(r, 0);
@@ -440,8 +462,7 @@ fn a_codec_without_a_linear_message_is_refused_on_every_rank() {
         }),
         (Reduction::Sum, &|| {
             Box::new(
-                MethodCodec::new(&params(), method(Method::PowerSgd { rank: 2 }, true, 0))
-                    .unwrap(),
+                MethodCodec::new(&params(), method(Method::PowerSgd { rank: 2 }, true, 0)).unwrap(),
             )
         }),
         (Reduction::Allreduce, &|| Box::new(Bf16Codec::new(&lens()))),
@@ -454,7 +475,13 @@ fn a_codec_without_a_linear_message_is_refused_on_every_rank() {
         assert_eq!(errs.len(), 2, "every rank");
         for e in errs {
             assert!(
-                matches!(e, Error::InvalidConfig { parameter: "reduction", .. }),
+                matches!(
+                    e,
+                    Error::InvalidConfig {
+                        parameter: "reduction",
+                        ..
+                    }
+                ),
                 "{e:?}"
             );
         }
@@ -487,13 +514,25 @@ fn the_handshake_refuses_a_rank_whose_decoding_config_differs() {
     };
     // Summed on two ranks, gathered on rank 2.
     let errs = refused(
-        &|r| if r == 2 { Reduction::Gather } else { Reduction::Sum },
+        &|r| {
+            if r == 2 {
+                Reduction::Gather
+            } else {
+                Reduction::Sum
+            }
+        },
         &|_| sketch(method(SKETCH, true, 0)),
     );
     assert_eq!(errs, vec![("reduction (gather, sum or allreduce)", 2); 3]);
     // All-reduced against summed f32.
     let errs = refused(
-        &|r| if r == 1 { Reduction::Allreduce } else { Reduction::Sum },
+        &|r| {
+            if r == 1 {
+                Reduction::Allreduce
+            } else {
+                Reduction::Sum
+            }
+        },
         &|_| Box::new(F32Codec::new(&lens())),
     );
     assert_eq!(errs, vec![("reduction (gather, sum or allreduce)", 1); 3]);
@@ -576,7 +615,10 @@ fn a_transport_with_only_the_all_gather_gives_the_same_bits() {
                 .map(|(r, world)| {
                     s.spawn(move || {
                         let codecs: [(Reduction, Box<dyn GradientCodec + Send>); 2] = [
-                            (Reduction::Sum, Box::new(MethodCodec::new(&params(), cfg).unwrap())),
+                            (
+                                Reduction::Sum,
+                                Box::new(MethodCodec::new(&params(), cfg).unwrap()),
+                            ),
                             (Reduction::Allreduce, Box::new(F32Codec::new(&lens()))),
                         ];
                         let mut world = GatherOnly(world);
@@ -601,7 +643,12 @@ fn a_transport_with_only_the_all_gather_gives_the_same_bits() {
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         let sketch = &method_reference(n, cfg, 1)[0];
-        let f32_ref = run(n, Reduction::Gather, &|| Box::new(F32Codec::new(&lens())), 1);
+        let f32_ref = run(
+            n,
+            Reduction::Gather,
+            &|| Box::new(F32Codec::new(&lens())),
+            1,
+        );
         for r in 0..n {
             let mut expected = bits(sketch);
             expected.extend(out_bits(&f32_ref[0], 0).0);

@@ -83,7 +83,12 @@ impl GradientCodec for MethodCodec {
         }
     }
 
-    fn encode_linear(&mut self, ctx: Context, grads: &[Vec<f32>], out: &mut Vec<f32>) -> Result<()> {
+    fn encode_linear(
+        &mut self,
+        ctx: Context,
+        grads: &[Vec<f32>],
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         if self.linear().is_none() {
             return Err(super::not_linear(self.mode()));
         }
@@ -105,7 +110,10 @@ impl GradientCodec for MethodCodec {
 
     fn decode_linear(&mut self, ctx: Context, sum: &[f32], out: &mut [Vec<f32>]) -> Result<()> {
         let Some(m) = self.last.as_mut() else {
-            return Err(decode_error(ctx, "no linear message was encoded at this step"));
+            return Err(decode_error(
+                ctx,
+                "no linear message was encoded at this step",
+            ));
         };
         let total = m
             .parts

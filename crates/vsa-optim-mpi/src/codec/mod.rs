@@ -242,7 +242,10 @@ pub(crate) fn check_sum(ctx: Context, sum: &[f32], expected: usize) -> Result<()
     if sum.len() != expected {
         return Err(decode_error(
             ctx,
-            format!("a summed message of {} values, expected {expected}", sum.len()),
+            format!(
+                "a summed message of {} values, expected {expected}",
+                sum.len()
+            ),
         ));
     }
     if sum.iter().any(|x| !x.is_finite()) {
@@ -390,7 +393,12 @@ impl GradientCodec for F32Codec {
         Some(LinearWire::F32)
     }
 
-    fn encode_linear(&mut self, _ctx: Context, grads: &[Vec<f32>], out: &mut Vec<f32>) -> Result<()> {
+    fn encode_linear(
+        &mut self,
+        _ctx: Context,
+        grads: &[Vec<f32>],
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         check_grads(&self.lens, grads)?;
         for g in grads {
             out.extend_from_slice(g);
