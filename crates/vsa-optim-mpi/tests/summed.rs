@@ -649,10 +649,11 @@ fn a_transport_with_only_the_all_gather_gives_the_same_bits() {
             &|| Box::new(F32Codec::new(&lens())),
             1,
         );
-        for r in 0..n {
-            let mut expected = bits(sketch);
-            expected.extend(out_bits(&f32_ref[0], 0).0);
-            assert_eq!(results[r], expected, "n={n} rank {r}");
+        let mut expected = bits(sketch);
+        expected.extend(out_bits(&f32_ref[0], 0).0);
+        assert_eq!(results.len(), n);
+        for (r, got) in results.iter().enumerate() {
+            assert_eq!(got, &expected, "n={n} rank {r}");
         }
     }
 }
