@@ -18,9 +18,9 @@ pub trait Collective {
     fn rank(&self) -> usize;
     /// The number of ranks.
     fn size(&self) -> usize;
-    /// Gathers every rank's `mine` on every rank: `out` becomes the concatenation in rank
-    /// order and `lens[r]` the length of rank `r`'s part. Both buffers are reused (no
-    /// allocation once they are large enough). Every rank must call it, in the same order
+    /// Gathers every rank's `mine` on every rank: `out.bytes` becomes the concatenation in
+    /// rank order and `out.lens[r]` the length of rank `r`'s part. Both buffers are reused
+    /// (no allocation once they are large enough). Every rank must call it, in the same order
     /// relative to its other collective calls.
     ///
     /// An error must reach every rank alike (or stop the job): a rank that returns early
@@ -30,12 +30,7 @@ pub trait Collective {
     /// # Errors
     /// [`Error::Transport`] when the transport fails; [`Error::MessageTooLarge`] (on every
     /// rank) when a message is too large for it.
-    fn all_gather_bytes(
-        &mut self,
-        mine: &[u8],
-        out: &mut Vec<u8>,
-        lens: &mut Vec<usize>,
-    ) -> Result<()>;
+    fn all_gather_bytes(&mut self, mine: &[u8], out: &mut Gathered) -> Result<()>;
     /// The number of collective operations issued so far (each [`all_gather_bytes`] counts
     /// the transport calls it makes), for proving that a step did not communicate.
     ///
@@ -43,9 +38,10 @@ pub trait Collective {
     fn collective_calls(&self) -> u64;
 
     /// All-to-all of byte strings whose lengths every rank agreed on beforehand: this rank
-    /// sends `send_lens[j]` bytes to rank `j` (the parts of `send`, in rank order) and
-    /// receives `recv_lens[i]` bytes from every rank `i` into `out` (resized; rank order).
-    /// Rank `i`'s `send_lens[j]` must equal rank `j`'s `recv_lens[i]`, and every length and
+    /// sends `parts.send_lens[j]` bytes to rank `j` (the parts of `parts.send`, in rank
+    /// order) and receives `parts.recv_lens[i]` bytes from every rank `i` into `out`
+    /// (resized; rank order). Rank `i`'s `send_lens[j]` must equal rank `j`'s
+    /// `recv_lens[i]`, and every length and
     /// offset must be within every rank's [`byte_limit`](Collective::byte_limit): the caller
     /// agrees on them first (the exchange does, with a header all-gather), because a
     /// transport cannot refuse a mismatch on every rank alike.
@@ -61,23 +57,17 @@ pub trait Collective {
     /// rank or `send_lens` does not add up to `send.len()` (nothing is sent);
     /// [`Error::MalformedGather`] when a rank sent another length than this rank expects;
     /// transport errors.
-    fn all_to_all_bytes(
-        &mut self,
-        send: &[u8],
-        send_lens: &[usize],
-        recv_lens: &[usize],
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
-        check_all_to_all_args(self.size(), send, send_lens, recv_lens)?;
+    fn all_to_all_bytes(&mut self, parts: AllToAll<'_>, out: &mut Vec<u8>) -> Result<()> {
+        parts.check(self.size())?;
         let n = self.size();
-        let mut mine = Vec::with_capacity(8 * n + send.len());
-        for &l in send_lens {
+        let mut mine = Vec::with_capacity(8 * n + parts.send.len());
+        for &l in parts.send_lens {
             mine.extend_from_slice(&(l as u64).to_le_bytes());
         }
-        mine.extend_from_slice(send);
-        let (mut all, mut lens) = (Vec::new(), Vec::new());
-        self.all_gather_bytes(&mine, &mut all, &mut lens)?;
-        parts_for_me(self.rank(), n, &all, &lens, recv_lens, out)
+        mine.extend_from_slice(parts.send);
+        let mut all = Gathered::default();
+        self.all_gather_bytes(&mine, &mut all)?;
+        parts_for_me(self.rank(), n, &all, parts.recv_lens, out)
     }
 
     /// Sums `buf` over all ranks in place (every rank passes the same length): the native
@@ -90,8 +80,9 @@ pub trait Collective {
     /// [`Error::MalformedGather`] when a rank sent another length; transport errors.
     fn all_reduce_sum_f32(&mut self, buf: &mut [f32]) -> Result<()> {
         let mine: Vec<u8> = buf.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let (mut all, mut lens) = (Vec::new(), Vec::new());
-        self.all_gather_bytes(&mine, &mut all, &mut lens)?;
+        let mut all = Gathered::default();
+        self.all_gather_bytes(&mine, &mut all)?;
+        let lens = &all.lens;
         if lens.len() != self.size() || lens.iter().any(|&l| l != mine.len()) {
             return Err(Error::MalformedGather {
                 reason: format!(
@@ -100,7 +91,7 @@ pub trait Collective {
                 ),
             });
         }
-        sum_in_rank_order(&all, buf);
+        sum_in_rank_order(&all.bytes, buf);
         Ok(())
     }
 
@@ -112,34 +103,73 @@ pub trait Collective {
     }
 }
 
-/// Checks the arguments of an all-to-all on this rank.
-fn check_all_to_all_args(
-    n: usize,
-    send: &[u8],
-    send_lens: &[usize],
-    recv_lens: &[usize],
-) -> Result<()> {
-    for (what, lens) in [
-        ("all-to-all send lengths", send_lens),
-        ("all-to-all receive lengths", recv_lens),
-    ] {
-        if lens.len() != n {
+/// The result of [`Collective::all_gather_bytes`]: every rank's bytes in rank order, and
+/// the length of each rank's part. Reused between calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gathered {
+    /// The parts, concatenated in rank order.
+    pub bytes: Vec<u8>,
+    /// `lens[r]`: the bytes of rank `r`'s part.
+    pub lens: Vec<usize>,
+}
+
+impl Gathered {
+    /// Empties both lists (keeping their memory).
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.lens.clear();
+    }
+
+    /// Appends the next rank's part.
+    pub fn push(&mut self, part: &[u8]) {
+        self.bytes.extend_from_slice(part);
+        self.lens.push(part.len());
+    }
+}
+
+/// What one rank sends and expects in [`Collective::all_to_all_bytes`].
+#[derive(Debug, Clone, Copy)]
+pub struct AllToAll<'a> {
+    /// The parts for ranks `0, 1, …`, concatenated.
+    pub send: &'a [u8],
+    /// `send_lens[j]`: the bytes of the part for rank `j`.
+    pub send_lens: &'a [usize],
+    /// `recv_lens[i]`: the bytes this rank expects from rank `i`.
+    pub recv_lens: &'a [usize],
+}
+
+impl AllToAll<'_> {
+    /// Checks one entry per rank in both length lists and that `send_lens` adds up to
+    /// `send`.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`].
+    pub fn check(&self, ranks: usize) -> Result<()> {
+        for (what, lens) in [
+            ("all-to-all send lengths", self.send_lens),
+            ("all-to-all receive lengths", self.recv_lens),
+        ] {
+            if lens.len() != ranks {
+                return Err(Error::LengthMismatch {
+                    what: what.into(),
+                    expected: ranks,
+                    actual: lens.len(),
+                });
+            }
+        }
+        let total = self
+            .send_lens
+            .iter()
+            .try_fold(0usize, |a, &l| a.checked_add(l));
+        if total != Some(self.send.len()) {
             return Err(Error::LengthMismatch {
-                what: what.into(),
-                expected: n,
-                actual: lens.len(),
+                what: "all-to-all send buffer".into(),
+                expected: total.unwrap_or(usize::MAX),
+                actual: self.send.len(),
             });
         }
+        Ok(())
     }
-    let total = send_lens.iter().try_fold(0usize, |a, &l| a.checked_add(l));
-    if total != Some(send.len()) {
-        return Err(Error::LengthMismatch {
-            what: "all-to-all send buffer".into(),
-            expected: total.unwrap_or(usize::MAX),
-            actual: send.len(),
-        });
-    }
-    Ok(())
 }
 
 /// From an all-gather of `[n u64 lengths][parts]` per rank, the parts addressed to rank
@@ -147,11 +177,11 @@ fn check_all_to_all_args(
 fn parts_for_me(
     me: usize,
     n: usize,
-    all: &[u8],
-    lens: &[usize],
+    all: &Gathered,
     recv_lens: &[usize],
     out: &mut Vec<u8>,
 ) -> Result<()> {
+    let (all, lens) = (&all.bytes, &all.lens);
     let bad = |reason: String| Error::MalformedGather { reason };
     if lens.len() != n || lens.iter().sum::<usize>() != all.len() {
         return Err(bad(format!(
@@ -221,27 +251,16 @@ impl<C: Collective + ?Sized> Collective for &mut C {
         (**self).size()
     }
 
-    fn all_gather_bytes(
-        &mut self,
-        mine: &[u8],
-        out: &mut Vec<u8>,
-        lens: &mut Vec<usize>,
-    ) -> Result<()> {
-        (**self).all_gather_bytes(mine, out, lens)
+    fn all_gather_bytes(&mut self, mine: &[u8], out: &mut Gathered) -> Result<()> {
+        (**self).all_gather_bytes(mine, out)
     }
 
     fn collective_calls(&self) -> u64 {
         (**self).collective_calls()
     }
 
-    fn all_to_all_bytes(
-        &mut self,
-        send: &[u8],
-        send_lens: &[usize],
-        recv_lens: &[usize],
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
-        (**self).all_to_all_bytes(send, send_lens, recv_lens, out)
+    fn all_to_all_bytes(&mut self, parts: AllToAll<'_>, out: &mut Vec<u8>) -> Result<()> {
+        (**self).all_to_all_bytes(parts, out)
     }
 
     fn all_reduce_sum_f32(&mut self, buf: &mut [f32]) -> Result<()> {
@@ -275,16 +294,9 @@ impl Collective for SingleProcess {
         1
     }
 
-    fn all_gather_bytes(
-        &mut self,
-        mine: &[u8],
-        out: &mut Vec<u8>,
-        lens: &mut Vec<usize>,
-    ) -> Result<()> {
+    fn all_gather_bytes(&mut self, mine: &[u8], out: &mut Gathered) -> Result<()> {
         out.clear();
-        out.extend_from_slice(mine);
-        lens.clear();
-        lens.push(mine.len());
+        out.push(mine);
         self.calls += 1;
         Ok(())
     }
@@ -293,16 +305,10 @@ impl Collective for SingleProcess {
         self.calls
     }
 
-    fn all_to_all_bytes(
-        &mut self,
-        send: &[u8],
-        send_lens: &[usize],
-        recv_lens: &[usize],
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
-        check_all_to_all_args(1, send, send_lens, recv_lens)?;
+    fn all_to_all_bytes(&mut self, parts: AllToAll<'_>, out: &mut Vec<u8>) -> Result<()> {
+        parts.check(1)?;
         out.clear();
-        out.extend_from_slice(send);
+        out.extend_from_slice(parts.send);
         self.calls += 1;
         Ok(())
     }
@@ -339,9 +345,9 @@ pub trait GatherPrimitives {
     fn all_gather_known(&mut self, mine: &[u8], lens: &[u64], out: &mut [u8]) -> Result<()>;
     /// The number of transport calls made so far.
     fn calls(&self) -> u64;
-    /// All-to-all with agreed lengths (see [`Collective::all_to_all_bytes`]): `send_lens[j]`
-    /// bytes of `send` to rank `j`, `recv_lens[i]` bytes from rank `i` into `out` (whose
-    /// length is their sum), in rank order.
+    /// All-to-all with agreed lengths (see [`Collective::all_to_all_bytes`]): the parts of
+    /// `parts.send` to their ranks, `parts.recv_lens[i]` bytes from rank `i` into `out`
+    /// (whose length is their sum), in rank order.
     ///
     /// The default implementation all-gathers every rank's length table
     /// ([`all_gather_words`](GatherPrimitives::all_gather_words)), then every rank's
@@ -351,32 +357,27 @@ pub trait GatherPrimitives {
     /// # Errors
     /// [`Error::MalformedGather`] when a rank sent another length than expected; transport
     /// errors.
-    fn all_to_all_known(
-        &mut self,
-        send: &[u8],
-        send_lens: &[u64],
-        recv_lens: &[u64],
-        out: &mut [u8],
-    ) -> Result<()> {
+    fn all_to_all_known(&mut self, parts: AllToAll<'_>, out: &mut [u8]) -> Result<()> {
         let n = self.size();
         let me = self.rank();
         let mut table = vec![0u64; n * n];
-        self.all_gather_words(send_lens, &mut table)?;
+        let send_lens: Vec<u64> = parts.send_lens.iter().map(|&l| l as u64).collect();
+        self.all_gather_words(&send_lens, &mut table)?;
         let totals: Vec<u64> = table.chunks_exact(n).map(|row| row.iter().sum()).collect();
         let total = usize::try_from(totals.iter().sum::<u64>()).map_err(|_| {
             Error::Transport("the gathered messages do not fit in this process's memory".into())
         })?;
         let mut all = vec![0u8; total];
-        self.all_gather_known(send, &totals, &mut all)?;
+        self.all_gather_known(parts.send, &totals, &mut all)?;
         let (mut at, mut put) = (0usize, 0usize);
         for (i, row) in table.chunks_exact(n).enumerate() {
             let start = at + row[..me].iter().sum::<u64>() as usize;
             let len = row[me] as usize;
-            if row[me] != recv_lens[i] || put + len > out.len() {
+            if len != parts.recv_lens[i] || put + len > out.len() {
                 return Err(Error::MalformedGather {
                     reason: format!(
                         "rank {i} sent {} bytes to rank {me}, which expected {}",
-                        row[me], recv_lens[i]
+                        row[me], parts.recv_lens[i]
                     ),
                 });
             }
@@ -481,12 +482,7 @@ impl<P: GatherPrimitives> Collective for LengthsFirst<P> {
         self.inner.size()
     }
 
-    fn all_gather_bytes(
-        &mut self,
-        mine: &[u8],
-        out: &mut Vec<u8>,
-        lens: &mut Vec<usize>,
-    ) -> Result<()> {
+    fn all_gather_bytes(&mut self, mine: &[u8], out: &mut Gathered) -> Result<()> {
         let n = self.inner.size();
         // A usize always fits in a u64 on the platforms Rust supports.
         let my_len = mine.len() as u64;
@@ -506,11 +502,12 @@ impl<P: GatherPrimitives> Collective for LengthsFirst<P> {
         let total = total.ok_or_else(|| {
             Error::Transport("the gathered messages do not fit in this process's memory".into())
         })?;
-        out.clear();
-        out.resize(total, 0);
-        self.inner.all_gather_known(mine, &self.lens, out)?;
-        lens.clear();
-        lens.extend(self.lens.iter().map(|&l| l as usize));
+        out.bytes.clear();
+        out.bytes.resize(total, 0);
+        self.inner
+            .all_gather_known(mine, &self.lens, &mut out.bytes)?;
+        out.lens.clear();
+        out.lens.extend(self.lens.iter().map(|&l| l as usize));
         Ok(())
     }
 
@@ -518,19 +515,11 @@ impl<P: GatherPrimitives> Collective for LengthsFirst<P> {
         self.inner.calls()
     }
 
-    fn all_to_all_bytes(
-        &mut self,
-        send: &[u8],
-        send_lens: &[usize],
-        recv_lens: &[usize],
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
-        check_all_to_all_args(self.inner.size(), send, send_lens, recv_lens)?;
-        let s: Vec<u64> = send_lens.iter().map(|&l| l as u64).collect();
-        let r: Vec<u64> = recv_lens.iter().map(|&l| l as u64).collect();
+    fn all_to_all_bytes(&mut self, parts: AllToAll<'_>, out: &mut Vec<u8>) -> Result<()> {
+        parts.check(self.inner.size())?;
         out.clear();
-        out.resize(recv_lens.iter().sum(), 0);
-        self.inner.all_to_all_known(send, &s, &r, out)
+        out.resize(parts.recv_lens.iter().sum(), 0);
+        self.inner.all_to_all_known(parts, out)
     }
 
     fn all_reduce_sum_f32(&mut self, buf: &mut [f32]) -> Result<()> {
@@ -554,7 +543,7 @@ mod mpi_world {
     use mpi::topology::SimpleCommunicator;
     use mpi::traits::{Communicator, CommunicatorCollectives};
 
-    use super::{GatherPrimitives, LengthsFirst, MPI_COUNT_LIMIT};
+    use super::{AllToAll, GatherPrimitives, LengthsFirst, MPI_COUNT_LIMIT};
     use crate::error::{Error, Result};
 
     /// `MPI_COMM_WORLD` through rsmpi: the all-gather of byte strings agrees on the lengths
@@ -626,17 +615,16 @@ mod mpi_world {
             self.calls
         }
 
-        fn all_to_all_known(
-            &mut self,
-            send: &[u8],
-            send_lens: &[u64],
-            recv_lens: &[u64],
-            out: &mut [u8],
-        ) -> Result<()> {
-            fill_counts(send_lens, &mut self.counts, &mut self.displs)?;
-            fill_counts(recv_lens, &mut self.recv_counts, &mut self.recv_displs)?;
+        fn all_to_all_known(&mut self, parts: AllToAll<'_>, out: &mut [u8]) -> Result<()> {
+            let lens = |l: &[usize]| l.iter().map(|&x| x as u64).collect::<Vec<_>>();
+            fill_counts(&lens(parts.send_lens), &mut self.counts, &mut self.displs)?;
+            fill_counts(
+                &lens(parts.recv_lens),
+                &mut self.recv_counts,
+                &mut self.recv_displs,
+            )?;
             {
-                let part = Partition::new(send, &self.counts[..], &self.displs[..]);
+                let part = Partition::new(parts.send, &self.counts[..], &self.displs[..]);
                 let mut recv = PartitionMut::new(out, &self.recv_counts[..], &self.recv_displs[..]);
                 self.world.all_to_all_varcount_into(&part, &mut recv);
             }

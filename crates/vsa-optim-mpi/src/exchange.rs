@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use crate::codec::{Context, ExchangeMode, GradientCodec, LinearWire, fnv};
-use crate::collective::Collective;
+use crate::collective::{AllToAll, Collective, Gathered};
 use crate::error::{Error, Result, config_error};
 use crate::reduce::{add_into, check_layout, divide};
 
@@ -255,12 +255,8 @@ pub fn layout_hash(params: &[(String, Vec<usize>)]) -> u64 {
 ///
 /// # Errors
 /// [`Error::MalformedGather`] saying what does not add up.
-fn check_gather<C: Collective + ?Sized>(
-    collective: &C,
-    mine: &[u8],
-    recv: &[u8],
-    lens: &[usize],
-) -> Result<()> {
+fn check_gather<C: Collective + ?Sized>(collective: &C, mine: &[u8], got: &Gathered) -> Result<()> {
+    let (recv, lens) = (&got.bytes, &got.lens);
     let bad = |reason: String| Err(Error::MalformedGather { reason });
     let (rank, size) = (collective.rank(), collective.size());
     if lens.len() != size || rank >= size {
@@ -330,8 +326,7 @@ pub struct GradientExchange<C: Collective> {
     reduction: Reduction,
     lens: Vec<usize>,
     send: Vec<u8>,
-    recv: Vec<u8>,
-    recv_lens: Vec<usize>,
+    got: Gathered,
     acc: Vec<Vec<f32>>,
     scratch: Vec<Vec<f32>>,
     /// This rank's linear message, then the sum (summed and all-reduced steps).
@@ -410,14 +405,14 @@ impl<C: Collective> GradientExchange<C> {
             user: config.user_fingerprint,
             reduction: u64::from(reduction.tag()),
         };
-        let (mut recv, mut recv_lens) = (Vec::new(), Vec::new());
+        let mut got = Gathered::default();
         let mine = mine.to_bytes();
-        collective.all_gather_bytes(&mine, &mut recv, &mut recv_lens)?;
-        check_gather(&collective, &mine, &recv, &recv_lens)?;
-        let mut all = Vec::with_capacity(recv_lens.len());
+        collective.all_gather_bytes(&mine, &mut got)?;
+        check_gather(&collective, &mine, &got)?;
+        let mut all = Vec::with_capacity(got.lens.len());
         let mut at = 0;
-        for (r, &len) in recv_lens.iter().enumerate() {
-            all.push(Handshake::from_bytes(r, &recv[at..at + len])?);
+        for (r, &len) in got.lens.iter().enumerate() {
+            all.push(Handshake::from_bytes(r, &got.bytes[at..at + len])?);
             at += len;
         }
         check_handshakes(&all)?;
@@ -453,8 +448,7 @@ impl<C: Collective> GradientExchange<C> {
             scratch: zeros(),
             lens,
             send: Vec::new(),
-            recv,
-            recv_lens,
+            got,
             stats,
         })
     }
@@ -608,10 +602,10 @@ impl<C: Collective> GradientExchange<C> {
     /// All-gathers `send` into `recv` and counts the bytes.
     fn gather_frames(&mut self) -> Result<()> {
         self.collective
-            .all_gather_bytes(&self.send, &mut self.recv, &mut self.recv_lens)?;
-        check_gather(&self.collective, &self.send, &self.recv, &self.recv_lens)?;
+            .all_gather_bytes(&self.send, &mut self.got)?;
+        check_gather(&self.collective, &self.send, &self.got)?;
         self.stats.bytes_sent += self.send.len() as u64;
-        self.stats.bytes_received += (self.recv.len() - self.send.len()) as u64;
+        self.stats.bytes_received += (self.got.bytes.len() - self.send.len()) as u64;
         Ok(())
     }
 
@@ -622,8 +616,8 @@ impl<C: Collective> GradientExchange<C> {
         // Headers first: every rank reaches the same verdict before decoding anything.
         let mut at = 0usize;
         let mut step0 = None;
-        for (r, &len) in self.recv_lens.iter().enumerate() {
-            let frame = &self.recv[at..at + len];
+        for (r, &len) in self.got.lens.iter().enumerate() {
+            let frame = &self.got.bytes[at..at + len];
             at += len;
             if len < HEADER_BYTES || &frame[..4] != MAGIC || u64::from(frame[4]) != PROTOCOL_VERSION
             {
@@ -646,8 +640,8 @@ impl<C: Collective> GradientExchange<C> {
             }
         }
         at = 0;
-        for (r, &len) in self.recv_lens.iter().enumerate() {
-            let st = self.recv[at + 5];
+        for (r, &len) in self.got.lens.iter().enumerate() {
+            let st = self.got.bytes[at + 5];
             at += len;
             match st {
                 STATUS_OK => {}
@@ -685,8 +679,8 @@ impl<C: Collective> GradientExchange<C> {
         // Decode and sum in rank order.
         let mut loss_sum = 0f32;
         let mut at = 0;
-        for (r, &len) in self.recv_lens.iter().enumerate() {
-            let frame = &self.recv[at..at + len];
+        for (r, &len) in self.got.lens.iter().enumerate() {
+            let frame = &self.got.bytes[at..at + len];
             at += len;
             let l = f32::from_bits(u32::from_le_bytes(
                 frame[16..20].try_into().expect("4 bytes"),
@@ -720,7 +714,7 @@ impl<C: Collective> GradientExchange<C> {
                 }
             }
         }
-        let n = self.recv_lens.len();
+        let n = self.got.lens.len();
         for a in &mut self.acc {
             divide(a, n);
         }
@@ -758,11 +752,11 @@ impl<C: Collective> GradientExchange<C> {
 
         // Every frame is a sum header; every rank's message has rank 0's length; the
         // payload fits the smallest limit. All ranks see the same frames.
-        let n = self.recv_lens.len();
+        let n = self.got.lens.len();
         let (mut losses, mut lens, mut limits) = (Vec::new(), Vec::new(), Vec::new());
         let mut at = 0;
-        for (r, &len) in self.recv_lens.iter().enumerate() {
-            let frame = &self.recv[at..at + len];
+        for (r, &len) in self.got.lens.iter().enumerate() {
+            let frame = &self.got.bytes[at..at + len];
             at += len;
             if len != SUM_HEADER_BYTES {
                 return Err(Error::Decode {
@@ -854,14 +848,19 @@ impl<C: Collective> GradientExchange<C> {
         self.send.clear();
         wire.put(&self.linear, &mut self.send);
         let recv_lens = vec![chunk_lens[me]; n];
+        let parts = AllToAll {
+            send: &self.send,
+            send_lens: &chunk_lens,
+            recv_lens: &recv_lens,
+        };
         self.collective
-            .all_to_all_bytes(&self.send, &chunk_lens, &recv_lens, &mut self.recv)?;
-        if self.recv.len() != n * chunk_lens[me] {
+            .all_to_all_bytes(parts, &mut self.got.bytes)?;
+        if self.got.bytes.len() != n * chunk_lens[me] {
             return Err(Error::MalformedGather {
                 reason: format!(
                     "an all-to-all of {n} parts of {} bytes returned {} bytes",
                     chunk_lens[me],
-                    self.recv.len()
+                    self.got.bytes.len()
                 ),
             });
         }
@@ -872,7 +871,12 @@ impl<C: Collective> GradientExchange<C> {
         self.chunk.clear();
         self.chunk.resize(mine.len(), 0.0);
         let mut part = vec![0f32; mine.len()];
-        for (r, bytes) in self.recv.chunks_exact(chunk_lens[me].max(1)).enumerate() {
+        for (r, bytes) in self
+            .got
+            .bytes
+            .chunks_exact(chunk_lens[me].max(1))
+            .enumerate()
+        {
             if r == 0 {
                 wire.get(bytes, &mut self.chunk);
             } else {
@@ -883,19 +887,19 @@ impl<C: Collective> GradientExchange<C> {
         self.send.clear();
         wire.put(&self.chunk, &mut self.send);
         self.collective
-            .all_gather_bytes(&self.send, &mut self.recv, &mut self.recv_lens)?;
-        check_gather(&self.collective, &self.send, &self.recv, &self.recv_lens)?;
-        if self.recv_lens != chunk_lens {
+            .all_gather_bytes(&self.send, &mut self.got)?;
+        check_gather(&self.collective, &self.send, &self.got)?;
+        if self.got.lens != chunk_lens {
             return Err(Error::MalformedGather {
                 reason: format!(
                     "reduced chunks of {:?} bytes where {chunk_lens:?} were expected",
-                    self.recv_lens
+                    self.got.lens
                 ),
             });
         }
         self.stats.bytes_sent += self.send.len() as u64;
-        self.stats.bytes_received += (self.recv.len() - self.send.len()) as u64;
-        wire.get(&self.recv, &mut self.linear);
+        self.stats.bytes_received += (self.got.bytes.len() - self.send.len()) as u64;
+        wire.get(&self.got.bytes, &mut self.linear);
         Ok(())
     }
 
@@ -905,19 +909,19 @@ impl<C: Collective> GradientExchange<C> {
     /// Transport errors.
     pub fn gather_u64(&mut self, value: u64) -> Result<Vec<u64>> {
         let mine = value.to_le_bytes();
-        self.collective
-            .all_gather_bytes(&mine, &mut self.recv, &mut self.recv_lens)?;
-        check_gather(&self.collective, &mine, &self.recv, &self.recv_lens)?;
+        self.collective.all_gather_bytes(&mine, &mut self.got)?;
+        check_gather(&self.collective, &mine, &self.got)?;
         self.stats.bytes_sent += 8;
-        self.stats.bytes_received += (self.recv.len() - 8) as u64;
+        self.stats.bytes_received += (self.got.bytes.len() - 8) as u64;
         // A rank out of lockstep may have sent something else: never read shifted words.
-        if let Some(r) = self.recv_lens.iter().position(|&len| len != 8) {
+        if let Some(r) = self.got.lens.iter().position(|&len| len != 8) {
             return Err(Error::Decode {
                 rank: r,
-                reason: format!("{} bytes where a u64 was expected", self.recv_lens[r]),
+                reason: format!("{} bytes where a u64 was expected", self.got.lens[r]),
             });
         }
-        self.recv
+        self.got
+            .bytes
             .chunks_exact(8)
             .enumerate()
             .map(|(r, c)| {

@@ -71,7 +71,7 @@ pub use codec::{
     MethodCodec, TernaryCodec, TernaryPacking, VsaCodec, bf16_to_f32, codec_for, f32_to_bf16,
 };
 pub use collective::{
-    Collective, GatherPrimitives, LengthsFirst, MPI_COUNT_LIMIT, SingleProcess,
+    AllToAll, Collective, GatherPrimitives, Gathered, LengthsFirst, MPI_COUNT_LIMIT, SingleProcess,
     check_message_lengths,
 };
 #[cfg(feature = "mpi")]

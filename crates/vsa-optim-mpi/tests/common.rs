@@ -1,5 +1,18 @@
 //! Helpers shared by the test modules.
 
+/// `fn rank` and `fn size` of a test transport, from its `rank` and `size` fields.
+macro_rules! rank_and_size_fields {
+    () => {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+
+        fn size(&self) -> usize {
+            self.size
+        }
+    };
+}
+
 use vsa_optim_mpi::{LengthsFirst, MPI_COUNT_LIMIT};
 
 use crate::transport::ThreadPrims;

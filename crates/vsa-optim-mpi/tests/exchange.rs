@@ -10,8 +10,8 @@ use proptest::prelude::*;
 use vsa_optim_mpi::reduce::mean_in_rank_order;
 use vsa_optim_mpi::{
     Collective, Context, DEFAULT_TERNARY_BLOCK, Error, ExchangeConfig, ExchangeMode, F32Codec,
-    GradientCodec, GradientExchange, HANDSHAKE_BYTES, HEADER_BYTES, Handshake, PROTOCOL_VERSION,
-    SingleProcess, TernaryCodec, TernaryPacking, check_handshakes, layout_hash,
+    Gathered, GradientCodec, GradientExchange, HANDSHAKE_BYTES, HEADER_BYTES, Handshake,
+    PROTOCOL_VERSION, SingleProcess, TernaryCodec, TernaryPacking, check_handshakes, layout_hash,
 };
 
 use crate::common::{Rng, bits, thread_world};
@@ -44,6 +44,17 @@ fn filled(lens: &[usize], v: f32) -> Vec<Vec<f32>> {
 
 fn f32_codec(p: &[(String, Vec<usize>)]) -> Box<dyn GradientCodec + Send> {
     Box::new(F32Codec::new(&lens(p)))
+}
+
+/// A one-rank f32 exchange over `params`, with [`config`]`(seed)`.
+fn single_f32(params: &[(String, Vec<usize>)], seed: u64) -> GradientExchange<SingleProcess> {
+    GradientExchange::new(
+        SingleProcess::new(),
+        f32_codec(params),
+        params,
+        config(seed),
+    )
+    .unwrap()
 }
 
 fn ternary_codec(p: &[(String, Vec<usize>)], seed: u64) -> Box<dyn GradientCodec + Send> {
@@ -143,20 +154,9 @@ impl Scripted {
 }
 
 impl Collective for Scripted {
-    fn rank(&self) -> usize {
-        self.rank
-    }
+    rank_and_size_fields!();
 
-    fn size(&self) -> usize {
-        self.size
-    }
-
-    fn all_gather_bytes(
-        &mut self,
-        mine: &[u8],
-        out: &mut Vec<u8>,
-        lens: &mut Vec<usize>,
-    ) -> vsa_optim_mpi::Result<()> {
+    fn all_gather_bytes(&mut self, mine: &[u8], out: &mut Gathered) -> vsa_optim_mpi::Result<()> {
         let f = self
             .script
             .pop_front()
@@ -169,10 +169,8 @@ impl Collective for Scripted {
         );
         others.insert(self.rank, mine.to_vec());
         out.clear();
-        lens.clear();
         for p in &others {
-            out.extend_from_slice(p);
-            lens.push(p.len());
+            out.push(p);
         }
         self.sent.push(mine.to_vec());
         self.calls += 1;
@@ -580,9 +578,7 @@ fn single_rank_ternary_mean_is_the_decoded_payload() {
 fn single_rank_non_finite_is_refused_everywhere() {
     let params = params();
     let l = lens(&params);
-    let mut ex =
-        GradientExchange::new(SingleProcess::new(), f32_codec(&params), &params, config(1))
-            .unwrap();
+    let mut ex = single_f32(&params, 1);
     let good = random_grads(&l, 5);
     let mut out = filled(&l, 0.0);
     ex.mean(0, &good, 0.5, &mut out).unwrap();
@@ -645,9 +641,7 @@ fn single_rank_non_finite_is_refused_everywhere() {
 fn single_rank_wrong_layout_is_length_mismatch() {
     let params = params();
     let l = lens(&params);
-    let mut ex =
-        GradientExchange::new(SingleProcess::new(), f32_codec(&params), &params, config(1))
-            .unwrap();
+    let mut ex = single_f32(&params, 1);
     let good = random_grads(&l, 5);
     let mut out = filled(&l, 3.0);
     let mut short = good.clone();
@@ -702,9 +696,7 @@ fn construction_rejects_empty_layouts() {
     }
     // A scalar (shape []) has one element and is accepted.
     let params = p(&[("scalar", &[])]);
-    let mut ex =
-        GradientExchange::new(SingleProcess::new(), f32_codec(&params), &params, config(0))
-            .unwrap();
+    let mut ex = single_f32(&params, 0);
     assert_eq!(ex.lens(), &[1]);
     let mut out = vec![vec![0.0]];
     ex.mean(0, &[vec![-4.0]], 1.0, &mut out).unwrap();
@@ -714,9 +706,7 @@ fn construction_rejects_empty_layouts() {
 #[test]
 fn single_rank_gather_and_agreement() {
     let params = params();
-    let mut ex =
-        GradientExchange::new(SingleProcess::new(), f32_codec(&params), &params, config(1))
-            .unwrap();
+    let mut ex = single_f32(&params, 1);
     assert_eq!((ex.rank(), ex.size()), (0, 1));
     assert_eq!(
         ex.gather_u64(0xdead_beef_0123_4567).unwrap(),

@@ -8,7 +8,7 @@
 use grad_sketch::{Compressor, CompressorConfig, Method};
 use vsa_optim_mpi::reduce::divide;
 use vsa_optim_mpi::{
-    Bf16Codec, Collective, Error, ExchangeConfig, ExchangeStats, F32Codec, GradientCodec,
+    Bf16Codec, Collective, Error, ExchangeConfig, ExchangeStats, F32Codec, Gathered, GradientCodec,
     GradientExchange, MethodCodec, Reduction, SUM_HEADER_BYTES, bf16_to_f32, chunk, f32_to_bf16,
 };
 
@@ -590,13 +590,8 @@ impl<C: Collective> Collective for GatherOnly<C> {
         self.0.size()
     }
 
-    fn all_gather_bytes(
-        &mut self,
-        mine: &[u8],
-        out: &mut Vec<u8>,
-        lens: &mut Vec<usize>,
-    ) -> vsa_optim_mpi::Result<()> {
-        self.0.all_gather_bytes(mine, out, lens)
+    fn all_gather_bytes(&mut self, mine: &[u8], out: &mut Gathered) -> vsa_optim_mpi::Result<()> {
+        self.0.all_gather_bytes(mine, out)
     }
 
     fn collective_calls(&self) -> u64 {
