@@ -8,43 +8,17 @@
 //! difference>` for the native `MPI_Allreduce` mode, and `REFUSED <field>`; exits with
 //! status 1 on a mismatch.
 
-use grad_sketch::{Compressor, CompressorConfig, Method};
-use vsa_optim_mpi::reduce::{divide, mean_in_rank_order};
+mod common;
+
+use common::{bf16_sum_reference, filled, grads, lens, method_reference, params};
+use grad_sketch::{CompressorConfig, Method};
+use vsa_optim_mpi::reduce::mean_in_rank_order;
 use vsa_optim_mpi::{
     Bf16Codec, Error, ExchangeConfig, F32Codec, GradientCodec, GradientExchange, MethodCodec,
-    MpiWorld, Reduction, bf16_to_f32, f32_to_bf16,
+    MpiWorld, Reduction,
 };
 
 const STEPS: usize = 3;
-
-/// Sorted by name; 91 + 5 + 60 = 156 elements (uneven chunks on 4 ranks for the sketch).
-fn params() -> Vec<(String, Vec<usize>)> {
-    vec![
-        ("a".to_string(), vec![7, 13]),
-        ("b".to_string(), vec![5]),
-        ("c".to_string(), vec![3, 4, 5]),
-    ]
-}
-
-fn lens() -> Vec<usize> {
-    params().iter().map(|(_, s)| s.iter().product()).collect()
-}
-
-/// Rank `r`'s gradient at `step`, the same on every process: heavy entries over noise.
-fn grads(r: usize, step: usize) -> Vec<Vec<f32>> {
-    lens()
-        .iter()
-        .enumerate()
-        .map(|(k, &n)| {
-            (0..n)
-                .map(|j| {
-                    let x = ((r * 7919 + step * 104_729 + k * 31 + j) as f32 * 0.618).sin();
-                    if j % 17 == 3 { 20.0 * x } else { 0.1 * x }
-                })
-                .collect()
-        })
-        .collect()
-}
 
 fn hash(x: &[Vec<f32>]) -> u64 {
     x.iter().flatten().fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
@@ -59,10 +33,6 @@ fn config() -> ExchangeConfig {
     }
 }
 
-fn zeros() -> Vec<Vec<f32>> {
-    lens().iter().map(|&n| vec![0f32; n]).collect()
-}
-
 /// Runs the steps with `codec` and `reduction`, returning the averaged gradient per step.
 fn exchange(
     world: &mut MpiWorld,
@@ -73,31 +43,9 @@ fn exchange(
     let mut ex = GradientExchange::with_reduction(world, codec, &params(), config(), reduction)?;
     (0..STEPS)
         .map(|s| {
-            let mut out = zeros();
+            let mut out = filled(0.0);
             ex.mean(s as u64, &grads(rank, s), 0.0, &mut out)?;
             Ok(out)
-        })
-        .collect()
-}
-
-fn sketch_reference(n: usize, cfg: CompressorConfig) -> Vec<Vec<Vec<f32>>> {
-    let mut cs: Vec<Compressor> = (0..n)
-        .map(|_| Compressor::new(&params(), cfg).expect("valid"))
-        .collect();
-    (0..STEPS)
-        .map(|s| {
-            let msgs: Vec<_> = cs
-                .iter_mut()
-                .enumerate()
-                .map(|(r, c)| c.compress(&grads(r, s)).expect("finite"))
-                .collect();
-            let mut sum = msgs[0].clone();
-            for m in &msgs[1..] {
-                cs[0].accumulate(&mut sum, m).expect("linear");
-            }
-            let mut d = cs[0].decompress(&sum).expect("valid");
-            d.iter_mut().for_each(|v| divide(v, n));
-            d
         })
         .collect()
 }
@@ -138,7 +86,7 @@ fn main() -> vsa_optim_mpi::Result<()> {
         .map(|s| {
             let parts: Vec<Vec<Vec<f32>>> = (0..n).map(|r| grads(r, s)).collect();
             let refs: Vec<&[Vec<f32>]> = parts.iter().map(Vec::as_slice).collect();
-            let mut out = zeros();
+            let mut out = filled(0.0);
             mean_in_rank_order(&refs, &mut out).expect("same layout");
             out
         })
@@ -167,32 +115,22 @@ fn main() -> vsa_optim_mpi::Result<()> {
         };
         let codec = Box::new(MethodCodec::new(&params(), cfg)?);
         let summed = exchange(&mut world, codec, Reduction::Sum)?;
-        check(rank, case, &summed, &sketch_reference(n, cfg), &mut ok);
+        check(
+            rank,
+            case,
+            &summed,
+            &method_reference(n, cfg, STEPS),
+            &mut ok,
+        );
     }
 
     // bf16: f32 sums of the bf16 values in rank order, the sum rounded to bf16.
-    let round = |x: f32| bf16_to_f32(f32_to_bf16(x));
     let bf16 = exchange(
         &mut world,
         Box::new(Bf16Codec::new(&lens())),
         Reduction::Sum,
     )?;
-    let bf16_ref: Vec<Vec<Vec<f32>>> = (0..STEPS)
-        .map(|s| {
-            let parts: Vec<Vec<Vec<f32>>> = (0..n).map(|r| grads(r, s)).collect();
-            let mut out = zeros();
-            for (k, o) in out.iter_mut().enumerate() {
-                for (j, x) in o.iter_mut().enumerate() {
-                    let mut acc = round(parts[0][k][j]);
-                    for p in &parts[1..] {
-                        acc += round(p[k][j]);
-                    }
-                    *x = round(acc) / n as f32;
-                }
-            }
-            out
-        })
-        .collect();
+    let bf16_ref = bf16_sum_reference(n, STEPS);
     check(rank, "bf16-sum", &bf16, &bf16_ref, &mut ok);
 
     // Native MPI_Allreduce: MPI's summation order, so compared within rounding.

@@ -285,6 +285,14 @@ fn check_gather<C: Collective + ?Sized>(collective: &C, mine: &[u8], got: &Gathe
     Ok(())
 }
 
+/// One rank's input to [`GradientExchange::mean`].
+#[derive(Clone, Copy)]
+struct StepInput<'a> {
+    step: u64,
+    local: &'a [Vec<f32>],
+    loss: f32,
+}
+
 /// Settings that every rank must agree on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ExchangeConfig {
@@ -527,7 +535,11 @@ impl<C: Collective> GradientExchange<C> {
         out: &mut [Vec<f32>],
     ) -> Result<f32> {
         let t0 = Instant::now();
-        let r = self.mean_inner(step, local, loss, out);
+        let input = StepInput { step, local, loss };
+        let r = match self.reduction {
+            Reduction::Gather => self.gathered(input, out),
+            Reduction::Sum | Reduction::Allreduce => self.summed(input, out),
+        };
         match &r {
             Ok(_) => {
                 self.codec.commit();
@@ -542,27 +554,12 @@ impl<C: Collective> GradientExchange<C> {
         r
     }
 
-    fn mean_inner(
-        &mut self,
-        step: u64,
-        local: &[Vec<f32>],
-        loss: f32,
-        out: &mut [Vec<f32>],
-    ) -> Result<f32> {
-        match self.reduction {
-            Reduction::Gather => self.gathered(step, local, loss, out),
-            Reduction::Sum | Reduction::Allreduce => self.summed(step, local, loss, out),
-        }
-    }
-
     /// Validates this rank's input and writes the frame header into `send`, then lets
     /// `encode` append to it (or to the linear message). Returns the local error, if any;
     /// the header's status tells the other ranks.
     fn local_frame(
         &mut self,
-        step: u64,
-        local: &[Vec<f32>],
-        loss: f32,
+        StepInput { step, local, loss }: StepInput<'_>,
         out: &[Vec<f32>],
         encode: impl FnOnce(&mut Self, Context) -> Result<()>,
     ) -> Option<Error> {
@@ -662,15 +659,10 @@ impl<C: Collective> GradientExchange<C> {
     }
 
     /// [`Reduction::Gather`]: all-gather the payloads, decode each, sum in rank order.
-    fn gathered(
-        &mut self,
-        step: u64,
-        local: &[Vec<f32>],
-        loss: f32,
-        out: &mut [Vec<f32>],
-    ) -> Result<f32> {
-        let local_error = self.local_frame(step, local, loss, out, |me, ctx| {
-            me.codec.encode(ctx, local, &mut me.send)
+    fn gathered(&mut self, input: StepInput<'_>, out: &mut [Vec<f32>]) -> Result<f32> {
+        let step = input.step;
+        let local_error = self.local_frame(input, out, |me, ctx| {
+            me.codec.encode(ctx, input.local, &mut me.send)
         });
         self.stats.last_frame_bytes = self.send.len();
         self.gather_frames()?;
@@ -728,18 +720,13 @@ impl<C: Collective> GradientExchange<C> {
     /// loss, message length, byte limit) gives every rank the same verdict; then the linear
     /// messages are summed (reduce-scatter and all-gather, or the native all-reduce) and the
     /// sum is decoded once.
-    fn summed(
-        &mut self,
-        step: u64,
-        local: &[Vec<f32>],
-        loss: f32,
-        out: &mut [Vec<f32>],
-    ) -> Result<f32> {
+    fn summed(&mut self, input: StepInput<'_>, out: &mut [Vec<f32>]) -> Result<f32> {
+        let step = input.step;
         let wire = self.codec.linear().unwrap_or(LinearWire::F32);
         let limit = self.collective.byte_limit();
         self.linear.clear();
-        let local_error = self.local_frame(step, local, loss, out, |me, ctx| {
-            me.codec.encode_linear(ctx, local, &mut me.linear)
+        let local_error = self.local_frame(input, out, |me, ctx| {
+            me.codec.encode_linear(ctx, input.local, &mut me.linear)
         });
         if local_error.is_some() {
             self.linear.clear();

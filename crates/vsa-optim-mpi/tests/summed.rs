@@ -5,49 +5,17 @@
 //! output and the codec state unchanged; the handshake refusing a rank whose decoding
 //! config differs.
 
-use grad_sketch::{Compressor, CompressorConfig, Method};
-use vsa_optim_mpi::reduce::divide;
+use grad_sketch::{CompressorConfig, Method};
 use vsa_optim_mpi::{
     Bf16Codec, Collective, Error, ExchangeConfig, ExchangeStats, F32Codec, Gathered, GradientCodec,
-    GradientExchange, MethodCodec, Reduction, SUM_HEADER_BYTES, bf16_to_f32, chunk, f32_to_bf16,
+    GradientExchange, MethodCodec, Reduction, SUM_HEADER_BYTES, chunk,
 };
 
-use crate::common::{Rng, bits, thread_world};
+use crate::common::{bits, thread_world};
 
-/// Sorted by name (the order of the method codecs); 91 + 5 + 60 = 156 elements, which no
-/// rank count from 2 to 5 divides into equal chunks except 2 and 4 (and those get uneven
-/// sketch lengths).
-fn params() -> Vec<(String, Vec<usize>)> {
-    vec![
-        ("a".to_string(), vec![7, 13]),
-        ("b".to_string(), vec![5]),
-        ("c".to_string(), vec![3, 4, 5]),
-    ]
-}
-
-fn lens() -> Vec<usize> {
-    params().iter().map(|(_, s)| s.iter().product()).collect()
-}
-
-fn filled(v: f32) -> Vec<Vec<f32>> {
-    lens().iter().map(|&n| vec![v; n]).collect()
-}
-
-/// Rank `r`'s gradient at `step`: a few large entries (heavy hitters) over small noise.
-fn grads(r: usize, step: usize) -> Vec<Vec<f32>> {
-    let mut rng = Rng(1000 * step as u64 + r as u64 + 1);
-    lens()
-        .iter()
-        .map(|&n| {
-            (0..n)
-                .map(|j| {
-                    let heavy = if j % 17 == 3 { 5.0 } else { 0.0 };
-                    rng.sym() * 0.1 + heavy * rng.sign()
-                })
-                .collect()
-        })
-        .collect()
-}
+#[path = "../examples/common/mod.rs"]
+mod case;
+use case::{bf16, bf16_sum_reference, filled, grads, lens, method_reference, params};
 
 fn config() -> ExchangeConfig {
     ExchangeConfig {
@@ -143,34 +111,6 @@ const SKETCH: Method = Method::CountSketch {
 };
 const RANDOM_K: Method = Method::RandomK { ratio: 0.25 };
 
-/// The reference of a summed step, computed by one process: every rank's compressor
-/// compresses its gradient, the messages are summed in rank order with
-/// `Compressor::accumulate` (what all-gathering them and summing would give), the sum is
-/// decoded once and divided by the rank count.
-fn method_reference(n: usize, cfg: CompressorConfig, steps: usize) -> Vec<Vec<Vec<f32>>> {
-    let mut cs: Vec<Compressor> = (0..n)
-        .map(|_| Compressor::new(&params(), cfg).unwrap())
-        .collect();
-    (0..steps)
-        .map(|s| {
-            let msgs: Vec<_> = cs
-                .iter_mut()
-                .enumerate()
-                .map(|(r, c)| c.compress(&grads(r, s)).unwrap())
-                .collect();
-            let mut sum = msgs[0].clone();
-            for m in &msgs[1..] {
-                cs[0].accumulate(&mut sum, m).unwrap();
-            }
-            let mut d = cs[0].decompress(&sum).unwrap();
-            for v in &mut d {
-                divide(v, n);
-            }
-            d
-        })
-        .collect()
-}
-
 fn loss_mean(n: usize) -> f32 {
     let mut l = 0f32;
     for r in 0..n {
@@ -257,26 +197,26 @@ fn summed_count_sketch_and_random_k_equal_all_gather_then_sum_bit_for_bit() {
 #[test]
 fn summed_bf16_sums_in_f32_in_rank_order_and_rounds_the_sum_to_bf16() {
     let make: &Make = &|| Box::new(Bf16Codec::new(&lens()));
-    let round = |x: f32| bf16_to_f32(f32_to_bf16(x));
     for n in 1..=5 {
         let summed = run(n, Reduction::Sum, make, 2);
         let gathered = run(n, Reduction::Gather, make, 2);
-        for s in 0..2 {
-            let g: Vec<Vec<Vec<f32>>> = (0..n).map(|r| grads(r, s)).collect();
-            let mut sum_ref = filled(0.0);
-            let mut gather_ref = filled(0.0);
-            for (k, (sv, gv)) in sum_ref.iter_mut().zip(&mut gather_ref).enumerate() {
-                for j in 0..sv.len() {
-                    let mut acc = round(g[0][k][j]);
-                    for gr in &g[1..] {
-                        acc += round(gr[k][j]);
-                    }
-                    sv[j] = round(acc) / n as f32;
-                    gv[j] = acc / n as f32;
-                }
-            }
+        for (s, sum_ref) in bf16_sum_reference(n, 2).iter().enumerate() {
+            // Gathered: the decoded bf16 values summed in f32, the sum not rounded.
+            let gather_ref: Vec<Vec<f32>> = (0..lens().len())
+                .map(|k| {
+                    (0..lens()[k])
+                        .map(|j| {
+                            let mut acc = bf16(grads(0, s)[k][j]);
+                            for r in 1..n {
+                                acc += bf16(grads(r, s)[k][j]);
+                            }
+                            acc / n as f32
+                        })
+                        .collect()
+                })
+                .collect();
             for r in 0..n {
-                assert_eq!(out_bits(&summed[r], s).0, bits(&sum_ref), "n={n} rank {r}");
+                assert_eq!(out_bits(&summed[r], s).0, bits(sum_ref), "n={n} rank {r}");
                 assert_eq!(
                     out_bits(&gathered[r], s).0,
                     bits(&gather_ref),

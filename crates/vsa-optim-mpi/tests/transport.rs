@@ -408,6 +408,19 @@ struct Liar {
     calls: u64,
 }
 
+impl Liar {
+    /// Rank `rank` of 2, lying at all-gather number `lie_at`.
+    fn new(rank: usize, lie: Lie, lie_at: u64) -> Self {
+        Self {
+            rank,
+            size: 2,
+            lie,
+            lie_at,
+            calls: 0,
+        }
+    }
+}
+
 impl Collective for Liar {
     rank_and_size_fields!();
 
@@ -459,24 +472,12 @@ fn a_lying_collective_gets_a_typed_error_never_a_panic() {
     for (what, lie) in LIES {
         for rank in [0, 1] {
             // At the handshake.
-            let liar = Liar {
-                size: 2,
-                rank,
-                lie,
-                lie_at: 0,
-                calls: 0,
-            };
+            let liar = Liar::new(rank, lie, 0);
             malformed(what, exchange(liar).map(|_| ()));
 
             // At a mean: the output, the codec state and the counters are unchanged, and
             // the next (honest) call works.
-            let liar = Liar {
-                size: 2,
-                rank,
-                lie,
-                lie_at: 1,
-                calls: 0,
-            };
+            let liar = Liar::new(rank, lie, 1);
             let mut ex = exchange(liar).unwrap();
             let mut out = filled(4.0);
             let (stats, state) = (ex.stats(), ex.codec_state());
@@ -498,13 +499,7 @@ fn a_lying_collective_gets_a_typed_error_never_a_panic() {
             );
 
             // At a gather of u64s.
-            let liar = Liar {
-                size: 2,
-                rank,
-                lie,
-                lie_at: 1,
-                calls: 0,
-            };
+            let liar = Liar::new(rank, lie, 1);
             let mut ex = exchange(liar).unwrap();
             malformed(what, ex.gather_u64(77));
             assert_eq!(ex.gather_u64(77).unwrap(), [77, 77]);
@@ -516,13 +511,7 @@ fn a_lying_collective_gets_a_typed_error_never_a_panic() {
 fn a_collective_that_misstates_its_rank_is_refused() {
     // A world of 2 whose rank is 2 or usize::MAX: refused at the handshake.
     for rank in [2, usize::MAX] {
-        let liar = Liar {
-            size: 2,
-            rank,
-            lie: |_, _| {},
-            lie_at: u64::MAX,
-            calls: 0,
-        };
+        let liar = Liar::new(rank, |_, _| {}, u64::MAX);
         malformed("rank out of range", exchange(liar).map(|_| ()));
     }
 }

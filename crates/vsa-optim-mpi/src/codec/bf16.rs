@@ -1,8 +1,8 @@
 //! The `bf16` mode: every element as the upper 16 bits of its `f32`, rounded to nearest even.
 
 use super::{
-    Context, ExchangeMode, GradientCodec, LinearWire, check_grads, check_sum, decode_error, fnv,
-    unflatten,
+    Context, ExchangeMode, GradientCodec, LinearWire, check_grads, decode_linear_raw, decode_raw,
+    fnv,
 };
 use crate::error::{Error, Result};
 
@@ -70,25 +70,7 @@ impl GradientCodec for Bf16Codec {
     }
 
     fn decode(&mut self, ctx: Context, payload: &[u8], out: &mut [Vec<f32>]) -> Result<()> {
-        let total: usize = self.lens.iter().sum();
-        if payload.len() != 2 * total {
-            return Err(decode_error(
-                ctx,
-                format!(
-                    "bf16 payload of {} bytes, expected {}",
-                    payload.len(),
-                    2 * total
-                ),
-            ));
-        }
-        check_grads(&self.lens, out)?;
-        let mut chunks = payload.chunks_exact(2);
-        for o in out.iter_mut() {
-            for (x, c) in o.iter_mut().zip(chunks.by_ref()) {
-                *x = bf16_to_f32(u16::from_le_bytes([c[0], c[1]]));
-            }
-        }
-        Ok(())
+        decode_raw(&self.lens, LinearWire::Bf16, ctx, payload, out)
     }
 
     fn linear(&self) -> Option<LinearWire> {
@@ -105,10 +87,7 @@ impl GradientCodec for Bf16Codec {
     }
 
     fn decode_linear(&mut self, ctx: Context, sum: &[f32], out: &mut [Vec<f32>]) -> Result<()> {
-        check_sum(ctx, sum, self.lens.iter().sum())?;
-        check_grads(&self.lens, out)?;
-        unflatten(sum, out);
-        Ok(())
+        decode_linear_raw(&self.lens, ctx, sum, out)
     }
 }
 

@@ -105,6 +105,14 @@ pub enum LinearWire {
 }
 
 impl LinearWire {
+    /// `f32` or `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+
     /// Bytes per value.
     pub fn bytes(self) -> usize {
         match self {
@@ -368,25 +376,7 @@ impl GradientCodec for F32Codec {
     }
 
     fn decode(&mut self, ctx: Context, payload: &[u8], out: &mut [Vec<f32>]) -> Result<()> {
-        let total: usize = self.lens.iter().sum();
-        if payload.len() != 4 * total {
-            return Err(decode_error(
-                ctx,
-                format!(
-                    "f32 payload of {} bytes, expected {}",
-                    payload.len(),
-                    4 * total
-                ),
-            ));
-        }
-        check_grads(&self.lens, out)?;
-        let mut chunks = payload.chunks_exact(4);
-        for o in out.iter_mut() {
-            for (x, c) in o.iter_mut().zip(chunks.by_ref()) {
-                *x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-        }
-        Ok(())
+        decode_raw(&self.lens, LinearWire::F32, ctx, payload, out)
     }
 
     fn linear(&self) -> Option<LinearWire> {
@@ -407,11 +397,52 @@ impl GradientCodec for F32Codec {
     }
 
     fn decode_linear(&mut self, ctx: Context, sum: &[f32], out: &mut [Vec<f32>]) -> Result<()> {
-        check_sum(ctx, sum, self.lens.iter().sum())?;
-        check_grads(&self.lens, out)?;
-        unflatten(sum, out);
-        Ok(())
+        decode_linear_raw(&self.lens, ctx, sum, out)
     }
+}
+
+/// Decodes a payload of raw values in `wire` format (f32 or bf16) into `out`, after
+/// checking its length and `out`'s layout.
+pub(crate) fn decode_raw(
+    lens: &[usize],
+    wire: LinearWire,
+    ctx: Context,
+    payload: &[u8],
+    out: &mut [Vec<f32>],
+) -> Result<()> {
+    let expected = wire.bytes() * lens.iter().sum::<usize>();
+    if payload.len() != expected {
+        return Err(decode_error(
+            ctx,
+            format!(
+                "{} payload of {} bytes, expected {expected}",
+                wire.name(),
+                payload.len()
+            ),
+        ));
+    }
+    check_grads(lens, out)?;
+    let mut at = 0;
+    for o in out.iter_mut() {
+        let bytes = wire.bytes() * o.len();
+        wire.get(&payload[at..at + bytes], o);
+        at += bytes;
+    }
+    Ok(())
+}
+
+/// `decode_linear` of a codec whose linear message is the gradient itself: checks and
+/// copies.
+pub(crate) fn decode_linear_raw(
+    lens: &[usize],
+    ctx: Context,
+    sum: &[f32],
+    out: &mut [Vec<f32>],
+) -> Result<()> {
+    check_sum(ctx, sum, lens.iter().sum())?;
+    check_grads(lens, out)?;
+    unflatten(sum, out);
+    Ok(())
 }
 
 /// The codec for `mode` over the parameters `shapes` (`(name, shape)` in any order; every
