@@ -35,6 +35,19 @@ pub fn thread_world(size: usize) -> Vec<ThreadWorld> {
         .collect()
 }
 
+/// Smooth deterministic gradients for step `t`, one per length: element `i` of parameter
+/// `k` is `0.1·sin(0.37·i + 1.3·(k + 1) + 0.71·t)`.
+pub fn sines(lens: &[usize], t: u64) -> Vec<Vec<f32>> {
+    lens.iter()
+        .zip(1u64..)
+        .map(|(&n, k)| {
+            (0..n)
+                .map(|i| ((i as f32 * 0.37 + k as f32 * 1.3 + t as f32 * 0.71).sin()) * 0.1)
+                .collect()
+        })
+        .collect()
+}
+
 /// SplitMix64: a tiny seeded generator for fixed test inputs (no unseeded randomness).
 pub struct Rng(pub u64);
 
