@@ -602,7 +602,7 @@ mod mpi_world {
         }
 
         fn all_gather_known(&mut self, mine: &[u8], lens: &[u64], out: &mut [u8]) -> Result<()> {
-            fill_counts(lens, &mut self.counts, &mut self.displs)?;
+            fill_counts(lens.iter().copied(), &mut self.counts, &mut self.displs)?;
             {
                 let mut part = PartitionMut::new(out, &self.counts[..], &self.displs[..]);
                 self.world.all_gather_varcount_into(mine, &mut part);
@@ -616,10 +616,10 @@ mod mpi_world {
         }
 
         fn all_to_all_known(&mut self, parts: AllToAll<'_>, out: &mut [u8]) -> Result<()> {
-            let lens = |l: &[usize]| l.iter().map(|&x| x as u64).collect::<Vec<_>>();
-            fill_counts(&lens(parts.send_lens), &mut self.counts, &mut self.displs)?;
+            let send = parts.send_lens.iter().map(|&x| x as u64);
+            fill_counts(send, &mut self.counts, &mut self.displs)?;
             fill_counts(
-                &lens(parts.recv_lens),
+                parts.recv_lens.iter().map(|&x| x as u64),
                 &mut self.recv_counts,
                 &mut self.recv_displs,
             )?;
@@ -644,11 +644,15 @@ mod mpi_world {
     }
 
     /// MPI counts and displacements of parts of lengths `lens`, in order.
-    fn fill_counts(lens: &[u64], counts: &mut Vec<Count>, displs: &mut Vec<Count>) -> Result<()> {
+    fn fill_counts(
+        lens: impl IntoIterator<Item = u64>,
+        counts: &mut Vec<Count>,
+        displs: &mut Vec<Count>,
+    ) -> Result<()> {
         counts.clear();
         displs.clear();
         let mut offset = 0u64;
-        for &l in lens {
+        for l in lens {
             counts.push(count(l)?);
             displs.push(count(offset)?);
             offset += l;

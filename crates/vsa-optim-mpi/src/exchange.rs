@@ -339,8 +339,9 @@ pub struct GradientExchange<C: Collective> {
     scratch: Vec<Vec<f32>>,
     /// This rank's linear message, then the sum (summed and all-reduced steps).
     linear: Vec<f32>,
-    /// The chunk of the sum this rank reduces (summed steps).
+    /// The chunk of the sum this rank reduces, and another rank's part of it (summed steps).
     chunk: Vec<f32>,
+    part: Vec<f32>,
     stats: ExchangeStats,
 }
 
@@ -452,6 +453,7 @@ impl<C: Collective> GradientExchange<C> {
             reduction,
             linear: Vec::new(),
             chunk: Vec::new(),
+            part: Vec::new(),
             acc: zeros(),
             scratch: zeros(),
             lens,
@@ -857,7 +859,8 @@ impl<C: Collective> GradientExchange<C> {
         // summing the whole messages in rank order.
         self.chunk.clear();
         self.chunk.resize(mine.len(), 0.0);
-        let mut part = vec![0f32; mine.len()];
+        self.part.clear();
+        self.part.resize(mine.len(), 0.0);
         for (r, bytes) in self
             .got
             .bytes
@@ -867,8 +870,8 @@ impl<C: Collective> GradientExchange<C> {
             if r == 0 {
                 wire.get(bytes, &mut self.chunk);
             } else {
-                wire.get(bytes, &mut part);
-                add_into(&mut self.chunk, &part)?;
+                wire.get(bytes, &mut self.part);
+                add_into(&mut self.chunk, &self.part)?;
             }
         }
         self.send.clear();

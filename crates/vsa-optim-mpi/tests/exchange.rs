@@ -1177,7 +1177,7 @@ fn handshake_mismatch_at_construction() {
         } => assert_eq!((expected.as_str(), found.as_str()), ("f32", "ternary")),
         other => panic!("{other:?}"),
     }
-    // A handshake that is not 64 bytes.
+    // A handshake that is not HANDSHAKE_BYTES long.
     let coll = Scripted::with_handshake(0, 3, |mine| vec![mine.to_vec(), mine[..63].to_vec()]);
     let err = GradientExchange::new(coll, f32_codec(&params), &params, config(1)).unwrap_err();
     assert!(matches!(err, Error::Decode { rank: 2, .. }), "{err:?}");
