@@ -229,16 +229,9 @@ fn a_killed_rank_stops_the_job_and_resume_gives_the_same_weights() {
     a.extend(["--resume", "--out", resumed.to_str().unwrap()]);
     ok(mpirun(2, &a, Duration::from_secs(300)));
     let straight = dir.join("straight.json");
-    let a = [
-        "--mode",
-        "vsa",
-        "--trainer",
-        "best",
-        "--steps",
-        "60",
-        "--out",
-        straight.to_str().unwrap(),
-    ];
+    // The same run without checkpoints: the first six arguments of `common`.
+    let mut a = common[..6].to_vec();
+    a.extend(["--out", straight.to_str().unwrap()]);
     ok(mpirun(2, &a, Duration::from_secs(300)));
     // A resume on another number of ranks is refused on every rank, not silently wrong.
     let mut a = common.to_vec();
@@ -276,21 +269,29 @@ fn misconfigured_ranks_all_fail_with_the_same_typed_error() {
             &["--steps", "5", "--mismatch", mismatch],
             Duration::from_secs(120),
         );
-        assert!(!o.status.success());
-        let t = text(&o);
-        for rank in 0..2 {
-            let line = format!(
-                "rank {rank}: error: gradient exchange: configuration mismatch between ranks: {field}"
-            );
-            assert!(t.contains(&line), "{mismatch}: missing {line:?} in\n{t}");
-        }
+        every_rank_failed_with(
+            &o,
+            2,
+            &format!("configuration mismatch between ranks: {field}"),
+        );
+    }
+}
+
+/// Asserts that the job failed and that each of its `np` ranks printed `error` as its
+/// gradient-exchange error.
+fn every_rank_failed_with(o: &Output, np: usize, error: &str) {
+    let t = text(o);
+    assert!(!o.status.success(), "the job should fail:\n{t}");
+    for rank in 0..np {
+        let line = format!("rank {rank}: error: gradient exchange: {error}");
+        assert!(t.contains(&line), "missing {line:?} in\n{t}");
     }
 }
 
 #[test]
 fn an_oversize_message_stops_every_rank_together() {
     // Rank 1's transport takes at most 1000 bytes (MPI's own limit is 2^31 - 1: an f32
-    // frame of about 512M parameters). The 64-byte handshake fits; the first 38,464-byte
+    // frame of about 512M parameters). The 72-byte handshake fits; the first 38,464-byte
     // gradient frame does not, and both ranks learn it from the gathered lengths: both
     // report the same error and exit, neither waits.
     let o = mpirun(
@@ -309,14 +310,12 @@ fn an_oversize_message_stops_every_rank_together() {
         ],
         Duration::from_secs(300),
     );
-    let t = text(&o);
-    assert_eq!(o.status.code(), Some(2), "{t}");
-    for rank in 0..2 {
-        let line = format!(
-            "rank {rank}: error: gradient exchange: rank 0's message of 38464 bytes at offset 0 of the gathered buffer exceeds the transport's limit of 1000 bytes"
-        );
-        assert!(t.contains(&line), "missing {line:?} in\n{t}");
-    }
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    every_rank_failed_with(
+        &o,
+        2,
+        "rank 0's message of 38464 bytes at offset 0 of the gathered buffer exceeds the transport's limit of 1000 bytes",
+    );
 }
 
 #[test]
@@ -326,12 +325,5 @@ fn a_nan_on_one_rank_stops_every_rank_together() {
         &["--steps", "20", "--nan-rank", "2", "--nan-step", "5"],
         Duration::from_secs(120),
     );
-    assert!(!o.status.success());
-    let t = text(&o);
-    for rank in 0..4 {
-        let line = format!(
-            "rank {rank}: error: gradient exchange: rank 2 had a non-finite gradient or loss at step 5"
-        );
-        assert!(t.contains(&line), "missing {line:?} in\n{t}");
-    }
+    every_rank_failed_with(&o, 4, "rank 2 had a non-finite gradient or loss at step 5");
 }

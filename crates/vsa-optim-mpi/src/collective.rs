@@ -1,4 +1,7 @@
-//! The one collective the exchange needs: an all-gather of byte strings, in rank order.
+//! The collectives the exchange needs: an all-gather of byte strings in rank order (every
+//! mode), an all-to-all of byte strings (the reduce-scatter of the summed mode) and a sum
+//! all-reduce of `f32` (the native all-reduce mode). Only the all-gather is required: the
+//! other two have default implementations on top of it, so a foreign transport keeps working.
 //!
 //! [`MpiWorld`] (feature `mpi`) implements it with two MPI calls: `MPI_Allgather` of the
 //! lengths, then `MPI_Allgatherv` of the bytes. The decision between the two calls is
@@ -15,9 +18,9 @@ pub trait Collective {
     fn rank(&self) -> usize;
     /// The number of ranks.
     fn size(&self) -> usize;
-    /// Gathers every rank's `mine` on every rank: `out` becomes the concatenation in rank
-    /// order and `lens[r]` the length of rank `r`'s part. Both buffers are reused (no
-    /// allocation once they are large enough). Every rank must call it, in the same order
+    /// Gathers every rank's `mine` on every rank: `out.bytes` becomes the concatenation in
+    /// rank order and `out.lens[r]` the length of rank `r`'s part. Both buffers are reused
+    /// (no allocation once they are large enough). Every rank must call it, in the same order
     /// relative to its other collective calls.
     ///
     /// An error must reach every rank alike (or stop the job): a rank that returns early
@@ -27,17 +30,214 @@ pub trait Collective {
     /// # Errors
     /// [`Error::Transport`] when the transport fails; [`Error::MessageTooLarge`] (on every
     /// rank) when a message is too large for it.
-    fn all_gather_bytes(
-        &mut self,
-        mine: &[u8],
-        out: &mut Vec<u8>,
-        lens: &mut Vec<usize>,
-    ) -> Result<()>;
+    fn all_gather_bytes(&mut self, mine: &[u8], out: &mut Gathered) -> Result<()>;
     /// The number of collective operations issued so far (each [`all_gather_bytes`] counts
     /// the transport calls it makes), for proving that a step did not communicate.
     ///
     /// [`all_gather_bytes`]: Collective::all_gather_bytes
     fn collective_calls(&self) -> u64;
+
+    /// All-to-all of byte strings whose lengths every rank agreed on beforehand: this rank
+    /// sends `parts.send_lens[j]` bytes to rank `j` (the parts of `parts.send`, in rank
+    /// order) and receives `parts.recv_lens[i]` bytes from every rank `i` into `out`
+    /// (resized; rank order). Rank `i`'s `send_lens[j]` must equal rank `j`'s
+    /// `recv_lens[i]`, and every length and
+    /// offset must be within every rank's [`byte_limit`](Collective::byte_limit): the caller
+    /// agrees on them first (the exchange does, with a header all-gather), because a
+    /// transport cannot refuse a mismatch on every rank alike.
+    ///
+    /// The default implementation all-gathers every rank's whole `send` (with its lengths)
+    /// and keeps the parts addressed to this rank: correct on any transport, but it moves
+    /// `N` times the bytes. [`LengthsFirst`] forwards to
+    /// [`GatherPrimitives::all_to_all_known`], which `MpiWorld` implements with
+    /// `MPI_Alltoallv`.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] when `send_lens` or `recv_lens` do not have one entry per
+    /// rank or `send_lens` does not add up to `send.len()` (nothing is sent);
+    /// [`Error::MalformedGather`] when a rank sent another length than this rank expects;
+    /// transport errors.
+    fn all_to_all_bytes(&mut self, parts: AllToAll<'_>, out: &mut Vec<u8>) -> Result<()> {
+        parts.check(self.size())?;
+        let n = self.size();
+        let mut mine = Vec::with_capacity(8 * n + parts.send.len());
+        for &l in parts.send_lens {
+            mine.extend_from_slice(&(l as u64).to_le_bytes());
+        }
+        mine.extend_from_slice(parts.send);
+        let mut all = Gathered::default();
+        self.all_gather_bytes(&mine, &mut all)?;
+        parts_for_me(self.rank(), n, &all, parts.recv_lens, out)
+    }
+
+    /// Sums `buf` over all ranks in place (every rank passes the same length): the native
+    /// all-reduce mode. The default implementation all-gathers the values and sums them in
+    /// rank order, `((b₀ + b₁) + b₂) + …`, so it is bit-deterministic; `MpiWorld` calls
+    /// `MPI_Allreduce`, whose summation order is MPI's choice (reproducible only for a fixed
+    /// rank count and MPI build).
+    ///
+    /// # Errors
+    /// [`Error::MalformedGather`] when a rank sent another length; transport errors.
+    fn all_reduce_sum_f32(&mut self, buf: &mut [f32]) -> Result<()> {
+        let mine: Vec<u8> = buf.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let mut all = Gathered::default();
+        self.all_gather_bytes(&mine, &mut all)?;
+        let lens = &all.lens;
+        if lens.len() != self.size() || lens.iter().any(|&l| l != mine.len()) {
+            return Err(Error::MalformedGather {
+                reason: format!(
+                    "an all-reduce of {} bytes per rank received parts of {lens:?} bytes",
+                    mine.len()
+                ),
+            });
+        }
+        sum_in_rank_order(&all.bytes, buf);
+        Ok(())
+    }
+
+    /// The most bytes this rank's transport carries per message and per offset (the
+    /// exchange all-gathers it and checks its payloads against the smallest); unlimited by
+    /// default.
+    fn byte_limit(&self) -> u64 {
+        u64::MAX
+    }
+}
+
+/// The result of [`Collective::all_gather_bytes`]: every rank's bytes in rank order, and
+/// the length of each rank's part. Reused between calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Gathered {
+    /// The parts, concatenated in rank order.
+    pub bytes: Vec<u8>,
+    /// `lens[r]`: the bytes of rank `r`'s part.
+    pub lens: Vec<usize>,
+}
+
+impl Gathered {
+    /// Empties both lists (keeping their memory).
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.lens.clear();
+    }
+
+    /// Appends the next rank's part.
+    pub fn push(&mut self, part: &[u8]) {
+        self.bytes.extend_from_slice(part);
+        self.lens.push(part.len());
+    }
+}
+
+/// What one rank sends and expects in [`Collective::all_to_all_bytes`].
+#[derive(Debug, Clone, Copy)]
+pub struct AllToAll<'a> {
+    /// The parts for ranks `0, 1, …`, concatenated.
+    pub send: &'a [u8],
+    /// `send_lens[j]`: the bytes of the part for rank `j`.
+    pub send_lens: &'a [usize],
+    /// `recv_lens[i]`: the bytes this rank expects from rank `i`.
+    pub recv_lens: &'a [usize],
+}
+
+impl AllToAll<'_> {
+    /// Checks one entry per rank in both length lists and that `send_lens` adds up to
+    /// `send`.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`].
+    pub fn check(&self, ranks: usize) -> Result<()> {
+        for (what, lens) in [
+            ("all-to-all send lengths", self.send_lens),
+            ("all-to-all receive lengths", self.recv_lens),
+        ] {
+            if lens.len() != ranks {
+                return Err(Error::LengthMismatch {
+                    what: what.into(),
+                    expected: ranks,
+                    actual: lens.len(),
+                });
+            }
+        }
+        let total = self
+            .send_lens
+            .iter()
+            .try_fold(0usize, |a, &l| a.checked_add(l));
+        if total != Some(self.send.len()) {
+            return Err(Error::LengthMismatch {
+                what: "all-to-all send buffer".into(),
+                expected: total.unwrap_or(usize::MAX),
+                actual: self.send.len(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// From an all-gather of `[n u64 lengths][parts]` per rank, the parts addressed to rank
+/// `me`, in rank order, after checking every length against `recv_lens`.
+fn parts_for_me(
+    me: usize,
+    n: usize,
+    all: &Gathered,
+    recv_lens: &[usize],
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    let (all, lens) = (&all.bytes, &all.lens);
+    let bad = |reason: String| Error::MalformedGather { reason };
+    if lens.len() != n || lens.iter().sum::<usize>() != all.len() {
+        return Err(bad(format!(
+            "{} parts adding up to {} bytes for {n} ranks and {} bytes received",
+            lens.len(),
+            lens.iter().sum::<usize>(),
+            all.len()
+        )));
+    }
+    out.clear();
+    let mut at = 0usize;
+    for (i, &len) in lens.iter().enumerate() {
+        let part = &all[at..at + len];
+        at += len;
+        let words: Option<Vec<usize>> = part.get(..8 * n).map(|h| {
+            h.chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")) as usize)
+                .collect()
+        });
+        let Some(words) = words else {
+            return Err(bad(format!(
+                "rank {i}'s all-to-all part has no length table"
+            )));
+        };
+        let body = &part[8 * n..];
+        let offset = words[..me]
+            .iter()
+            .try_fold(0usize, |a, &l| a.checked_add(l));
+        let range = offset.and_then(|o| Some(o..o.checked_add(words[me])?));
+        let piece = range.and_then(|r| body.get(r));
+        match piece {
+            Some(p) if p.len() == recv_lens[i] => out.extend_from_slice(p),
+            _ => {
+                return Err(bad(format!(
+                    "rank {i} sent {} bytes to rank {me}, which expected {}",
+                    words[me], recv_lens[i]
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `buf = ((p₀ + p₁) + p₂) + …` over the little-endian `f32` parts of `all`, each
+/// `buf.len()` values long, in rank order.
+fn sum_in_rank_order(all: &[u8], buf: &mut [f32]) {
+    let part = 4 * buf.len();
+    if part == 0 {
+        return;
+    }
+    for (r, p) in all.chunks_exact(part).enumerate() {
+        for (b, c) in buf.iter_mut().zip(p.chunks_exact(4)) {
+            let x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            *b = if r == 0 { x } else { *b + x };
+        }
+    }
 }
 
 /// A borrowed collective is a collective, so a caller can lend its world to an exchange and
@@ -51,17 +251,24 @@ impl<C: Collective + ?Sized> Collective for &mut C {
         (**self).size()
     }
 
-    fn all_gather_bytes(
-        &mut self,
-        mine: &[u8],
-        out: &mut Vec<u8>,
-        lens: &mut Vec<usize>,
-    ) -> Result<()> {
-        (**self).all_gather_bytes(mine, out, lens)
+    fn all_gather_bytes(&mut self, mine: &[u8], out: &mut Gathered) -> Result<()> {
+        (**self).all_gather_bytes(mine, out)
     }
 
     fn collective_calls(&self) -> u64 {
         (**self).collective_calls()
+    }
+
+    fn all_to_all_bytes(&mut self, parts: AllToAll<'_>, out: &mut Vec<u8>) -> Result<()> {
+        (**self).all_to_all_bytes(parts, out)
+    }
+
+    fn all_reduce_sum_f32(&mut self, buf: &mut [f32]) -> Result<()> {
+        (**self).all_reduce_sum_f32(buf)
+    }
+
+    fn byte_limit(&self) -> u64 {
+        (**self).byte_limit()
     }
 }
 
@@ -87,22 +294,28 @@ impl Collective for SingleProcess {
         1
     }
 
-    fn all_gather_bytes(
-        &mut self,
-        mine: &[u8],
-        out: &mut Vec<u8>,
-        lens: &mut Vec<usize>,
-    ) -> Result<()> {
+    fn all_gather_bytes(&mut self, mine: &[u8], out: &mut Gathered) -> Result<()> {
         out.clear();
-        out.extend_from_slice(mine);
-        lens.clear();
-        lens.push(mine.len());
+        out.push(mine);
         self.calls += 1;
         Ok(())
     }
 
     fn collective_calls(&self) -> u64 {
         self.calls
+    }
+
+    fn all_to_all_bytes(&mut self, parts: AllToAll<'_>, out: &mut Vec<u8>) -> Result<()> {
+        parts.check(1)?;
+        out.clear();
+        out.extend_from_slice(parts.send);
+        self.calls += 1;
+        Ok(())
+    }
+
+    fn all_reduce_sum_f32(&mut self, _buf: &mut [f32]) -> Result<()> {
+        self.calls += 1;
+        Ok(())
     }
 }
 
@@ -132,6 +345,63 @@ pub trait GatherPrimitives {
     fn all_gather_known(&mut self, mine: &[u8], lens: &[u64], out: &mut [u8]) -> Result<()>;
     /// The number of transport calls made so far.
     fn calls(&self) -> u64;
+    /// All-to-all with agreed lengths (see [`Collective::all_to_all_bytes`]): the parts of
+    /// `parts.send` to their ranks, `parts.recv_lens[i]` bytes from rank `i` into `out`
+    /// (whose length is their sum), in rank order.
+    ///
+    /// The default implementation all-gathers every rank's length table
+    /// ([`all_gather_words`](GatherPrimitives::all_gather_words)), then every rank's
+    /// `send` ([`all_gather_known`](GatherPrimitives::all_gather_known)), and keeps the
+    /// parts addressed to this rank; `MpiComm` calls `MPI_Alltoallv`.
+    ///
+    /// # Errors
+    /// [`Error::MalformedGather`] when a rank sent another length than expected; transport
+    /// errors.
+    fn all_to_all_known(&mut self, parts: AllToAll<'_>, out: &mut [u8]) -> Result<()> {
+        let n = self.size();
+        let me = self.rank();
+        let mut table = vec![0u64; n * n];
+        let send_lens: Vec<u64> = parts.send_lens.iter().map(|&l| l as u64).collect();
+        self.all_gather_words(&send_lens, &mut table)?;
+        let totals: Vec<u64> = table.chunks_exact(n).map(|row| row.iter().sum()).collect();
+        let total = usize::try_from(totals.iter().sum::<u64>()).map_err(|_| {
+            Error::Transport("the gathered messages do not fit in this process's memory".into())
+        })?;
+        let mut all = vec![0u8; total];
+        self.all_gather_known(parts.send, &totals, &mut all)?;
+        let (mut at, mut put) = (0usize, 0usize);
+        for (i, row) in table.chunks_exact(n).enumerate() {
+            let start = at + row[..me].iter().sum::<u64>() as usize;
+            let len = row[me] as usize;
+            if len != parts.recv_lens[i] || put + len > out.len() {
+                return Err(Error::MalformedGather {
+                    reason: format!(
+                        "rank {i} sent {} bytes to rank {me}, which expected {}",
+                        row[me], parts.recv_lens[i]
+                    ),
+                });
+            }
+            out[put..put + len].copy_from_slice(&all[start..start + len]);
+            put += len;
+            at += totals[i] as usize;
+        }
+        Ok(())
+    }
+    /// Sums `buf` over all ranks in place (the same length on every rank). The default
+    /// implementation all-gathers the values and sums them in rank order (bit-deterministic);
+    /// `MpiComm` calls `MPI_Allreduce`.
+    ///
+    /// # Errors
+    /// Transport errors.
+    fn all_reduce_sum_f32(&mut self, buf: &mut [f32]) -> Result<()> {
+        let n = self.size();
+        let mine: Vec<u8> = buf.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let lens = vec![mine.len() as u64; n];
+        let mut all = vec![0u8; n * mine.len()];
+        self.all_gather_known(&mine, &lens, &mut all)?;
+        sum_in_rank_order(&all, buf);
+        Ok(())
+    }
 }
 
 /// A [`Collective`] over [`GatherPrimitives`] that agrees on the message lengths first.
@@ -212,12 +482,7 @@ impl<P: GatherPrimitives> Collective for LengthsFirst<P> {
         self.inner.size()
     }
 
-    fn all_gather_bytes(
-        &mut self,
-        mine: &[u8],
-        out: &mut Vec<u8>,
-        lens: &mut Vec<usize>,
-    ) -> Result<()> {
+    fn all_gather_bytes(&mut self, mine: &[u8], out: &mut Gathered) -> Result<()> {
         let n = self.inner.size();
         // A usize always fits in a u64 on the platforms Rust supports.
         let my_len = mine.len() as u64;
@@ -237,16 +502,32 @@ impl<P: GatherPrimitives> Collective for LengthsFirst<P> {
         let total = total.ok_or_else(|| {
             Error::Transport("the gathered messages do not fit in this process's memory".into())
         })?;
-        out.clear();
-        out.resize(total, 0);
-        self.inner.all_gather_known(mine, &self.lens, out)?;
-        lens.clear();
-        lens.extend(self.lens.iter().map(|&l| l as usize));
+        out.bytes.clear();
+        out.bytes.resize(total, 0);
+        self.inner
+            .all_gather_known(mine, &self.lens, &mut out.bytes)?;
+        out.lens.clear();
+        out.lens.extend(self.lens.iter().map(|&l| l as usize));
         Ok(())
     }
 
     fn collective_calls(&self) -> u64 {
         self.inner.calls()
+    }
+
+    fn all_to_all_bytes(&mut self, parts: AllToAll<'_>, out: &mut Vec<u8>) -> Result<()> {
+        parts.check(self.inner.size())?;
+        out.clear();
+        out.resize(parts.recv_lens.iter().sum(), 0);
+        self.inner.all_to_all_known(parts, out)
+    }
+
+    fn all_reduce_sum_f32(&mut self, buf: &mut [f32]) -> Result<()> {
+        self.inner.all_reduce_sum_f32(buf)
+    }
+
+    fn byte_limit(&self) -> u64 {
+        self.limit
     }
 }
 
@@ -256,12 +537,13 @@ pub use self::mpi_world::{MpiComm, MpiWorld};
 #[cfg(feature = "mpi")]
 mod mpi_world {
     use mpi::Count;
-    use mpi::datatype::PartitionMut;
+    use mpi::collective::SystemOperation;
+    use mpi::datatype::{Partition, PartitionMut};
     use mpi::environment::Universe;
     use mpi::topology::SimpleCommunicator;
     use mpi::traits::{Communicator, CommunicatorCollectives};
 
-    use super::{GatherPrimitives, LengthsFirst, MPI_COUNT_LIMIT};
+    use super::{AllToAll, GatherPrimitives, LengthsFirst, MPI_COUNT_LIMIT};
     use crate::error::{Error, Result};
 
     /// `MPI_COMM_WORLD` through rsmpi: the all-gather of byte strings agrees on the lengths
@@ -280,6 +562,9 @@ mod mpi_world {
         _universe: Universe,
         counts: Vec<Count>,
         displs: Vec<Count>,
+        recv_counts: Vec<Count>,
+        recv_displs: Vec<Count>,
+        reduce_send: Vec<f32>,
         calls: u64,
     }
 
@@ -317,14 +602,7 @@ mod mpi_world {
         }
 
         fn all_gather_known(&mut self, mine: &[u8], lens: &[u64], out: &mut [u8]) -> Result<()> {
-            self.counts.clear();
-            self.displs.clear();
-            let mut offset = 0u64;
-            for &l in lens {
-                self.counts.push(count(l)?);
-                self.displs.push(count(offset)?);
-                offset += l;
-            }
+            fill_counts(lens.iter().copied(), &mut self.counts, &mut self.displs)?;
             {
                 let mut part = PartitionMut::new(out, &self.counts[..], &self.displs[..]);
                 self.world.all_gather_varcount_into(mine, &mut part);
@@ -336,6 +614,50 @@ mod mpi_world {
         fn calls(&self) -> u64 {
             self.calls
         }
+
+        fn all_to_all_known(&mut self, parts: AllToAll<'_>, out: &mut [u8]) -> Result<()> {
+            let send = parts.send_lens.iter().map(|&x| x as u64);
+            fill_counts(send, &mut self.counts, &mut self.displs)?;
+            fill_counts(
+                parts.recv_lens.iter().map(|&x| x as u64),
+                &mut self.recv_counts,
+                &mut self.recv_displs,
+            )?;
+            {
+                let part = Partition::new(parts.send, &self.counts[..], &self.displs[..]);
+                let mut recv = PartitionMut::new(out, &self.recv_counts[..], &self.recv_displs[..]);
+                self.world.all_to_all_varcount_into(&part, &mut recv);
+            }
+            self.calls += 1;
+            Ok(())
+        }
+
+        fn all_reduce_sum_f32(&mut self, buf: &mut [f32]) -> Result<()> {
+            count(buf.len() as u64)?;
+            self.reduce_send.clear();
+            self.reduce_send.extend_from_slice(buf);
+            self.world
+                .all_reduce_into(&self.reduce_send[..], buf, SystemOperation::sum());
+            self.calls += 1;
+            Ok(())
+        }
+    }
+
+    /// MPI counts and displacements of parts of lengths `lens`, in order.
+    fn fill_counts(
+        lens: impl IntoIterator<Item = u64>,
+        counts: &mut Vec<Count>,
+        displs: &mut Vec<Count>,
+    ) -> Result<()> {
+        counts.clear();
+        displs.clear();
+        let mut offset = 0u64;
+        for l in lens {
+            counts.push(count(l)?);
+            displs.push(count(offset)?);
+            offset += l;
+        }
+        Ok(())
     }
 
     impl LengthsFirst<MpiComm> {
@@ -353,6 +675,9 @@ mod mpi_world {
                 _universe: universe,
                 counts: Vec::new(),
                 displs: Vec::new(),
+                recv_counts: Vec::new(),
+                recv_displs: Vec::new(),
+                reduce_send: Vec::new(),
                 calls: 0,
             };
             Ok(Self::new(comm, MPI_COUNT_LIMIT))

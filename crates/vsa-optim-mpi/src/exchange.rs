@@ -2,14 +2,14 @@
 
 use std::time::Instant;
 
-use crate::codec::{Context, ExchangeMode, GradientCodec, fnv};
-use crate::collective::Collective;
+use crate::codec::{Context, ExchangeMode, GradientCodec, LinearWire, fnv};
+use crate::collective::{AllToAll, Collective, Gathered};
 use crate::error::{Error, Result, config_error};
 use crate::reduce::{add_into, check_layout, divide};
 
 /// Version of the handshake and frame layout; ranks with different versions refuse to
-/// exchange.
-pub const PROTOCOL_VERSION: u64 = 1;
+/// exchange. Version 2 added the handshake's `reduction` field.
+pub const PROTOCOL_VERSION: u64 = 2;
 
 const MAGIC: &[u8; 4] = b"VSAX";
 /// Bytes of the frame header that precedes every payload.
@@ -18,6 +18,79 @@ pub const HEADER_BYTES: usize = 24;
 const STATUS_OK: u8 = 0;
 const STATUS_NON_FINITE: u8 = 1;
 const STATUS_FAILED: u8 = 2;
+
+/// Bytes of the frame a rank all-gathers before a summed or all-reduced step: the frame
+/// header, then the length of its linear message (`u64`) and its transport's
+/// [`byte_limit`](Collective::byte_limit) (`u64`).
+pub const SUM_HEADER_BYTES: usize = HEADER_BYTES + 16;
+
+/// How the ranks' messages are combined. Part of the handshake: every rank must use the
+/// same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Reduction {
+    /// All-gather every rank's payload, decode each and sum the decoded gradients in rank
+    /// order. Every codec; bit-deterministic for every rank count (a single process that
+    /// decodes the same payloads gets the same bits). Each rank receives `(N − 1)·M` bytes
+    /// for messages of `M` bytes.
+    #[default]
+    Gather,
+    /// Sum the linear messages ([`GradientCodec::linear`]: f32, bf16, count sketch,
+    /// random-k) before decoding, by a reduce-scatter (all-to-all of `N` chunks; rank `r`
+    /// sums chunk `r` of every rank in rank order) and an all-gather of the reduced chunks:
+    /// each rank sends and receives about `2(N − 1)/N · M` bytes, which does not grow with
+    /// `N`. Every element is summed as `((m₀ + m₁) + m₂) + …` in rank order, so the sum is
+    /// bit-identical to all-gathering the messages and summing them in rank order, for every
+    /// `N` and every chunking; reproducible bit for bit at any rank count for `f32` and
+    /// the sketches. The sum is decoded once (for the count sketch: the median and top-k of
+    /// the summed sketch). `bf16` sums in `f32` and sends the reduced chunks as `bf16`.
+    Sum,
+    /// The native sum all-reduce ([`Collective::all_reduce_sum_f32`], `MPI_Allreduce` under
+    /// MPI) of the raw `f32` gradient: the fastest standard path, for the `f32` mode only.
+    /// MPI picks the summation tree, so the bits are reproducible only for a fixed rank
+    /// count and MPI build (and message size); use `Gather` or `Sum` for bit-determinism.
+    Allreduce,
+}
+
+impl Reduction {
+    /// Every reduction, in tag order.
+    pub const ALL: [Self; 3] = [Self::Gather, Self::Sum, Self::Allreduce];
+
+    /// The handshake tag.
+    pub fn tag(self) -> u8 {
+        match self {
+            Self::Gather => 0,
+            Self::Sum => 1,
+            Self::Allreduce => 2,
+        }
+    }
+
+    /// A short lowercase name (`gather`, `sum`, `allreduce`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gather => "gather",
+            Self::Sum => "sum",
+            Self::Allreduce => "allreduce",
+        }
+    }
+}
+
+impl std::fmt::Display for Reduction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Reduction {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| config_error("reduction", "gather, sum or allreduce", format!("{s:?}")))
+    }
+}
 
 /// What every rank states at start-up. [`GradientExchange::new`] all-gathers it and refuses
 /// to start unless every field matches rank 0's.
@@ -39,9 +112,14 @@ pub struct Handshake {
     pub codec: u64,
     /// A hash of anything else the caller needs to agree (trainer and optimizer config).
     pub user: u64,
+    /// [`Reduction::tag`]: summed, gathered or all-reduced.
+    pub reduction: u64,
 }
 
-const FIELDS: [&str; 8] = [
+/// Bytes of an encoded [`Handshake`].
+pub const HANDSHAKE_BYTES: usize = 72;
+
+const FIELDS: [&str; 9] = [
     "protocol version",
     "world size",
     "mode",
@@ -50,10 +128,11 @@ const FIELDS: [&str; 8] = [
     "parameter layout (names and shapes)",
     "codec configuration",
     "training configuration",
+    "reduction (gather, sum or allreduce)",
 ];
 
 impl Handshake {
-    fn words(&self) -> [u64; 8] {
+    fn words(&self) -> [u64; 9] {
         [
             self.protocol,
             self.world,
@@ -63,12 +142,13 @@ impl Handshake {
             self.layout,
             self.codec,
             self.user,
+            self.reduction,
         ]
     }
 
-    /// The 64-byte little-endian encoding.
-    pub fn to_bytes(&self) -> [u8; 64] {
-        let mut out = [0u8; 64];
+    /// The [`HANDSHAKE_BYTES`]-byte little-endian encoding: the fields in declaration order.
+    pub fn to_bytes(&self) -> [u8; HANDSHAKE_BYTES] {
+        let mut out = [0u8; HANDSHAKE_BYTES];
         for (dst, w) in out.chunks_exact_mut(8).zip(self.words()) {
             dst.copy_from_slice(&w.to_le_bytes());
         }
@@ -78,12 +158,15 @@ impl Handshake {
     /// Decodes [`to_bytes`](Handshake::to_bytes).
     ///
     /// # Errors
-    /// [`Error::Decode`] unless `bytes` has 64 bytes.
+    /// [`Error::Decode`] unless `bytes` has [`HANDSHAKE_BYTES`] bytes.
     pub fn from_bytes(rank: usize, bytes: &[u8]) -> Result<Self> {
-        if bytes.len() != 64 {
+        if bytes.len() != HANDSHAKE_BYTES {
             return Err(Error::Decode {
                 rank,
-                reason: format!("handshake of {} bytes, expected 64", bytes.len()),
+                reason: format!(
+                    "handshake of {} bytes, expected {HANDSHAKE_BYTES}",
+                    bytes.len()
+                ),
             });
         }
         let w: Vec<u64> = bytes
@@ -99,6 +182,7 @@ impl Handshake {
             layout: w[5],
             codec: w[6],
             user: w[7],
+            reduction: w[8],
         })
     }
 }
@@ -119,6 +203,7 @@ pub fn check_handshakes(all: &[Handshake]) -> Result<()> {
             if w != reference[f] {
                 let show = |v: u64| match f {
                     2 => mode_name(v),
+                    8 => reduction_name(v),
                     0 | 1 | 3 | 4 => v.to_string(),
                     _ => format!("{v:#018x}"),
                 };
@@ -135,15 +220,20 @@ pub fn check_handshakes(all: &[Handshake]) -> Result<()> {
 }
 
 fn mode_name(tag: u64) -> String {
-    [
-        ExchangeMode::F32,
-        ExchangeMode::Ternary,
-        ExchangeMode::Vsa,
-        ExchangeMode::Compressed,
-    ]
-    .into_iter()
-    .find(|m| u64::from(m.tag()) == tag)
-    .map_or_else(|| format!("unknown mode {tag}"), |m| m.name().to_string())
+    ExchangeMode::ALL
+        .into_iter()
+        .find(|m| u64::from(m.tag()) == tag)
+        .map_or_else(|| format!("unknown mode {tag}"), |m| m.name().to_string())
+}
+
+fn reduction_name(tag: u64) -> String {
+    Reduction::ALL
+        .into_iter()
+        .find(|m| u64::from(m.tag()) == tag)
+        .map_or_else(
+            || format!("unknown reduction {tag}"),
+            |m| m.name().to_string(),
+        )
 }
 
 /// Hash of parameter names and shapes, in the given order.
@@ -165,12 +255,8 @@ pub fn layout_hash(params: &[(String, Vec<usize>)]) -> u64 {
 ///
 /// # Errors
 /// [`Error::MalformedGather`] saying what does not add up.
-fn check_gather<C: Collective + ?Sized>(
-    collective: &C,
-    mine: &[u8],
-    recv: &[u8],
-    lens: &[usize],
-) -> Result<()> {
+fn check_gather<C: Collective + ?Sized>(collective: &C, mine: &[u8], got: &Gathered) -> Result<()> {
+    let (recv, lens) = (&got.bytes, &got.lens);
     let bad = |reason: String| Err(Error::MalformedGather { reason });
     let (rank, size) = (collective.rank(), collective.size());
     if lens.len() != size || rank >= size {
@@ -197,6 +283,14 @@ fn check_gather<C: Collective + ?Sized>(
         ));
     }
     Ok(())
+}
+
+/// One rank's input to [`GradientExchange::mean`].
+#[derive(Clone, Copy)]
+struct StepInput<'a> {
+    step: u64,
+    local: &'a [Vec<f32>],
+    loss: f32,
 }
 
 /// Settings that every rank must agree on.
@@ -237,12 +331,17 @@ pub struct ExchangeStats {
 pub struct GradientExchange<C: Collective> {
     collective: C,
     codec: Box<dyn GradientCodec + Send>,
+    reduction: Reduction,
     lens: Vec<usize>,
     send: Vec<u8>,
-    recv: Vec<u8>,
-    recv_lens: Vec<usize>,
+    got: Gathered,
     acc: Vec<Vec<f32>>,
     scratch: Vec<Vec<f32>>,
+    /// This rank's linear message, then the sum (summed and all-reduced steps).
+    linear: Vec<f32>,
+    /// The chunk of the sum this rank reduces, and another rank's part of it (summed steps).
+    chunk: Vec<f32>,
+    part: Vec<f32>,
     stats: ExchangeStats,
 }
 
@@ -252,23 +351,45 @@ impl<C: Collective> std::fmt::Debug for GradientExchange<C> {
             .field("rank", &self.collective.rank())
             .field("size", &self.collective.size())
             .field("mode", &self.codec.mode())
+            .field("reduction", &self.reduction)
             .field("stats", &self.stats)
             .finish()
     }
 }
 
 impl<C: Collective> GradientExchange<C> {
-    /// Builds the exchange and runs the start-up handshake (one all-gather of 64 bytes).
+    /// Builds a [`Reduction::Gather`] exchange and runs the start-up handshake (one
+    /// all-gather of [`HANDSHAKE_BYTES`] bytes); see
+    /// [`with_reduction`](GradientExchange::with_reduction).
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for an empty layout or an empty parameter;
-    /// [`Error::ConfigMismatch`] (on every rank) when ranks disagree on the world size, mode,
-    /// seed, layout, codec or user fingerprint; transport errors.
+    /// As [`with_reduction`](GradientExchange::with_reduction).
     pub fn new(
+        collective: C,
+        codec: Box<dyn GradientCodec + Send>,
+        params: &[(String, Vec<usize>)],
+        config: ExchangeConfig,
+    ) -> Result<Self> {
+        Self::with_reduction(collective, codec, params, config, Reduction::Gather)
+    }
+
+    /// Builds the exchange with `reduction` and runs the start-up handshake (one all-gather
+    /// of [`HANDSHAKE_BYTES`] bytes). Whether the codec supports the reduction is checked
+    /// after the handshake, so that every rank (having agreed on the mode, the codec's
+    /// configuration and the reduction) returns the same verdict.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for an empty layout or an empty parameter, or (on every rank)
+    /// a reduction the codec does not support: [`Reduction::Sum`] needs a codec with a
+    /// linear message ([`GradientCodec::linear`]), [`Reduction::Allreduce`] the `f32` mode;
+    /// [`Error::ConfigMismatch`] (on every rank) when ranks disagree on the world size, mode,
+    /// seed, layout, codec, user fingerprint or reduction; transport errors.
+    pub fn with_reduction(
         mut collective: C,
         codec: Box<dyn GradientCodec + Send>,
         params: &[(String, Vec<usize>)],
         config: ExchangeConfig,
+        reduction: Reduction,
     ) -> Result<Self> {
         if params.is_empty() {
             return Err(config_error("params", "at least one parameter", "none"));
@@ -291,34 +412,53 @@ impl<C: Collective> GradientExchange<C> {
             elements: elements as u64,
             codec: codec.fingerprint(),
             user: config.user_fingerprint,
+            reduction: u64::from(reduction.tag()),
         };
-        let (mut recv, mut recv_lens) = (Vec::new(), Vec::new());
+        let mut got = Gathered::default();
         let mine = mine.to_bytes();
-        collective.all_gather_bytes(&mine, &mut recv, &mut recv_lens)?;
-        check_gather(&collective, &mine, &recv, &recv_lens)?;
-        let mut all = Vec::with_capacity(recv_lens.len());
+        collective.all_gather_bytes(&mine, &mut got)?;
+        check_gather(&collective, &mine, &got)?;
+        let mut all = Vec::with_capacity(got.lens.len());
         let mut at = 0;
-        for (r, &len) in recv_lens.iter().enumerate() {
-            all.push(Handshake::from_bytes(r, &recv[at..at + len])?);
+        for (r, &len) in got.lens.iter().enumerate() {
+            all.push(Handshake::from_bytes(r, &got.bytes[at..at + len])?);
             at += len;
         }
         check_handshakes(&all)?;
+        let supported = match reduction {
+            Reduction::Gather => true,
+            Reduction::Sum => codec.linear().is_some(),
+            Reduction::Allreduce => codec.mode() == ExchangeMode::F32,
+        };
+        if !supported {
+            return Err(config_error(
+                "reduction",
+                match reduction {
+                    Reduction::Allreduce => "allreduce with the f32 mode",
+                    _ => "sum with a linear codec (f32, bf16, count sketch, random-k)",
+                },
+                format!("{reduction} with {}", codec.mode()),
+            ));
+        }
         let zeros = || lens.iter().map(|&n| vec![0f32; n]).collect::<Vec<_>>();
         let stats = ExchangeStats {
-            bytes_sent: 64,
-            bytes_received: 64 * (all.len() as u64 - 1),
+            bytes_sent: HANDSHAKE_BYTES as u64,
+            bytes_received: (HANDSHAKE_BYTES * (all.len() - 1)) as u64,
             f32_bytes: 4 * elements,
             ..ExchangeStats::default()
         };
         Ok(Self {
             collective,
             codec,
+            reduction,
+            linear: Vec::new(),
+            chunk: Vec::new(),
+            part: Vec::new(),
             acc: zeros(),
             scratch: zeros(),
             lens,
             send: Vec::new(),
-            recv,
-            recv_lens,
+            got,
             stats,
         })
     }
@@ -336,6 +476,11 @@ impl<C: Collective> GradientExchange<C> {
     /// The mode.
     pub fn mode(&self) -> ExchangeMode {
         self.codec.mode()
+    }
+
+    /// The reduction.
+    pub fn reduction(&self) -> Reduction {
+        self.reduction
     }
 
     /// The counters.
@@ -392,7 +537,11 @@ impl<C: Collective> GradientExchange<C> {
         out: &mut [Vec<f32>],
     ) -> Result<f32> {
         let t0 = Instant::now();
-        let r = self.mean_inner(step, local, loss, out);
+        let input = StepInput { step, local, loss };
+        let r = match self.reduction {
+            Reduction::Gather => self.gathered(input, out),
+            Reduction::Sum | Reduction::Allreduce => self.summed(input, out),
+        };
         match &r {
             Ok(_) => {
                 self.codec.commit();
@@ -407,13 +556,15 @@ impl<C: Collective> GradientExchange<C> {
         r
     }
 
-    fn mean_inner(
+    /// Validates this rank's input and writes the frame header into `send`, then lets
+    /// `encode` append to it (or to the linear message). Returns the local error, if any;
+    /// the header's status tells the other ranks.
+    fn local_frame(
         &mut self,
-        step: u64,
-        local: &[Vec<f32>],
-        loss: f32,
-        out: &mut [Vec<f32>],
-    ) -> Result<f32> {
+        StepInput { step, local, loss }: StepInput<'_>,
+        out: &[Vec<f32>],
+        encode: impl FnOnce(&mut Self, Context) -> Result<()>,
+    ) -> Option<Error> {
         let rank = self.rank();
         // Local validation; failures are sent as a status so no rank waits.
         let mut local_error = check_layout(local, &self.acc)
@@ -435,7 +586,7 @@ impl<C: Collective> GradientExchange<C> {
         self.send.extend_from_slice(&[0, 0, 0, 0]);
         if local_error.is_none() && status == STATUS_OK {
             let ctx = Context { step, rank };
-            if let Err(e) = self.codec.encode(ctx, local, &mut self.send) {
+            if let Err(e) = encode(self, ctx) {
                 self.send.truncate(HEADER_BYTES);
                 local_error = Some(e);
             }
@@ -444,18 +595,28 @@ impl<C: Collective> GradientExchange<C> {
             status = STATUS_FAILED;
         }
         self.send[5] = status;
-        self.stats.last_frame_bytes = self.send.len();
-        self.collective
-            .all_gather_bytes(&self.send, &mut self.recv, &mut self.recv_lens)?;
-        check_gather(&self.collective, &self.send, &self.recv, &self.recv_lens)?;
-        self.stats.bytes_sent += self.send.len() as u64;
-        self.stats.bytes_received += (self.recv.len() - self.send.len()) as u64;
+        local_error
+    }
 
+    /// All-gathers `send` into `recv` and counts the bytes.
+    fn gather_frames(&mut self) -> Result<()> {
+        self.collective
+            .all_gather_bytes(&self.send, &mut self.got)?;
+        check_gather(&self.collective, &self.send, &self.got)?;
+        self.stats.bytes_sent += self.send.len() as u64;
+        self.stats.bytes_received += (self.got.bytes.len() - self.send.len()) as u64;
+        Ok(())
+    }
+
+    /// The verdict on the gathered frame headers, the same on every rank: frames of this
+    /// protocol, one step, every status ok.
+    fn verdict(&self, step: u64, local_error: Option<Error>) -> Result<()> {
+        let rank = self.rank();
         // Headers first: every rank reaches the same verdict before decoding anything.
         let mut at = 0usize;
         let mut step0 = None;
-        for (r, &len) in self.recv_lens.iter().enumerate() {
-            let frame = &self.recv[at..at + len];
+        for (r, &len) in self.got.lens.iter().enumerate() {
+            let frame = &self.got.bytes[at..at + len];
             at += len;
             if len < HEADER_BYTES || &frame[..4] != MAGIC || u64::from(frame[4]) != PROTOCOL_VERSION
             {
@@ -478,8 +639,8 @@ impl<C: Collective> GradientExchange<C> {
             }
         }
         at = 0;
-        for (r, &len) in self.recv_lens.iter().enumerate() {
-            let st = self.recv[at + 5];
+        for (r, &len) in self.got.lens.iter().enumerate() {
+            let st = self.got.bytes[at + 5];
             at += len;
             match st {
                 STATUS_OK => {}
@@ -496,12 +657,24 @@ impl<C: Collective> GradientExchange<C> {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// [`Reduction::Gather`]: all-gather the payloads, decode each, sum in rank order.
+    fn gathered(&mut self, input: StepInput<'_>, out: &mut [Vec<f32>]) -> Result<f32> {
+        let step = input.step;
+        let local_error = self.local_frame(input, out, |me, ctx| {
+            me.codec.encode(ctx, input.local, &mut me.send)
+        });
+        self.stats.last_frame_bytes = self.send.len();
+        self.gather_frames()?;
+        self.verdict(step, local_error)?;
 
         // Decode and sum in rank order.
         let mut loss_sum = 0f32;
-        at = 0;
-        for (r, &len) in self.recv_lens.iter().enumerate() {
-            let frame = &self.recv[at..at + len];
+        let mut at = 0;
+        for (r, &len) in self.got.lens.iter().enumerate() {
+            let frame = &self.got.bytes[at..at + len];
             at += len;
             let l = f32::from_bits(u32::from_le_bytes(
                 frame[16..20].try_into().expect("4 bytes"),
@@ -535,7 +708,7 @@ impl<C: Collective> GradientExchange<C> {
                 }
             }
         }
-        let n = self.recv_lens.len();
+        let n = self.got.lens.len();
         for a in &mut self.acc {
             divide(a, n);
         }
@@ -545,25 +718,200 @@ impl<C: Collective> GradientExchange<C> {
         Ok(loss_sum / n as f32)
     }
 
+    /// [`Reduction::Sum`] and [`Reduction::Allreduce`]: a header all-gather (status, step,
+    /// loss, message length, byte limit) gives every rank the same verdict; then the linear
+    /// messages are summed (reduce-scatter and all-gather, or the native all-reduce) and the
+    /// sum is decoded once.
+    fn summed(&mut self, input: StepInput<'_>, out: &mut [Vec<f32>]) -> Result<f32> {
+        let step = input.step;
+        let wire = self.codec.linear().unwrap_or(LinearWire::F32);
+        let limit = self.collective.byte_limit();
+        self.linear.clear();
+        let local_error = self.local_frame(input, out, |me, ctx| {
+            me.codec.encode_linear(ctx, input.local, &mut me.linear)
+        });
+        if local_error.is_some() {
+            self.linear.clear();
+        }
+        let m = self.linear.len() as u64;
+        self.send.extend_from_slice(&m.to_le_bytes());
+        self.send.extend_from_slice(&limit.to_le_bytes());
+        self.gather_frames()?;
+        self.verdict(step, local_error)?;
+
+        // Every frame is a sum header; every rank's message has rank 0's length; the
+        // payload fits the smallest limit. All ranks see the same frames.
+        let n = self.got.lens.len();
+        let (mut losses, mut lens, mut limits) = (Vec::new(), Vec::new(), Vec::new());
+        let mut at = 0;
+        for (r, &len) in self.got.lens.iter().enumerate() {
+            let frame = &self.got.bytes[at..at + len];
+            at += len;
+            if len != SUM_HEADER_BYTES {
+                return Err(Error::Decode {
+                    rank: r,
+                    reason: format!(
+                        "a summed step's header of {len} bytes, expected {SUM_HEADER_BYTES}"
+                    ),
+                });
+            }
+            let word = |i: usize| u64::from_le_bytes(frame[i..i + 8].try_into().expect("8 bytes"));
+            let l = f32::from_bits(u32::from_le_bytes(
+                frame[16..20].try_into().expect("4 bytes"),
+            ));
+            if !l.is_finite() {
+                return Err(Error::Decode {
+                    rank: r,
+                    reason: "the loss is not finite although the frame's status is ok".into(),
+                });
+            }
+            losses.push(l);
+            lens.push(word(HEADER_BYTES));
+            limits.push(word(HEADER_BYTES + 8));
+        }
+        if let Some(r) = lens.iter().position(|&l| l != lens[0]) {
+            return Err(Error::Decode {
+                rank: r,
+                reason: format!(
+                    "a linear message of {} values where rank 0's has {}",
+                    lens[r], lens[0]
+                ),
+            });
+        }
+        let limit = limits.iter().copied().min().unwrap_or(u64::MAX);
+        let bytes = lens[0].saturating_mul(wire.bytes() as u64);
+        if bytes > limit {
+            return Err(Error::MessageTooLarge {
+                rank: 0,
+                bytes,
+                offset: 0,
+                limit,
+            });
+        }
+        let mut loss_sum = losses[0];
+        for &l in &losses[1..] {
+            loss_sum += l;
+        }
+
+        match self.reduction {
+            Reduction::Allreduce => {
+                self.collective.all_reduce_sum_f32(&mut self.linear)?;
+                // Nominal: a bandwidth-optimal all-reduce moves 2(N − 1)/N of the message
+                // each way; MPI picks the algorithm.
+                let moved = (2 * (n as u64 - 1) * 4 * m) / n as u64;
+                self.stats.bytes_sent += moved;
+                self.stats.bytes_received += moved;
+            }
+            _ => self.reduce_scatter_gather(wire)?,
+        }
+        self.stats.last_frame_bytes = SUM_HEADER_BYTES + wire.bytes() * self.linear.len();
+        if let Some(j) = self.linear.iter().position(|x| !x.is_finite()) {
+            return Err(Error::Decode {
+                rank: owner(j, self.linear.len(), n),
+                reason: format!("the sum over ranks overflows at element {j}"),
+            });
+        }
+        let ctx = Context {
+            step,
+            rank: self.rank(),
+        };
+        self.codec.decode_linear(ctx, &self.linear, &mut self.acc)?;
+        for a in &mut self.acc {
+            divide(a, n);
+        }
+        for (o, a) in out.iter_mut().zip(&self.acc) {
+            o.copy_from_slice(a);
+        }
+        Ok(loss_sum / n as f32)
+    }
+
+    /// Sums `linear` over the ranks in place: all-to-all of `N` chunks (rank `r` gets chunk
+    /// `r` of every rank), the rank-order sum of this rank's chunk, all-gather of the
+    /// reduced chunks. Every length is known to every rank (the verdict checked them).
+    fn reduce_scatter_gather(&mut self, wire: LinearWire) -> Result<()> {
+        let (n, me) = (self.collective.size(), self.rank());
+        let m = self.linear.len();
+        let w = wire.bytes();
+        let chunk_lens: Vec<usize> = (0..n).map(|j| w * chunk(j, m, n).len()).collect();
+        let mine = chunk(me, m, n);
+        self.send.clear();
+        wire.put(&self.linear, &mut self.send);
+        let recv_lens = vec![chunk_lens[me]; n];
+        let parts = AllToAll {
+            send: &self.send,
+            send_lens: &chunk_lens,
+            recv_lens: &recv_lens,
+        };
+        self.collective
+            .all_to_all_bytes(parts, &mut self.got.bytes)?;
+        if self.got.bytes.len() != n * chunk_lens[me] {
+            return Err(Error::MalformedGather {
+                reason: format!(
+                    "an all-to-all of {n} parts of {} bytes returned {} bytes",
+                    chunk_lens[me],
+                    self.got.bytes.len()
+                ),
+            });
+        }
+        self.stats.bytes_sent += (w * (m - mine.len())) as u64;
+        self.stats.bytes_received += ((n - 1) * chunk_lens[me]) as u64;
+        // ((c₀ + c₁) + c₂) + … in rank order, element by element: the same additions as
+        // summing the whole messages in rank order.
+        self.chunk.clear();
+        self.chunk.resize(mine.len(), 0.0);
+        self.part.clear();
+        self.part.resize(mine.len(), 0.0);
+        for (r, bytes) in self
+            .got
+            .bytes
+            .chunks_exact(chunk_lens[me].max(1))
+            .enumerate()
+        {
+            if r == 0 {
+                wire.get(bytes, &mut self.chunk);
+            } else {
+                wire.get(bytes, &mut self.part);
+                add_into(&mut self.chunk, &self.part)?;
+            }
+        }
+        self.send.clear();
+        wire.put(&self.chunk, &mut self.send);
+        self.collective
+            .all_gather_bytes(&self.send, &mut self.got)?;
+        check_gather(&self.collective, &self.send, &self.got)?;
+        if self.got.lens != chunk_lens {
+            return Err(Error::MalformedGather {
+                reason: format!(
+                    "reduced chunks of {:?} bytes where {chunk_lens:?} were expected",
+                    self.got.lens
+                ),
+            });
+        }
+        self.stats.bytes_sent += self.send.len() as u64;
+        self.stats.bytes_received += (self.got.bytes.len() - self.send.len()) as u64;
+        wire.get(&self.got.bytes, &mut self.linear);
+        Ok(())
+    }
+
     /// All-gathers one `u64` per rank (a weights hash, a predictor digest), in rank order.
     ///
     /// # Errors
     /// Transport errors.
     pub fn gather_u64(&mut self, value: u64) -> Result<Vec<u64>> {
         let mine = value.to_le_bytes();
-        self.collective
-            .all_gather_bytes(&mine, &mut self.recv, &mut self.recv_lens)?;
-        check_gather(&self.collective, &mine, &self.recv, &self.recv_lens)?;
+        self.collective.all_gather_bytes(&mine, &mut self.got)?;
+        check_gather(&self.collective, &mine, &self.got)?;
         self.stats.bytes_sent += 8;
-        self.stats.bytes_received += (self.recv.len() - 8) as u64;
+        self.stats.bytes_received += (self.got.bytes.len() - 8) as u64;
         // A rank out of lockstep may have sent something else: never read shifted words.
-        if let Some(r) = self.recv_lens.iter().position(|&len| len != 8) {
+        if let Some(r) = self.got.lens.iter().position(|&len| len != 8) {
             return Err(Error::Decode {
                 rank: r,
-                reason: format!("{} bytes where a u64 was expected", self.recv_lens[r]),
+                reason: format!("{} bytes where a u64 was expected", self.got.lens[r]),
             });
         }
-        self.recv
+        self.got
+            .bytes
             .chunks_exact(8)
             .enumerate()
             .map(|(r, c)| {
@@ -599,4 +947,16 @@ impl<C: Collective> GradientExchange<C> {
     pub fn lens(&self) -> &[usize] {
         &self.lens
     }
+}
+
+/// The elements of chunk `j` of a message of `m` values split over `n` ranks:
+/// `⌊j·m/n⌋ .. ⌊(j+1)·m/n⌋` (chunk sizes differ by at most one).
+pub fn chunk(j: usize, m: usize, n: usize) -> std::ops::Range<usize> {
+    let at = |j: usize| ((j as u128 * m as u128) / n as u128) as usize;
+    at(j)..at(j + 1)
+}
+
+/// The rank that reduces element `j` of a message of `m` values over `n` ranks.
+fn owner(j: usize, m: usize, n: usize) -> usize {
+    (0..n).find(|&r| chunk(r, m, n).contains(&j)).unwrap_or(0)
 }

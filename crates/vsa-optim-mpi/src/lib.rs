@@ -2,7 +2,7 @@
 //!
 //! Each rank computes the gradient of its shard of the global batch; a
 //! [`GradientExchange`] turns the ranks' gradients into one average that is **the same bits
-//! on every rank**, in one of three [`ExchangeMode`]s:
+//! on every rank**, in one of these [`ExchangeMode`]s:
 //!
 //! * `f32` ([`F32Codec`]): lossless. Every rank all-gathers every rank's gradient and sums
 //!   them in rank order ([`reduce`]), so the result does not depend on MPI's reduction
@@ -12,6 +12,14 @@
 //! * `vsa` ([`VsaCodec`]): the VSA sketch of `grad-sketch` with error feedback.
 //! * `compressed` ([`MethodCodec`]): a `grad-sketch` method (heavy-hitter count sketch,
 //!   random-k, top-k, PowerSGD) with error feedback.
+//! * `bf16` ([`Bf16Codec`]): every element rounded to `bf16`, 2 bytes.
+//!
+//! and one of three [`Reduction`]s (part of the handshake): `Gather` (the default above),
+//! `Sum` (codecs with a linear message: f32, bf16, the count sketch and random-k are summed
+//! before decoding by a rank-order reduce-scatter and an all-gather, about `2(N − 1)/N` of
+//! one message per rank, with the bits of all-gather-then-sum) and `Allreduce` (f32 over
+//! the transport's native sum all-reduce, `MPI_Allreduce`: reproducible only for a fixed
+//! rank count and MPI build). `docs/distributed.md` §11 has the derivation.
 //!
 //! [`codec_for`] builds any of them from a mode, the parameter shapes and the configs.
 //!
@@ -23,8 +31,10 @@
 //!
 //! The transport is a [`Collective`]: `MpiWorld` (feature `mpi`, rsmpi over the system's
 //! MPI, for example Debian's OpenMPI) or [`SingleProcess`]. Without the `mpi` feature this
-//! crate needs no MPI library. Another transport implements the two calls of
-//! [`GatherPrimitives`] and gets, through [`LengthsFirst`], the same guarantee as `MpiWorld`:
+//! crate needs no MPI library. A `Collective` needs only
+//! [`all_gather_bytes`](Collective::all_gather_bytes): the all-to-all and the sum
+//! all-reduce have default implementations on top of it. Another transport implements the
+//! two calls of [`GatherPrimitives`] and gets, through [`LengthsFirst`], the same guarantee as `MpiWorld`:
 //! a message too large for it fails on every rank together ([`Error::MessageTooLarge`]).
 //! Whatever a `Collective` returns is checked before it is read
 //! ([`Error::MalformedGather`]).
@@ -67,17 +77,17 @@ mod exchange;
 pub mod reduce;
 
 pub use codec::{
-    Context, DEFAULT_TERNARY_BLOCK, ExchangeMode, F32Codec, GradientCodec, MethodCodec,
-    TernaryCodec, TernaryPacking, VsaCodec, codec_for,
+    Bf16Codec, Context, DEFAULT_TERNARY_BLOCK, ExchangeMode, F32Codec, GradientCodec, LinearWire,
+    MethodCodec, TernaryCodec, TernaryPacking, VsaCodec, bf16_to_f32, codec_for, f32_to_bf16,
 };
 pub use collective::{
-    Collective, GatherPrimitives, LengthsFirst, MPI_COUNT_LIMIT, SingleProcess,
+    AllToAll, Collective, GatherPrimitives, Gathered, LengthsFirst, MPI_COUNT_LIMIT, SingleProcess,
     check_message_lengths,
 };
 #[cfg(feature = "mpi")]
 pub use collective::{MpiComm, MpiWorld};
 pub use error::{Error, Result};
 pub use exchange::{
-    ExchangeConfig, ExchangeStats, GradientExchange, HEADER_BYTES, Handshake, PROTOCOL_VERSION,
-    check_handshakes, layout_hash,
+    ExchangeConfig, ExchangeStats, GradientExchange, HANDSHAKE_BYTES, HEADER_BYTES, Handshake,
+    PROTOCOL_VERSION, Reduction, SUM_HEADER_BYTES, check_handshakes, chunk, layout_hash,
 };

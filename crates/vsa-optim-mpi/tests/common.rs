@@ -1,5 +1,53 @@
 //! Helpers shared by the test modules.
 
+/// `fn rank` and `fn size` of a test transport, from its `rank` and `size` fields.
+macro_rules! rank_and_size_fields {
+    () => {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+
+        fn size(&self) -> usize {
+            self.size
+        }
+    };
+}
+
+use vsa_optim_mpi::{LengthsFirst, MPI_COUNT_LIMIT};
+
+use crate::transport::ThreadPrims;
+
+/// The bits of a parameter list, for exact comparisons (NaN included).
+pub fn bits(x: &[Vec<f32>]) -> Vec<Vec<u32>> {
+    x.iter()
+        .map(|v| v.iter().map(|f| f.to_bits()).collect())
+        .collect()
+}
+
+/// A real all-gather between threads: the lengths-first collective over threads.
+pub type ThreadWorld = LengthsFirst<ThreadPrims>;
+
+/// `size` thread ranks (move each to its own thread), each with MPI's limit.
+pub fn thread_world(size: usize) -> Vec<ThreadWorld> {
+    ThreadPrims::world(size)
+        .into_iter()
+        .map(|p| LengthsFirst::new(p, MPI_COUNT_LIMIT))
+        .collect()
+}
+
+/// Smooth deterministic gradients for step `t`, one per length: element `i` of parameter
+/// `k` is `0.1·sin(0.37·i + 1.3·(k + 1) + 0.71·t)`.
+pub fn sines(lens: &[usize], t: u64) -> Vec<Vec<f32>> {
+    lens.iter()
+        .zip(1u64..)
+        .map(|(&n, k)| {
+            (0..n)
+                .map(|i| ((i as f32 * 0.37 + k as f32 * 1.3 + t as f32 * 0.71).sin()) * 0.1)
+                .collect()
+        })
+        .collect()
+}
+
 /// SplitMix64: a tiny seeded generator for fixed test inputs (no unseeded randomness).
 pub struct Rng(pub u64);
 

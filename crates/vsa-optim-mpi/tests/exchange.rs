@@ -10,12 +10,11 @@ use proptest::prelude::*;
 use vsa_optim_mpi::reduce::mean_in_rank_order;
 use vsa_optim_mpi::{
     Collective, Context, DEFAULT_TERNARY_BLOCK, Error, ExchangeConfig, ExchangeMode, F32Codec,
-    GradientCodec, GradientExchange, HEADER_BYTES, Handshake, LengthsFirst, MPI_COUNT_LIMIT,
+    Gathered, GradientCodec, GradientExchange, HANDSHAKE_BYTES, HEADER_BYTES, Handshake,
     PROTOCOL_VERSION, SingleProcess, TernaryCodec, TernaryPacking, check_handshakes, layout_hash,
 };
 
-use crate::common::Rng;
-use crate::transport::ThreadPrims;
+use crate::common::{Rng, bits, thread_world};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -43,14 +42,19 @@ fn filled(lens: &[usize], v: f32) -> Vec<Vec<f32>> {
     lens.iter().map(|&n| vec![v; n]).collect()
 }
 
-fn bits(x: &[Vec<f32>]) -> Vec<Vec<u32>> {
-    x.iter()
-        .map(|v| v.iter().map(|f| f.to_bits()).collect())
-        .collect()
-}
-
 fn f32_codec(p: &[(String, Vec<usize>)]) -> Box<dyn GradientCodec + Send> {
     Box::new(F32Codec::new(&lens(p)))
+}
+
+/// A one-rank f32 exchange over `params`, with [`config`]`(seed)`.
+fn single_f32(params: &[(String, Vec<usize>)], seed: u64) -> GradientExchange<SingleProcess> {
+    GradientExchange::new(
+        SingleProcess::new(),
+        f32_codec(params),
+        params,
+        config(seed),
+    )
+    .unwrap()
 }
 
 fn ternary_codec(p: &[(String, Vec<usize>)], seed: u64) -> Box<dyn GradientCodec + Send> {
@@ -71,7 +75,7 @@ fn config(seed: u64) -> ExchangeConfig {
 fn frame(status: u8, step: u64, loss: f32, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(b"VSAX");
-    f.push(1);
+    f.push(PROTOCOL_VERSION as u8);
     f.push(status);
     f.extend_from_slice(&[0, 0]);
     f.extend_from_slice(&step.to_le_bytes());
@@ -150,20 +154,9 @@ impl Scripted {
 }
 
 impl Collective for Scripted {
-    fn rank(&self) -> usize {
-        self.rank
-    }
+    rank_and_size_fields!();
 
-    fn size(&self) -> usize {
-        self.size
-    }
-
-    fn all_gather_bytes(
-        &mut self,
-        mine: &[u8],
-        out: &mut Vec<u8>,
-        lens: &mut Vec<usize>,
-    ) -> vsa_optim_mpi::Result<()> {
+    fn all_gather_bytes(&mut self, mine: &[u8], out: &mut Gathered) -> vsa_optim_mpi::Result<()> {
         let f = self
             .script
             .pop_front()
@@ -176,10 +169,8 @@ impl Collective for Scripted {
         );
         others.insert(self.rank, mine.to_vec());
         out.clear();
-        lens.clear();
         for p in &others {
-            out.extend_from_slice(p);
-            lens.push(p.len());
+            out.push(p);
         }
         self.sent.push(mine.to_vec());
         self.calls += 1;
@@ -189,16 +180,6 @@ impl Collective for Scripted {
     fn collective_calls(&self) -> u64 {
         self.calls
     }
-}
-
-/// A real all-gather between threads: the lengths-first collective over threads.
-type ThreadWorld = LengthsFirst<ThreadPrims>;
-
-fn thread_world(size: usize) -> Vec<ThreadWorld> {
-    ThreadPrims::world(size)
-        .into_iter()
-        .map(|p| LengthsFirst::new(p, MPI_COUNT_LIMIT))
-        .collect()
 }
 
 /// Counts calls and can be told to fail its next encode; otherwise an F32 codec.
@@ -274,12 +255,13 @@ fn handshake() -> Handshake {
         layout: 0x1111_2222_3333_4444,
         codec: 0x5555_6666_7777_8888,
         user: 0x9999_aaaa_bbbb_cccc,
+        reduction: 1,
     }
 }
 
 /// Field names in declaration order, each with a setter that changes only that field.
 type Setter = fn(&mut Handshake);
-const FIELDS: [(&str, Setter); 8] = [
+const FIELDS: [(&str, Setter); 9] = [
     ("protocol version", |h| h.protocol += 1),
     ("world size", |h| h.world += 1),
     ("mode", |h| h.mode = 0),
@@ -288,16 +270,17 @@ const FIELDS: [(&str, Setter); 8] = [
     ("parameter layout (names and shapes)", |h| h.layout ^= 1),
     ("codec configuration", |h| h.codec = 0),
     ("training configuration", |h| h.user += 7),
+    ("reduction (gather, sum or allreduce)", |h| h.reduction = 0),
 ];
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn handshake_bytes_roundtrip(w in prop::array::uniform8(any::<u64>()), rank in 0usize..100) {
+    fn handshake_bytes_roundtrip(w in prop::array::uniform9(any::<u64>()), rank in 0usize..100) {
         let h = Handshake {
             protocol: w[0], world: w[1], mode: w[2], seed: w[3],
-            elements: w[4], layout: w[5], codec: w[6], user: w[7],
+            elements: w[4], layout: w[5], codec: w[6], user: w[7], reduction: w[8],
         };
         let b = h.to_bytes();
         prop_assert_eq!(Handshake::from_bytes(rank, &b).unwrap(), h);
@@ -522,7 +505,7 @@ proptest! {
         prop_assert_eq!(s.failed, 0);
         prop_assert_eq!(s.f32_bytes, 4 * n);
         prop_assert_eq!(s.last_frame_bytes, HEADER_BYTES + 4 * n);
-        prop_assert_eq!(s.bytes_sent, 64 + steps * (HEADER_BYTES + 4 * n) as u64);
+        prop_assert_eq!(s.bytes_sent, HANDSHAKE_BYTES as u64 + steps * (HEADER_BYTES + 4 * n) as u64);
         prop_assert_eq!(s.bytes_received, 0);
     }
 }
@@ -538,7 +521,7 @@ fn single_rank_frame_layout_matches_documentation() {
     let mut out = filled(&l, 0.0);
     ex.mean(0x0102_0304_0506_0708, &g, -2.5, &mut out).unwrap();
     let sent = &ex.collective_mut().sent;
-    // The handshake: 64 bytes, this rank's record.
+    // The handshake: HANDSHAKE_BYTES bytes, this rank's record.
     let h = Handshake::from_bytes(0, &sent[0]).unwrap();
     assert_eq!(
         h,
@@ -551,6 +534,7 @@ fn single_rank_frame_layout_matches_documentation() {
             layout: layout_hash(&params),
             codec: F32Codec::new(&l).fingerprint(),
             user: 0xfeed,
+            reduction: 0,
         }
     );
     // The gradient frame, byte for byte.
@@ -594,9 +578,7 @@ fn single_rank_ternary_mean_is_the_decoded_payload() {
 fn single_rank_non_finite_is_refused_everywhere() {
     let params = params();
     let l = lens(&params);
-    let mut ex =
-        GradientExchange::new(SingleProcess::new(), f32_codec(&params), &params, config(1))
-            .unwrap();
+    let mut ex = single_f32(&params, 1);
     let good = random_grads(&l, 5);
     let mut out = filled(&l, 0.0);
     ex.mean(0, &good, 0.5, &mut out).unwrap();
@@ -659,9 +641,7 @@ fn single_rank_non_finite_is_refused_everywhere() {
 fn single_rank_wrong_layout_is_length_mismatch() {
     let params = params();
     let l = lens(&params);
-    let mut ex =
-        GradientExchange::new(SingleProcess::new(), f32_codec(&params), &params, config(1))
-            .unwrap();
+    let mut ex = single_f32(&params, 1);
     let good = random_grads(&l, 5);
     let mut out = filled(&l, 3.0);
     let mut short = good.clone();
@@ -716,9 +696,7 @@ fn construction_rejects_empty_layouts() {
     }
     // A scalar (shape []) has one element and is accepted.
     let params = p(&[("scalar", &[])]);
-    let mut ex =
-        GradientExchange::new(SingleProcess::new(), f32_codec(&params), &params, config(0))
-            .unwrap();
+    let mut ex = single_f32(&params, 0);
     assert_eq!(ex.lens(), &[1]);
     let mut out = vec![vec![0.0]];
     ex.mean(0, &[vec![-4.0]], 1.0, &mut out).unwrap();
@@ -728,9 +706,7 @@ fn construction_rejects_empty_layouts() {
 #[test]
 fn single_rank_gather_and_agreement() {
     let params = params();
-    let mut ex =
-        GradientExchange::new(SingleProcess::new(), f32_codec(&params), &params, config(1))
-            .unwrap();
+    let mut ex = single_f32(&params, 1);
     assert_eq!((ex.rank(), ex.size()), (0, 1));
     assert_eq!(
         ex.gather_u64(0xdead_beef_0123_4567).unwrap(),
@@ -738,7 +714,7 @@ fn single_rank_gather_and_agreement() {
     );
     ex.check_agreement("predictor digest", 12).unwrap();
     let s = ex.stats();
-    assert_eq!(s.bytes_sent, 64 + 16);
+    assert_eq!(s.bytes_sent, HANDSHAKE_BYTES as u64 + 16);
     assert_eq!(s.bytes_received, 0);
     assert_eq!(ex.collective_calls(), 3);
 }
@@ -861,8 +837,11 @@ fn three_ranks_f32_is_rank_order_mean_bit_for_bit() {
         assert_eq!(ex.collective_mut().sent[1], frames[me]);
         let s = ex.stats();
         let frame_bytes = (HEADER_BYTES + 4 * l.iter().sum::<usize>()) as u64;
-        assert_eq!(s.bytes_sent, 64 + frame_bytes);
-        assert_eq!(s.bytes_received, 2 * 64 + 2 * frame_bytes);
+        assert_eq!(s.bytes_sent, HANDSHAKE_BYTES as u64 + frame_bytes);
+        assert_eq!(
+            s.bytes_received,
+            2 * HANDSHAKE_BYTES as u64 + 2 * frame_bytes
+        );
         assert_eq!(s.exchanges, 1);
     }
 }
@@ -1051,7 +1030,9 @@ fn remote_malformed_frames_are_decode_errors_naming_the_rank() {
         ("header cut", |f| f.truncate(10)),
         ("empty frame", |f| f.clear()),
         ("bad magic", |f| f[0] = b'X'),
-        ("other protocol version", |f| f[4] = 2),
+        ("other protocol version", |f| {
+            f[4] = PROTOCOL_VERSION as u8 + 1
+        }),
     ];
     for (what, damage) in garble {
         for (me, bad) in [(0usize, 2usize), (2, 1), (1, 0)] {
@@ -1163,6 +1144,7 @@ fn handshake_mismatch_at_construction() {
         layout: layout_hash(&other_params),
         codec: F32Codec::new(&lens(&other_params)).fingerprint(),
         user: 0xfeed,
+        reduction: 0,
     };
     let coll = Scripted::with_handshake(0, 3, move |mine| {
         vec![theirs.to_bytes().to_vec(), mine.to_vec()]
@@ -1195,7 +1177,7 @@ fn handshake_mismatch_at_construction() {
         } => assert_eq!((expected.as_str(), found.as_str()), ("f32", "ternary")),
         other => panic!("{other:?}"),
     }
-    // A handshake that is not 64 bytes.
+    // A handshake that is not HANDSHAKE_BYTES long.
     let coll = Scripted::with_handshake(0, 3, |mine| vec![mine.to_vec(), mine[..63].to_vec()]);
     let err = GradientExchange::new(coll, f32_codec(&params), &params, config(1)).unwrap_err();
     assert!(matches!(err, Error::Decode { rank: 2, .. }), "{err:?}");
@@ -1223,8 +1205,11 @@ fn agreement_check_names_the_differing_rank() {
         other => panic!("{other:?}"),
     }
     assert_eq!(ex.gather_u64(9).unwrap(), [1, 9, 2]);
-    assert_eq!(ex.stats().bytes_sent, 64 + 3 * 8);
-    assert_eq!(ex.stats().bytes_received, 2 * 64 + 3 * 16);
+    assert_eq!(ex.stats().bytes_sent, HANDSHAKE_BYTES as u64 + 3 * 8);
+    assert_eq!(
+        ex.stats().bytes_received,
+        2 * HANDSHAKE_BYTES as u64 + 3 * 16
+    );
 }
 
 #[test]

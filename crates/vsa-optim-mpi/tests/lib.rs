@@ -1,6 +1,10 @@
 //! Integration tests of `vsa-optim-mpi`, compiled as one binary (see the modules).
 
 mod codec;
+#[macro_use]
 mod common;
 mod exchange;
+#[cfg(feature = "mpi")]
+mod mpi_run;
+mod summed;
 mod transport;

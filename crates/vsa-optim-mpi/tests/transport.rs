@@ -9,8 +9,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use vsa_optim_mpi::{
-    Collective, Error, ExchangeConfig, F32Codec, GatherPrimitives, GradientExchange, HEADER_BYTES,
-    LengthsFirst, MPI_COUNT_LIMIT, check_message_lengths,
+    Collective, Error, ExchangeConfig, F32Codec, GatherPrimitives, Gathered, GradientExchange,
+    HEADER_BYTES, LengthsFirst, MPI_COUNT_LIMIT, check_message_lengths,
 };
 
 fn params() -> Vec<(String, Vec<usize>)> {
@@ -112,13 +112,7 @@ impl ScriptedPrims {
 }
 
 impl GatherPrimitives for ScriptedPrims {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-
-    fn size(&self) -> usize {
-        self.size
-    }
+    rank_and_size_fields!();
 
     fn all_gather_words(&mut self, mine: &[u64], out: &mut [u64]) -> vsa_optim_mpi::Result<()> {
         self.word_calls += 1;
@@ -258,10 +252,13 @@ fn this_ranks_own_oversize_message_fails_only_after_the_lengths_are_shared() {
 fn lengths_first_gathers_parts_in_rank_order() {
     let script = vec![Round::Parts(vec![b"ab".to_vec(), vec![], b"xyz".to_vec()])];
     let mut c = LengthsFirst::new(ScriptedPrims::new(2, 4, script), 10);
-    let (mut out, mut lens) = (vec![7u8; 3], vec![9usize]);
-    c.all_gather_bytes(b"me!!", &mut out, &mut lens).unwrap();
-    assert_eq!(out, b"abme!!xyz");
-    assert_eq!(lens, [2, 0, 4, 3]);
+    let mut out = Gathered {
+        bytes: vec![7u8; 3],
+        lens: vec![9usize],
+    };
+    c.all_gather_bytes(b"me!!", &mut out).unwrap();
+    assert_eq!(out.bytes, b"abme!!xyz");
+    assert_eq!(out.lens, [2, 0, 4, 3]);
     assert_eq!(c.collective_calls(), 2);
     assert_eq!((c.rank(), c.size(), c.limit()), (2, 4, 10));
 }
@@ -313,13 +310,7 @@ fn gather_slots<T: Clone>(
 }
 
 impl GatherPrimitives for ThreadPrims {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-
-    fn size(&self) -> usize {
-        self.size
-    }
+    rank_and_size_fields!();
 
     fn all_gather_words(&mut self, mine: &[u64], out: &mut [u64]) -> vsa_optim_mpi::Result<()> {
         self.calls += 1;
@@ -411,33 +402,34 @@ type Lie = fn(&mut Vec<u8>, &mut Vec<usize>);
 /// `lie_at` (0 is the handshake) is then altered by `lie`.
 struct Liar {
     rank: usize,
+    size: usize,
     lie: Lie,
     lie_at: u64,
     calls: u64,
 }
 
+impl Liar {
+    /// Rank `rank` of 2, lying at all-gather number `lie_at`.
+    fn new(rank: usize, lie: Lie, lie_at: u64) -> Self {
+        Self {
+            rank,
+            size: 2,
+            lie,
+            lie_at,
+            calls: 0,
+        }
+    }
+}
+
 impl Collective for Liar {
-    fn rank(&self) -> usize {
-        self.rank
-    }
+    rank_and_size_fields!();
 
-    fn size(&self) -> usize {
-        2
-    }
-
-    fn all_gather_bytes(
-        &mut self,
-        mine: &[u8],
-        out: &mut Vec<u8>,
-        lens: &mut Vec<usize>,
-    ) -> vsa_optim_mpi::Result<()> {
+    fn all_gather_bytes(&mut self, mine: &[u8], out: &mut Gathered) -> vsa_optim_mpi::Result<()> {
         out.clear();
-        out.extend_from_slice(mine);
-        out.extend_from_slice(mine);
-        lens.clear();
-        lens.extend([mine.len(); 2]);
+        out.push(mine);
+        out.push(mine);
         if self.calls == self.lie_at {
-            (self.lie)(out, lens);
+            (self.lie)(&mut out.bytes, &mut out.lens);
         }
         self.calls += 1;
         Ok(())
@@ -480,22 +472,12 @@ fn a_lying_collective_gets_a_typed_error_never_a_panic() {
     for (what, lie) in LIES {
         for rank in [0, 1] {
             // At the handshake.
-            let liar = Liar {
-                rank,
-                lie,
-                lie_at: 0,
-                calls: 0,
-            };
+            let liar = Liar::new(rank, lie, 0);
             malformed(what, exchange(liar).map(|_| ()));
 
             // At a mean: the output, the codec state and the counters are unchanged, and
             // the next (honest) call works.
-            let liar = Liar {
-                rank,
-                lie,
-                lie_at: 1,
-                calls: 0,
-            };
+            let liar = Liar::new(rank, lie, 1);
             let mut ex = exchange(liar).unwrap();
             let mut out = filled(4.0);
             let (stats, state) = (ex.stats(), ex.codec_state());
@@ -517,12 +499,7 @@ fn a_lying_collective_gets_a_typed_error_never_a_panic() {
             );
 
             // At a gather of u64s.
-            let liar = Liar {
-                rank,
-                lie,
-                lie_at: 1,
-                calls: 0,
-            };
+            let liar = Liar::new(rank, lie, 1);
             let mut ex = exchange(liar).unwrap();
             malformed(what, ex.gather_u64(77));
             assert_eq!(ex.gather_u64(77).unwrap(), [77, 77]);
@@ -534,12 +511,7 @@ fn a_lying_collective_gets_a_typed_error_never_a_panic() {
 fn a_collective_that_misstates_its_rank_is_refused() {
     // A world of 2 whose rank is 2 or usize::MAX: refused at the handshake.
     for rank in [2, usize::MAX] {
-        let liar = Liar {
-            rank,
-            lie: |_, _| {},
-            lie_at: u64::MAX,
-            calls: 0,
-        };
+        let liar = Liar::new(rank, |_, _| {}, u64::MAX);
         malformed("rank out of range", exchange(liar).map(|_| ()));
     }
 }

@@ -1,10 +1,11 @@
 //! The `compressed` mode's codec: any `grad_sketch::Compressor` method (heavy-hitter count
 //! sketch, random-k, top-k, PowerSGD) with its error feedback and warm start.
 
-use grad_sketch::{Compressor, CompressorConfig, CompressorState, Message};
+use grad_sketch::{Compressor, CompressorConfig, CompressorState, Message, Method, Part};
 
 use super::{
-    Context, ExchangeMode, GradientCodec, decode_error, finish_encode, sketch_error, split_state,
+    Context, ExchangeMode, GradientCodec, LinearWire, check_sum, decode_error, finish_encode,
+    sketch_error, split_state,
 };
 use crate::error::{Result, sketch_config_error};
 
@@ -12,11 +13,20 @@ use crate::error::{Result, sketch_config_error};
 /// counter, which advances in lockstep on every rank; the fingerprint covers the method and
 /// its parameters, so the handshake refuses a rank whose decoding config differs. A failed
 /// exchange restores the residuals, the warm starts and the counter.
+///
+/// The count sketch and random-k (and every method's dense warm-up) are linear in the
+/// gradient with keys from `(seed, name, step)`, so under
+/// [`Reduction::Sum`](crate::Reduction) the ranks sum their messages (the sketch tables or
+/// the selected values) and decode the sum once; error feedback stays per rank (each rank
+/// keeps what its own message did not carry). Top-k and PowerSGD are not linear: they only
+/// run gathered.
 #[derive(Debug)]
 pub struct MethodCodec {
     compressor: Compressor,
     backup: CompressorState,
     staged: bool,
+    /// The last linear message, whose parts are overwritten by the sum to decode it.
+    last: Option<Message>,
 }
 
 impl MethodCodec {
@@ -33,6 +43,7 @@ impl MethodCodec {
             compressor,
             backup,
             staged: false,
+            last: None,
         })
     }
 
@@ -63,6 +74,69 @@ impl GradientCodec for MethodCodec {
         let bad = |e: grad_sketch::Error| decode_error(ctx, e.to_string());
         let m = Message::from_bytes(payload).map_err(bad)?;
         self.compressor.decompress_into(&m, out).map_err(bad)
+    }
+
+    fn linear(&self) -> Option<LinearWire> {
+        match self.compressor.config().method {
+            Method::CountSketch { .. } | Method::RandomK { .. } => Some(LinearWire::F32),
+            Method::TopK { .. } | Method::PowerSgd { .. } => None,
+        }
+    }
+
+    fn encode_linear(
+        &mut self,
+        ctx: Context,
+        grads: &[Vec<f32>],
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        if self.linear().is_none() {
+            return Err(super::not_linear(self.mode()));
+        }
+        self.compressor.copy_state_into(&mut self.backup);
+        let m = self.compressor.compress(grads).map_err(sketch_error)?;
+        self.staged = true;
+        for p in &m.parts {
+            match p {
+                Part::Dense(v) | Part::Values(v) => out.extend_from_slice(v),
+                _ => {
+                    self.rollback();
+                    return Err(decode_error(ctx, "a linear method made a non-linear part"));
+                }
+            }
+        }
+        self.last = Some(m);
+        Ok(())
+    }
+
+    fn decode_linear(&mut self, ctx: Context, sum: &[f32], out: &mut [Vec<f32>]) -> Result<()> {
+        let Some(m) = self.last.as_mut() else {
+            return Err(decode_error(
+                ctx,
+                "no linear message was encoded at this step",
+            ));
+        };
+        let total = m
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Dense(v) | Part::Values(v) => v.len(),
+                _ => 0,
+            })
+            .sum();
+        check_sum(ctx, sum, total)?;
+        if m.step + 1 != self.compressor.step() {
+            return Err(decode_error(ctx, "the sum is not of the last encoded step"));
+        }
+        let mut at = 0;
+        for p in &mut m.parts {
+            if let Part::Dense(v) | Part::Values(v) = p {
+                let len = v.len();
+                v.copy_from_slice(&sum[at..at + len]);
+                at += len;
+            }
+        }
+        let bad = |e: grad_sketch::Error| decode_error(ctx, e.to_string());
+        self.compressor.decompress_into(m, out).map_err(bad)
     }
 
     fn commit(&mut self) {

@@ -5,10 +5,12 @@
 //! randomness. Decoding any rank's payload must give the same values on every rank, so that
 //! every rank computes the same average.
 
+mod bf16;
 mod method;
 mod ternary;
 mod vsa;
 
+pub use bf16::{Bf16Codec, bf16_to_f32, f32_to_bf16};
 pub use method::MethodCodec;
 pub use ternary::{DEFAULT_TERNARY_BLOCK, TernaryCodec, TernaryPacking};
 pub use vsa::VsaCodec;
@@ -28,6 +30,9 @@ pub enum ExchangeMode {
     /// A `grad-sketch` method (heavy-hitter count sketch, random-k, top-k, PowerSGD) with
     /// error feedback ([`MethodCodec`]).
     Compressed,
+    /// `bf16` (the upper 16 bits of the `f32`, rounded to nearest even): 2 bytes per
+    /// element ([`Bf16Codec`]).
+    Bf16,
 }
 
 impl ExchangeMode {
@@ -38,16 +43,18 @@ impl ExchangeMode {
             Self::Ternary => 1,
             Self::Vsa => 2,
             Self::Compressed => 3,
+            Self::Bf16 => 4,
         }
     }
 
-    /// A short lowercase name (`f32`, `ternary`, `vsa`, `compressed`).
+    /// A short lowercase name (`f32`, `ternary`, `vsa`, `compressed`, `bf16`).
     pub fn name(self) -> &'static str {
         match self {
             Self::F32 => "f32",
             Self::Ternary => "ternary",
             Self::Vsa => "vsa",
             Self::Compressed => "compressed",
+            Self::Bf16 => "bf16",
         }
     }
 }
@@ -67,11 +74,75 @@ impl std::str::FromStr for ExchangeMode {
             "ternary" => Ok(Self::Ternary),
             "vsa" => Ok(Self::Vsa),
             "compressed" => Ok(Self::Compressed),
+            "bf16" => Ok(Self::Bf16),
             other => Err(config_error(
                 "mode",
-                "f32, ternary, vsa or compressed",
+                "f32, ternary, vsa, compressed or bf16",
                 format!("{other:?}"),
             )),
+        }
+    }
+}
+
+impl ExchangeMode {
+    /// Every mode, in tag order.
+    pub const ALL: [Self; 5] = [
+        Self::F32,
+        Self::Ternary,
+        Self::Vsa,
+        Self::Compressed,
+        Self::Bf16,
+    ];
+}
+
+/// The number format of a linear message on the wire (see [`GradientCodec::linear`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinearWire {
+    /// Little-endian `f32`, 4 bytes per value.
+    F32,
+    /// Little-endian `bf16` ([`f32_to_bf16`]), 2 bytes per value.
+    Bf16,
+}
+
+impl LinearWire {
+    /// `f32` or `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+
+    /// Bytes per value.
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::Bf16 => 2,
+        }
+    }
+
+    /// Appends `values` in this format.
+    pub fn put(self, values: &[f32], out: &mut Vec<u8>) {
+        match self {
+            Self::F32 => out.extend(values.iter().flat_map(|x| x.to_le_bytes())),
+            Self::Bf16 => out.extend(values.iter().flat_map(|&x| f32_to_bf16(x).to_le_bytes())),
+        }
+    }
+
+    /// Reads `out.len()` values in this format from `bytes` (which must hold exactly that
+    /// many; the caller checks).
+    pub fn get(self, bytes: &[u8], out: &mut [f32]) {
+        match self {
+            Self::F32 => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }
+            Self::Bf16 => {
+                for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = bf16_to_f32(u16::from_le_bytes([c[0], c[1]]));
+                }
+            }
         }
     }
 }
@@ -131,6 +202,73 @@ pub trait GradientCodec {
                 state.len()
             )))
         }
+    }
+    /// `Some(wire)` when this codec has a *linear message*: a vector of values, of the same
+    /// length on every rank at a step, whose element-wise sum over ranks decodes like the
+    /// message of the summed gradients (raw `f32`, `bf16`, a count sketch or a random-k
+    /// selection with keys shared by all ranks). The summed exchange
+    /// ([`Reduction::Sum`](crate::Reduction)) needs it. `None` (the default) otherwise.
+    fn linear(&self) -> Option<LinearWire> {
+        None
+    }
+    /// Appends this rank's linear message for `grads` to `out` (values exactly
+    /// representable in the [`linear`](GradientCodec::linear) wire format). Stages state
+    /// like [`encode`](GradientCodec::encode).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a codec without a linear message; otherwise as `encode`.
+    fn encode_linear(
+        &mut self,
+        _ctx: Context,
+        _grads: &[Vec<f32>],
+        _out: &mut Vec<f32>,
+    ) -> Result<()> {
+        Err(not_linear(self.mode()))
+    }
+    /// Decodes the sum over ranks of the linear messages of step `ctx.step` into `out`
+    /// (overwriting it; the exchange divides by the number of ranks afterwards). Called
+    /// after [`encode_linear`](GradientCodec::encode_linear) of the same step.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] for a sum of the wrong length or with non-finite values;
+    /// [`Error::LengthMismatch`] for `out`; `out` is untouched on error.
+    fn decode_linear(&mut self, _ctx: Context, _sum: &[f32], _out: &mut [Vec<f32>]) -> Result<()> {
+        Err(not_linear(self.mode()))
+    }
+}
+
+fn not_linear(mode: ExchangeMode) -> Error {
+    config_error(
+        "reduction",
+        "a codec whose messages can be summed (f32, bf16, count sketch, random-k)",
+        mode,
+    )
+}
+
+/// Checks a summed linear message's length and values, for `decode_linear`.
+pub(crate) fn check_sum(ctx: Context, sum: &[f32], expected: usize) -> Result<()> {
+    if sum.len() != expected {
+        return Err(decode_error(
+            ctx,
+            format!(
+                "a summed message of {} values, expected {expected}",
+                sum.len()
+            ),
+        ));
+    }
+    if sum.iter().any(|x| !x.is_finite()) {
+        return Err(decode_error(ctx, "the summed message is not finite"));
+    }
+    Ok(())
+}
+
+/// Writes a flat vector into a parameter list (the lengths were checked).
+pub(crate) fn unflatten(flat: &[f32], out: &mut [Vec<f32>]) {
+    let mut at = 0;
+    for o in out.iter_mut() {
+        let len = o.len();
+        o.copy_from_slice(&flat[at..at + len]);
+        at += len;
     }
 }
 
@@ -238,30 +376,77 @@ impl GradientCodec for F32Codec {
     }
 
     fn decode(&mut self, ctx: Context, payload: &[u8], out: &mut [Vec<f32>]) -> Result<()> {
-        let total: usize = self.lens.iter().sum();
-        if payload.len() != 4 * total {
-            return Err(decode_error(
-                ctx,
-                format!(
-                    "f32 payload of {} bytes, expected {}",
-                    payload.len(),
-                    4 * total
-                ),
-            ));
-        }
-        check_grads(&self.lens, out)?;
-        let mut chunks = payload.chunks_exact(4);
-        for o in out.iter_mut() {
-            for (x, c) in o.iter_mut().zip(chunks.by_ref()) {
-                *x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
+        decode_raw(&self.lens, LinearWire::F32, ctx, payload, out)
+    }
+
+    fn linear(&self) -> Option<LinearWire> {
+        Some(LinearWire::F32)
+    }
+
+    fn encode_linear(
+        &mut self,
+        _ctx: Context,
+        grads: &[Vec<f32>],
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        check_grads(&self.lens, grads)?;
+        for g in grads {
+            out.extend_from_slice(g);
         }
         Ok(())
     }
+
+    fn decode_linear(&mut self, ctx: Context, sum: &[f32], out: &mut [Vec<f32>]) -> Result<()> {
+        decode_linear_raw(&self.lens, ctx, sum, out)
+    }
+}
+
+/// Decodes a payload of raw values in `wire` format (f32 or bf16) into `out`, after
+/// checking its length and `out`'s layout.
+pub(crate) fn decode_raw(
+    lens: &[usize],
+    wire: LinearWire,
+    ctx: Context,
+    payload: &[u8],
+    out: &mut [Vec<f32>],
+) -> Result<()> {
+    let expected = wire.bytes() * lens.iter().sum::<usize>();
+    if payload.len() != expected {
+        return Err(decode_error(
+            ctx,
+            format!(
+                "{} payload of {} bytes, expected {expected}",
+                wire.name(),
+                payload.len()
+            ),
+        ));
+    }
+    check_grads(lens, out)?;
+    let mut at = 0;
+    for o in out.iter_mut() {
+        let bytes = wire.bytes() * o.len();
+        wire.get(&payload[at..at + bytes], o);
+        at += bytes;
+    }
+    Ok(())
+}
+
+/// `decode_linear` of a codec whose linear message is the gradient itself: checks and
+/// copies.
+pub(crate) fn decode_linear_raw(
+    lens: &[usize],
+    ctx: Context,
+    sum: &[f32],
+    out: &mut [Vec<f32>],
+) -> Result<()> {
+    check_sum(ctx, sum, lens.iter().sum())?;
+    check_grads(lens, out)?;
+    unflatten(sum, out);
+    Ok(())
 }
 
 /// The codec for `mode` over the parameters `shapes` (`(name, shape)` in any order; every
-/// codec works in sorted-name order): f32, ternary (base-3 payload with one scale per 320
+/// codec works in sorted-name order): f32, bf16, ternary (base-3 payload with one scale per 320
 /// elements, randomness from `seed`), VSA (`vsa`, [`VsaCodec`] with `vsa`) or `compressed`
 /// ([`MethodCodec`] with `method`).
 ///
@@ -290,5 +475,6 @@ pub fn codec_for(
         )?),
         ExchangeMode::Vsa => Box::new(VsaCodec::new(shapes, vsa)?),
         ExchangeMode::Compressed => Box::new(MethodCodec::new(shapes, method)?),
+        ExchangeMode::Bf16 => Box::new(Bf16Codec::new(&lens)),
     })
 }

@@ -2,6 +2,8 @@
 //! decoding, `codec_for`.
 
 use grad_sketch::{CompressorConfig, Method, SketchConfig};
+
+use crate::common::sines;
 use vsa_optim_mpi::{
     Context, Error, ExchangeMode, GradientCodec, MethodCodec, VsaCodec, codec_for,
 };
@@ -12,12 +14,7 @@ fn shapes() -> Vec<(String, Vec<usize>)> {
 
 /// Deterministic, non-trivial gradients for step `t` (sorted-name order: b, w).
 fn grads(t: u64) -> Vec<Vec<f32>> {
-    let f = |n: usize, k: u64| -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as f32 * 0.37 + k as f32 * 1.3 + t as f32 * 0.71).sin()) * 0.1)
-            .collect()
-    };
-    vec![f(40, 1), f(1500, 2)]
+    sines(&[40, 1500], t)
 }
 
 fn vsa_config() -> SketchConfig {

@@ -1,0 +1,168 @@
+//! Run under `mpirun -np N` (feature `mpi`): checks on every rank that the summed exchange
+//! gives the same bits as all-gathering the messages and summing them in rank order, and
+//! that the handshake refuses a rank with another reduction. The multi-rank test in
+//! `tests/mpi_run.rs` launches it on 2 and 4 ranks.
+//!
+//! Prints one `MATCH <case> <hash>` line per case on every rank (the hash of the averaged
+//! gradient's bits, which must agree between ranks), `ALLREDUCE <hash> <max relative
+//! difference>` for the native `MPI_Allreduce` mode, and `REFUSED <field>`; exits with
+//! status 1 on a mismatch.
+
+mod common;
+
+use common::{bf16_sum_reference, filled, grads, lens, method_reference, params};
+use grad_sketch::{CompressorConfig, Method};
+use vsa_optim_mpi::reduce::mean_in_rank_order;
+use vsa_optim_mpi::{
+    Bf16Codec, Error, ExchangeConfig, F32Codec, GradientCodec, GradientExchange, MethodCodec,
+    MpiWorld, Reduction,
+};
+
+const STEPS: usize = 3;
+
+fn hash(x: &[Vec<f32>]) -> u64 {
+    x.iter().flatten().fold(0xcbf2_9ce4_8422_2325u64, |h, v| {
+        (h ^ u64::from(v.to_bits())).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+fn config() -> ExchangeConfig {
+    ExchangeConfig {
+        seed: 3,
+        user_fingerprint: 1,
+    }
+}
+
+/// Runs the steps with `codec` and `reduction`, returning the averaged gradient per step.
+fn exchange(
+    world: &mut MpiWorld,
+    codec: Box<dyn GradientCodec + Send>,
+    reduction: Reduction,
+) -> vsa_optim_mpi::Result<Vec<Vec<Vec<f32>>>> {
+    let rank = vsa_optim_mpi::Collective::rank(world);
+    let mut ex = GradientExchange::with_reduction(world, codec, &params(), config(), reduction)?;
+    (0..STEPS)
+        .map(|s| {
+            let mut out = filled(0.0);
+            ex.mean(s as u64, &grads(rank, s), 0.0, &mut out)?;
+            Ok(out)
+        })
+        .collect()
+}
+
+fn check(
+    rank: usize,
+    case: &str,
+    got: &[Vec<Vec<f32>>],
+    expected: &[Vec<Vec<f32>>],
+    ok: &mut bool,
+) {
+    let same = got
+        .iter()
+        .zip(expected)
+        .all(|(g, e)| hash(g) == hash(e) && g == e);
+    let h = got.iter().fold(0u64, |a, g| a.rotate_left(7) ^ hash(g));
+    if same {
+        println!("MATCH {case} {h:#018x}");
+    } else {
+        println!("MISMATCH {case} on rank {rank}");
+        *ok = false;
+    }
+}
+
+fn main() -> vsa_optim_mpi::Result<()> {
+    let mut world = MpiWorld::init()?;
+    let (rank, n) = {
+        use vsa_optim_mpi::Collective;
+        (world.rank(), world.size())
+    };
+    let mut ok = true;
+    let f32_codec = || Box::new(F32Codec::new(&lens()));
+
+    // f32: summed against gathered (and against a single-process rank-order mean).
+    let gathered = exchange(&mut world, f32_codec(), Reduction::Gather)?;
+    let summed = exchange(&mut world, f32_codec(), Reduction::Sum)?;
+    let local: Vec<Vec<Vec<f32>>> = (0..STEPS)
+        .map(|s| {
+            let parts: Vec<Vec<Vec<f32>>> = (0..n).map(|r| grads(r, s)).collect();
+            let refs: Vec<&[Vec<f32>]> = parts.iter().map(Vec::as_slice).collect();
+            let mut out = filled(0.0);
+            mean_in_rank_order(&refs, &mut out).expect("same layout");
+            out
+        })
+        .collect();
+    check(rank, "f32-gather", &gathered, &local, &mut ok);
+    check(rank, "f32-sum", &summed, &gathered, &mut ok);
+
+    // Count sketch (heavy hitters) and random-k: summed against all-gather-then-sum.
+    let methods = [
+        (
+            "count-sketch-sum",
+            Method::CountSketch {
+                rows: 3,
+                ratio: 0.3,
+                k_fraction: 0.1,
+            },
+        ),
+        ("random-k-sum", Method::RandomK { ratio: 0.25 }),
+    ];
+    for (case, method) in methods {
+        let cfg = CompressorConfig {
+            method,
+            seed: 17,
+            error_feedback: true,
+            dense_warmup_steps: 0,
+        };
+        let codec = Box::new(MethodCodec::new(&params(), cfg)?);
+        let summed = exchange(&mut world, codec, Reduction::Sum)?;
+        check(
+            rank,
+            case,
+            &summed,
+            &method_reference(n, cfg, STEPS),
+            &mut ok,
+        );
+    }
+
+    // bf16: f32 sums of the bf16 values in rank order, the sum rounded to bf16.
+    let bf16 = exchange(
+        &mut world,
+        Box::new(Bf16Codec::new(&lens())),
+        Reduction::Sum,
+    )?;
+    let bf16_ref = bf16_sum_reference(n, STEPS);
+    check(rank, "bf16-sum", &bf16, &bf16_ref, &mut ok);
+
+    // Native MPI_Allreduce: MPI's summation order, so compared within rounding.
+    let reduced = exchange(&mut world, f32_codec(), Reduction::Allreduce)?;
+    let worst = reduced
+        .iter()
+        .zip(&local)
+        .flat_map(|(a, b)| a.iter().flatten().zip(b.iter().flatten()))
+        .map(|(a, b)| (a - b).abs() / b.abs().max(1e-3))
+        .fold(0f32, f32::max);
+    let h = reduced.iter().fold(0u64, |a, g| a.rotate_left(7) ^ hash(g));
+    println!("ALLREDUCE {h:#018x} {worst:e}");
+    if worst > 1e-5 {
+        ok = false;
+    }
+
+    // The handshake refuses a rank with another reduction, on every rank.
+    let r = if rank == 1 {
+        Reduction::Gather
+    } else {
+        Reduction::Sum
+    };
+    match GradientExchange::with_reduction(&mut world, f32_codec(), &params(), config(), r) {
+        Err(Error::ConfigMismatch { field, rank: 1, .. }) => println!("REFUSED {field}"),
+        other => {
+            println!("NOT REFUSED: {:?}", other.map(|_| ()));
+            ok = false;
+        }
+    }
+    world.barrier();
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
+}

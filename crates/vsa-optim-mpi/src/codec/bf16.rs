@@ -1,0 +1,111 @@
+//! The `bf16` mode: every element as the upper 16 bits of its `f32`, rounded to nearest even.
+
+use super::{
+    Context, ExchangeMode, GradientCodec, LinearWire, check_grads, decode_linear_raw, decode_raw,
+    fnv,
+};
+use crate::error::{Error, Result};
+
+/// `x` rounded to `bf16` (round to nearest, ties to even), as its 16 bits. A finite `x`
+/// within half a `bf16` step of `f32::MAX` or beyond rounds to infinity; NaN stays NaN.
+pub fn f32_to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) as u16) | 0x40;
+    }
+    let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1));
+    (rounded >> 16) as u16
+}
+
+/// The `f32` whose upper 16 bits are `h` (exact).
+pub fn bf16_to_f32(h: u16) -> f32 {
+    f32::from_bits(u32::from(h) << 16)
+}
+
+/// `bf16` payloads: 2 bytes per element, each the round-to-nearest-even `bf16` of the
+/// gradient element ([`f32_to_bf16`]). Stateless and deterministic. Its linear message
+/// (for [`Reduction::Sum`](crate::Reduction)) is the same `bf16` values: ranks sum them in
+/// `f32` in rank order and send the reduced chunks rounded to `bf16` again.
+#[derive(Debug, Clone)]
+pub struct Bf16Codec {
+    lens: Vec<usize>,
+}
+
+impl Bf16Codec {
+    /// A codec for parameters of lengths `lens`.
+    pub fn new(lens: &[usize]) -> Self {
+        Self {
+            lens: lens.to_vec(),
+        }
+    }
+
+    fn rounded(&self, grads: &[Vec<f32>], out: &mut Vec<f32>) -> Result<()> {
+        check_grads(&self.lens, grads)?;
+        let start = out.len();
+        out.extend(grads.iter().flatten().map(|&x| bf16_to_f32(f32_to_bf16(x))));
+        if out[start..].iter().any(|x| !x.is_finite()) {
+            out.truncate(start);
+            return Err(Error::Codec(
+                "a gradient element overflows bf16 (|x| ≥ 3.39e38)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl GradientCodec for Bf16Codec {
+    fn mode(&self) -> ExchangeMode {
+        ExchangeMode::Bf16
+    }
+
+    fn fingerprint(&self) -> u64 {
+        fnv(self.lens.iter().map(|&n| n as u64))
+    }
+
+    fn encode(&mut self, _ctx: Context, grads: &[Vec<f32>], out: &mut Vec<u8>) -> Result<()> {
+        let mut v = Vec::new();
+        self.rounded(grads, &mut v)?;
+        LinearWire::Bf16.put(&v, out);
+        Ok(())
+    }
+
+    fn decode(&mut self, ctx: Context, payload: &[u8], out: &mut [Vec<f32>]) -> Result<()> {
+        decode_raw(&self.lens, LinearWire::Bf16, ctx, payload, out)
+    }
+
+    fn linear(&self) -> Option<LinearWire> {
+        Some(LinearWire::Bf16)
+    }
+
+    fn encode_linear(
+        &mut self,
+        _ctx: Context,
+        grads: &[Vec<f32>],
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.rounded(grads, out)
+    }
+
+    fn decode_linear(&mut self, ctx: Context, sum: &[f32], out: &mut [Vec<f32>]) -> Result<()> {
+        decode_linear_raw(&self.lens, ctx, sum, out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_is_to_nearest_even() {
+        // 1 + 2⁻⁸ is halfway between bf16 1.0 and 1 + 2⁻⁷: ties go to the even 1.0.
+        assert_eq!(bf16_to_f32(f32_to_bf16(1.0 + 2f32.powi(-8))), 1.0);
+        // 1 + 3·2⁻⁸ is halfway between 1 + 2⁻⁷ (odd) and 1 + 2⁻⁶: goes up.
+        assert_eq!(
+            bf16_to_f32(f32_to_bf16(1.0 + 3.0 * 2f32.powi(-8))),
+            1.0 + 2f32.powi(-6)
+        );
+        assert_eq!(bf16_to_f32(f32_to_bf16(-2.5)), -2.5);
+        assert!(bf16_to_f32(f32_to_bf16(f32::MAX)).is_infinite());
+        assert!(bf16_to_f32(f32_to_bf16(f32::NAN)).is_nan());
+    }
+}
