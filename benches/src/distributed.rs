@@ -14,8 +14,10 @@ use candle_core::{Device, Module, Result, Tensor, Var};
 use candle_nn::{Optimizer, VarMap};
 use serde::{Deserialize, Serialize};
 use vsa_optim_rs::distributed::{
-    Collective, DataParallel, ExchangeMode, ExchangeStats, SingleProcess, reduce,
+    Collective, DataParallel, ExchangeMode, ExchangeStats, GradientCodec, MethodCodec, Reduction,
+    SingleProcess, codec_for, reduce,
 };
+use vsa_optim_rs::grad_sketch::CompressorConfig;
 use vsa_optim_rs::{
     AdamW, DeterministicPhaseConfig, DeterministicPhaseTrainer, ParamSet, ParamsAdamW, VSAConfig,
 };
@@ -41,6 +43,11 @@ pub struct DpSettings {
     pub workload: DpWorkload,
     /// Gradient exchange mode.
     pub mode: ExchangeMode,
+    /// How the messages are combined ([`Reduction::Gather`] by default; `Sum` needs a
+    /// linear codec, `Allreduce` the f32 mode).
+    pub reduction: Reduction,
+    /// The method of mode `compressed` (its `seed` is replaced by [`DpSettings::seed`]).
+    pub method: CompressorConfig,
     /// `None`: a backward pass and an exchange every step; `Some`: the phase trainer.
     pub trainer: Option<DeterministicPhaseConfig>,
     /// Optimizer steps.
@@ -81,6 +88,8 @@ impl DpSettings {
         Self {
             workload,
             mode,
+            reduction: Reduction::Gather,
+            method: CompressorConfig::default(),
             trainer: Some(best_config()),
             steps,
             lr,
@@ -150,6 +159,9 @@ pub struct DpResult {
     pub ranks: usize,
     /// Exchange mode.
     pub mode: String,
+    /// How the messages were combined (`gather`, `sum`, `allreduce`).
+    #[serde(default)]
+    pub reduction: String,
     /// Evaluation curve.
     pub curve: Vec<DpPoint>,
     /// Steps with a backward pass (and an exchange).
@@ -285,7 +297,23 @@ pub fn run<C: Collective>(collective: C, s: &DpSettings) -> Result<DpResult> {
     if s.corrupt_shapes_on == Some(rank) {
         shapes[0].1[0] += 1;
     }
-    let dp = DataParallel::new(collective, s.mode, &shapes, s.seed, s.vsa, s.fingerprint())?;
+    let codec: Box<dyn GradientCodec + Send> = if s.mode == ExchangeMode::Compressed {
+        let method = CompressorConfig {
+            seed: s.seed,
+            ..s.method
+        };
+        Box::new(MethodCodec::new(&shapes, method).map_err(vsa_optim_rs::Error::from)?)
+    } else {
+        codec_for(s.mode, &shapes, s.seed, s.vsa)?
+    };
+    let dp = DataParallel::with_codec(
+        collective,
+        codec,
+        &shapes,
+        s.seed,
+        s.reduction,
+        s.fingerprint(),
+    )?;
     train(
         task.as_ref(),
         &mut varmap,
@@ -524,6 +552,7 @@ fn train<C: Collective>(
     Ok(DpResult {
         ranks,
         mode: s.mode.to_string(),
+        reduction: format!("{:?}", s.reduction).to_lowercase(),
         curve: meta.curve,
         backward_steps: meta.backward_steps,
         predicted_steps: meta.predicted_steps,

@@ -145,6 +145,102 @@ fn f32_ranks_match_the_single_process_reference_bit_for_bit() {
 }
 
 #[test]
+fn summed_reductions_train_to_the_gathered_bits() {
+    // The reduce-scatter sum adds every element in rank order, as the all-gather does, so
+    // a whole training run gives the same weights: f32 at 2 and 4 ranks against the
+    // single-process reference, and random-k (a linear, shared-mask method) summed
+    // against gathered. The native all-reduce is only checked to train: its summation
+    // order is MPI's.
+    let dir = tmp("summed");
+    for np in [2usize, 4] {
+        let out = dir.join(format!("sum{np}.json"));
+        let refo = dir.join(format!("ref{np}.json"));
+        let args = ["--mode", "f32", "--trainer", "best", "--steps", "40"];
+        let mut a = args.to_vec();
+        a.extend(["--reduction", "sum", "--out", out.to_str().unwrap()]);
+        ok(mpirun(np, &a, Duration::from_secs(300)));
+        let mut a = args.to_vec();
+        a.extend(["--out", refo.to_str().unwrap()]);
+        ok(reference(np, &a));
+        let (v, r) = (json(&out), json(&refo));
+        assert_eq!(v["reduction"], "sum");
+        assert_eq!(u(&v, "weights_hash"), u(&r, "weights_hash"), "np {np}");
+        assert_eq!(u(&v, "trainer_digest"), u(&r, "trainer_digest"), "np {np}");
+    }
+    // Random-k with error feedback sends its values unscaled: summed and gathered add the
+    // same numbers in the same order. Without it, gathered scales each rank's values by
+    // 1/ratio before the sum and summed scales the sum once, so only the accuracy agrees.
+    let mut runs = Vec::new();
+    for ef in [true, false] {
+        for reduction in ["gather", "sum"] {
+            let out = dir.join(format!("randk-{reduction}-{ef}.json"));
+            let mut a = vec![
+                "--mode",
+                "compressed",
+                "--method",
+                "random-k",
+                "--ratio",
+                "0.1",
+                "--reduction",
+                reduction,
+                "--trainer",
+                "none",
+                "--steps",
+                "30",
+                "--out",
+                out.to_str().unwrap(),
+            ];
+            if ef {
+                a.push("--error-feedback");
+            }
+            ok(mpirun(2, &a, Duration::from_secs(300)));
+            let v = json(&out);
+            assert_eq!(u(&v, "backward_steps"), 30);
+            runs.push((u(&v, "weights_hash"), final_metric(&v)));
+        }
+    }
+    assert_eq!(runs[0].0, runs[1].0, "random-k + EF summed vs gathered");
+    assert!(
+        (runs[2].1 - runs[3].1).abs() < 1.0,
+        "random-k summed {} vs gathered {}",
+        runs[3].1,
+        runs[2].1
+    );
+    let out = dir.join("allreduce.json");
+    let a = [
+        "--reduction",
+        "allreduce",
+        "--trainer",
+        "none",
+        "--steps",
+        "30",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    ok(mpirun(2, &a, Duration::from_secs(300)));
+    let v = json(&out);
+    assert_eq!(v["reduction"], "allreduce");
+    assert!(
+        final_metric(&v) > 50.0,
+        "allreduce metric {}",
+        final_metric(&v)
+    );
+    // A non-linear method cannot be summed: every rank fails with the same typed error.
+    let a = [
+        "--mode",
+        "compressed",
+        "--method",
+        "top-k",
+        "--reduction",
+        "sum",
+        "--steps",
+        "2",
+    ];
+    let o = mpirun(2, &a, Duration::from_secs(120));
+    assert!(!o.status.success(), "{}", text(&o));
+}
+
+#[test]
 fn compressed_modes_train_within_their_bounds() {
     // Digits MLP, full batch split over 2 ranks, 300 steps, no trainer, lr 1e-3, seed 0.
     // Measured (release, 2026-11-26): f32 90.24%, ternary 89.23%, vsa (10x, error feedback)

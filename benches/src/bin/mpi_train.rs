@@ -1,7 +1,8 @@
 //! Data-parallel training over MPI: `mpirun -np N mpi_train [options]`.
 //!
 //! Every rank trains on its shard of each global batch; gradients are exchanged in the
-//! chosen mode (`f32`, `ternary`, `vsa`), and with the phase trainer, predicted steps do not
+//! chosen mode (`f32`, `bf16`, `ternary`, `vsa`, `compressed`) and reduction (`gather`,
+//! `sum`, `allreduce`), and with the phase trainer, predicted steps do not
 //! communicate. Rank 0 prints the results (and writes them as JSON with `--out`).
 //! `--reference N` runs the single-process reference for N ranks without MPI.
 
@@ -10,7 +11,8 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 use vsa_optim_bench::distributed::{DpResult, DpSettings, DpWorkload, reference_run, run};
 use vsa_optim_rs::DeterministicPhaseConfig;
-use vsa_optim_rs::distributed::{Collective, ExchangeMode, MpiWorld};
+use vsa_optim_rs::distributed::{Collective, ExchangeMode, MpiWorld, Reduction};
+use vsa_optim_rs::grad_sketch::{CompressorConfig, Method};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Workload {
@@ -21,8 +23,31 @@ enum Workload {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Mode {
     F32,
+    Bf16,
     Ternary,
     Vsa,
+    /// A grad-sketch method (`--method`, `--ratio`).
+    Compressed,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ReductionChoice {
+    /// All-gather every message, decode each, sum in rank order (every mode).
+    Gather,
+    /// Sum the messages before decoding (linear modes: f32, bf16, count-sketch, random-k).
+    Sum,
+    /// The native MPI_Allreduce (f32 only; reproducible for a fixed rank count and MPI build).
+    Allreduce,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum MethodChoice {
+    /// Random-k with a shared-seed mask (unbiased without error feedback).
+    RandomK,
+    /// A 1-row count sketch with a dense decode.
+    CountSketch,
+    /// Top-k with error feedback (not linear: gather only).
+    TopK,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -52,6 +77,19 @@ struct Args {
     /// Gradient exchange mode.
     #[arg(long, value_enum, default_value = "f32")]
     mode: Mode,
+    /// How the messages are combined.
+    #[arg(long, value_enum, default_value = "gather")]
+    reduction: ReductionChoice,
+    /// The method of `--mode compressed`.
+    #[arg(long, value_enum, default_value = "random-k")]
+    method: MethodChoice,
+    /// The method's fraction of elements sent (random-k ratio, sketch ratio, top-k fraction).
+    #[arg(long, default_value_t = 0.1)]
+    ratio: f64,
+    /// Error feedback for random-k and the count sketch (top-k always has it). With it,
+    /// random-k sends its values unscaled, so summed and gathered runs give the same bits.
+    #[arg(long)]
+    error_feedback: bool,
     /// Phase trainer configuration.
     #[arg(long, value_enum, default_value = "best")]
     trainer: TrainerChoice,
@@ -112,10 +150,40 @@ fn settings(a: &Args, rank: usize) -> DpSettings {
     };
     let mut mode = match a.mode {
         Mode::F32 => ExchangeMode::F32,
+        Mode::Bf16 => ExchangeMode::Bf16,
         Mode::Ternary => ExchangeMode::Ternary,
         Mode::Vsa => ExchangeMode::Vsa,
+        Mode::Compressed => ExchangeMode::Compressed,
     };
     let mut s = DpSettings::new(workload, mode);
+    s.reduction = match a.reduction {
+        ReductionChoice::Gather => Reduction::Gather,
+        ReductionChoice::Sum => Reduction::Sum,
+        ReductionChoice::Allreduce => Reduction::Allreduce,
+    };
+    let (method, error_feedback) = match a.method {
+        MethodChoice::RandomK => (Method::RandomK { ratio: a.ratio }, a.error_feedback),
+        MethodChoice::CountSketch => (
+            Method::CountSketch {
+                rows: 1,
+                ratio: a.ratio,
+                k_fraction: 1.0,
+            },
+            a.error_feedback,
+        ),
+        MethodChoice::TopK => (
+            Method::TopK {
+                k_fraction: a.ratio,
+            },
+            true,
+        ),
+    };
+    s.method = CompressorConfig {
+        method,
+        seed: a.seed,
+        error_feedback,
+        dense_warmup_steps: 0,
+    };
     s.trainer = match a.trainer {
         TrainerChoice::None => None,
         TrainerChoice::Best => Some(vsa_optim_bench::workloads::best_config()),
@@ -159,10 +227,11 @@ fn settings(a: &Args, rank: usize) -> DpSettings {
 fn report(r: &DpResult, a: &Args) -> std::io::Result<()> {
     let last = r.curve.last().copied();
     println!(
-        "data-parallel {:?} on {} rank(s), mode {}: {} steps ({} backward + exchange, {} predicted)",
+        "data-parallel {:?} on {} rank(s), mode {} ({}): {} steps ({} backward + exchange, {} predicted)",
         a.workload,
         r.ranks,
         r.mode,
+        r.reduction,
         r.backward_steps + r.predicted_steps,
         r.backward_steps,
         r.predicted_steps

@@ -40,9 +40,9 @@ use candle_nn::VarMap;
 #[cfg(feature = "mpi")]
 pub use vsa_optim_mpi::MpiWorld;
 pub use vsa_optim_mpi::{
-    Collective, Context, DEFAULT_TERNARY_BLOCK, ExchangeConfig, ExchangeMode, ExchangeStats,
-    F32Codec, GradientCodec, GradientExchange, Handshake, MethodCodec, SingleProcess, TernaryCodec,
-    TernaryPacking, VsaCodec, reduce,
+    Bf16Codec, Collective, Context, DEFAULT_TERNARY_BLOCK, ExchangeConfig, ExchangeMode,
+    ExchangeStats, F32Codec, GradientCodec, GradientExchange, Handshake, MethodCodec, Reduction,
+    SingleProcess, TernaryCodec, TernaryPacking, VsaCodec, reduce,
 };
 
 use crate::compress::VSAConfig;
@@ -95,14 +95,44 @@ impl<C: Collective> DataParallel<C> {
         vsa: VSAConfig,
         user_fingerprint: u64,
     ) -> Result<Self> {
-        let params = ParamSet::new(shapes)?;
         let codec = codec_for(mode, shapes, seed, vsa)?;
+        Self::with_codec(
+            collective,
+            codec,
+            shapes,
+            seed,
+            Reduction::Gather,
+            user_fingerprint,
+        )
+    }
+
+    /// As [`DataParallel::new`], with any codec (for example a [`MethodCodec`] for a
+    /// count sketch or random-k) and a [`Reduction`]: [`Reduction::Gather`] (what `new`
+    /// uses; every codec, bit-deterministic for every rank count), [`Reduction::Sum`]
+    /// (linear codecs only: f32, bf16, count sketch, random-k; the messages are summed
+    /// before decoding, so bytes per rank do not grow with the rank count, with the same
+    /// bits as `Gather`) or [`Reduction::Allreduce`] (f32 over the native all-reduce:
+    /// reproducible only for a fixed rank count and MPI build). The reduction is part of
+    /// the handshake, so every rank must pass the same one.
+    ///
+    /// # Errors
+    /// As [`DataParallel::new`]; a codec that does not support `reduction` is refused on
+    /// every rank.
+    pub fn with_codec(
+        collective: C,
+        codec: Box<dyn GradientCodec + Send>,
+        shapes: &[(String, Vec<usize>)],
+        seed: u64,
+        reduction: Reduction,
+        user_fingerprint: u64,
+    ) -> Result<Self> {
+        let params = ParamSet::new(shapes)?;
         let sorted: Vec<(String, Vec<usize>)> = params
             .specs()
             .iter()
             .map(|s| (s.name.clone(), s.shape.clone()))
             .collect();
-        let exchange = GradientExchange::new(
+        let exchange = GradientExchange::with_reduction(
             collective,
             codec,
             &sorted,
@@ -110,6 +140,7 @@ impl<C: Collective> DataParallel<C> {
                 seed,
                 user_fingerprint,
             },
+            reduction,
         )?;
         let avg = params
             .specs()
