@@ -4,7 +4,7 @@
 //! cargo run --release -p vsa-optim-bench --example compress_report -- quality
 //! cargo run --release -p vsa-optim-bench --example compress_report -- train [steps, default 600]
 //! cargo run --release -p vsa-optim-bench --example compress_report -- memory
-//! cargo run -p vsa-optim-bench --example compress_report -- methods [steps, default 600] [--write]
+//! cargo run -p vsa-optim-bench --example compress_report -- methods [steps, default 600] [--write] [--only=TEXT]
 //! ```
 //!
 //! `methods` is the learning-rate-tuned side-by-side of every codec (issue 14); `--write`
@@ -23,7 +23,9 @@ use vsa_optim_bench::tasks::{CharLmTask, DigitsTask};
 use vsa_optim_rs::compress::{
     BundleQuantization as Q, Reconstruction as R, VSAConfig, VSAGradientCompressor,
 };
-use vsa_optim_rs::grad_sketch::{CompressorConfig, Method};
+use vsa_optim_rs::grad_sketch::{
+    AdamConfig, CompressorConfig, FetchSgdConfig, Method, MomentumConfig,
+};
 
 fn quality_tables(name: &str, grads: &[HostGradient], seeds: u64) {
     let ratios = [0.5, 0.25, 0.1, 0.05, 0.01];
@@ -214,7 +216,8 @@ fn main() {
         Some("methods") => {
             let args: Vec<String> = std::env::args().skip(2).collect();
             let steps = args.iter().find_map(|a| a.parse().ok()).unwrap_or(600);
-            methods_main(steps, args.iter().any(|a| a == "--write"));
+            let only = args.iter().find_map(|a| a.strip_prefix("--only="));
+            methods_main(steps, args.iter().any(|a| a == "--write"), only);
         }
         _ => eprintln!("usage: compress_report quality|train|memory|methods"),
     }
@@ -230,6 +233,54 @@ fn method(method: Method, error_feedback: bool, dense_warmup_steps: u64) -> Code
         error_feedback,
         dense_warmup_steps,
     })
+}
+
+/// Error feedback on the momentum (1-bit-Adam style) after `warmup` exact AdamW steps.
+fn momentum(method: Method, error_feedback: bool, warmup: u64) -> Codec {
+    Codec::Momentum(MomentumConfig {
+        compressor: CompressorConfig {
+            method,
+            seed: 0,
+            error_feedback,
+            dense_warmup_steps: warmup,
+        },
+        adam: AdamConfig::default(),
+    })
+}
+
+/// FetchSGD with `rows × ⌈ratio·n/rows⌉` sketches after `warmup` exact AdamW steps.
+fn fetch(rows: usize, ratio: f64, k_fraction: f64, warmup: u64, zero_recovered: bool) -> Codec {
+    Codec::FetchSgd(FetchSgdConfig {
+        rows,
+        ratio,
+        k_fraction,
+        seed: 0,
+        warmup_steps: warmup,
+        zero_recovered,
+        adam: AdamConfig::default(),
+    })
+}
+
+/// Where error feedback and momentum sit under AdamW (issue 14, item 2): (b) on the
+/// momentum with a frozen variance, (c) FetchSGD in sketch space. (a), error feedback on
+/// the gradient, is the `Method` rows of [`codecs`].
+fn adam_codecs() -> Vec<(&'static str, Codec)> {
+    let topk = |k_fraction| Method::TopK { k_fraction };
+    vec![
+        // The variance freeze alone: the momentum sent whole (random-k with ρ = 1).
+        ("other", momentum(Method::RandomK { ratio: 1.0 }, false, 3)),
+        ("≈10×", momentum(topk(0.025), true, 30)),
+        ("≈10×", fetch(3, 0.05, 0.01, 30, true)),
+        ("≈100×", momentum(topk(0.002), true, 3)),
+        ("≈100×", momentum(topk(0.002), true, 2)),
+        ("≈100×", momentum(topk(0.0012), true, 3)),
+        ("≈100×", momentum(Method::RandomK { ratio: 0.005 }, true, 3)),
+        ("≈100×", fetch(3, 0.004, 0.001, 3, true)),
+        ("≈100×", fetch(1, 0.004, 0.002, 3, true)),
+        ("≈100×", fetch(1, 0.004, 0.002, 3, false)),
+        ("other", momentum(topk(0.004), true, 60)),
+        ("other", fetch(3, 0.01, 0.002, 60, true)),
+    ]
 }
 
 fn codecs() -> Vec<(&'static str, Codec)> {
@@ -268,6 +319,9 @@ fn codecs() -> Vec<(&'static str, Codec)> {
             method(Method::TopK { k_fraction: 0.004 }, true, 60),
         ),
     ]
+    .into_iter()
+    .chain(adam_codecs())
+    .collect()
 }
 
 fn methods_markdown(rows: &[TunedRow], steps: usize, seeds: u64, secs: f64) -> String {
@@ -331,10 +385,16 @@ fn write_section(body: &str) -> std::io::Result<()> {
     std::fs::write(path, new)
 }
 
-fn methods_main(steps: usize, write: bool) {
+fn methods_main(steps: usize, write: bool, only: Option<&str>) {
     let seeds = 3;
     let t0 = std::time::Instant::now();
-    let rows = tuned_table(&codecs(), &LRS, seeds, steps, |label, lr, seed, r| {
+    // `--only=TEXT`: exact plus the codecs whose label contains TEXT (never written).
+    let list: Vec<_> = codecs()
+        .into_iter()
+        .filter(|(b, c)| *b == "1×" || only.is_none_or(|o| c.label().contains(o)))
+        .collect();
+    let write = write && only.is_none();
+    let rows = tuned_table(&list, &LRS, seeds, steps, |label, lr, seed, r| {
         eprintln!(
             "{label} lr {lr} seed {seed}: acc {:.2} loss {:.4} bytes {:.0} ({:.1} s){}",
             r.test_accuracy,

@@ -29,6 +29,12 @@ pub enum Codec {
     },
     /// A [`grad_sketch::Compressor`] method.
     Method(grad_sketch::CompressorConfig),
+    /// Error feedback on the momentum with a frozen variance after an exact AdamW warm-up
+    /// ([`grad_sketch::MomentumCompressor`], after 1-bit Adam); replaces AdamW.
+    Momentum(grad_sketch::MomentumConfig),
+    /// Momentum and error accumulation in a count sketch ([`grad_sketch::FetchSgd`]) on
+    /// AdamW's frozen-variance preconditioned gradient; replaces AdamW.
+    FetchSgd(grad_sketch::FetchSgdConfig),
 }
 
 impl Codec {
@@ -53,6 +59,21 @@ impl Codec {
                 }
                 s
             }
+            Self::Momentum(c) => format!(
+                "momentum EF (1-bit-Adam style): {}{}, {} exact AdamW steps then v frozen",
+                c.compressor.method.label(),
+                if c.compressor.error_feedback {
+                    " + EF"
+                } else {
+                    ""
+                },
+                c.compressor.dense_warmup_steps
+            ),
+            Self::FetchSgd(c) => format!(
+                "{}, {} exact AdamW steps then v frozen",
+                c.label(),
+                c.warmup_steps
+            ),
         }
     }
 }
@@ -100,6 +121,8 @@ pub fn train_digits_codec(codec: Codec, steps: usize, lr: f64, seed: u64) -> Res
         Exact,
         Sketch(grad_sketch::SketchCompressor),
         Method(grad_sketch::Compressor),
+        Momentum(grad_sketch::MomentumCompressor),
+        Fetch(grad_sketch::FetchSgd),
     }
     let mut state = match codec {
         Codec::Exact => State::Exact,
@@ -119,7 +142,25 @@ pub fn train_digits_codec(codec: Codec, steps: usize, lr: f64, seed: u64) -> Res
             grad_sketch::Compressor::new(&shapes, grad_sketch::CompressorConfig { seed, ..c })
                 .map_err(wrap)?,
         ),
+        Codec::Momentum(c) => {
+            let compressor = grad_sketch::CompressorConfig {
+                seed,
+                ..c.compressor
+            };
+            State::Momentum(
+                grad_sketch::MomentumCompressor::new(
+                    &shapes,
+                    grad_sketch::MomentumConfig { compressor, ..c },
+                )
+                .map_err(wrap)?,
+            )
+        }
+        Codec::FetchSgd(c) => State::Fetch(
+            grad_sketch::FetchSgd::new(&shapes, grad_sketch::FetchSgdConfig { seed, ..c })
+                .map_err(wrap)?,
+        ),
     };
+    let weight_decay = vsa_optim_rs::ParamsAdamW::default().weight_decay;
     let (mut secs, mut total_bytes, mut last_bytes) = (0f64, 0usize, 4 * set.total_numel());
     let mut out: Vec<Vec<f32>> = set.specs().iter().map(|s| vec![0f32; s.numel()]).collect();
     let (mut diverged, mut taken) = (false, 0usize);
@@ -162,6 +203,16 @@ pub fn train_digits_codec(codec: Codec, steps: usize, lr: f64, seed: u64) -> Res
                 c.decompress_into(&m, &mut out)?;
                 Ok(bytes.len())
             }),
+            State::Momentum(c) => c.compress(&host).and_then(|m| {
+                let bytes = m.to_bytes()?;
+                c.apply(&[grad_sketch::Message::from_bytes(&bytes)?], &mut out)?;
+                Ok(bytes.len())
+            }),
+            State::Fetch(c) => c.compress(&host).and_then(|m| {
+                let bytes = m.to_bytes()?;
+                c.apply(&[grad_sketch::Message::from_bytes(&bytes)?], &mut out)?;
+                Ok(bytes.len())
+            }),
         };
         let bytes = match sent {
             Ok(b) => b,
@@ -175,6 +226,16 @@ pub fn train_digits_codec(codec: Codec, steps: usize, lr: f64, seed: u64) -> Res
         total_bytes += bytes;
         last_bytes = bytes;
         let restored = set.from_host_f32(&out, &device)?;
+        if matches!(state, State::Momentum(_) | State::Fetch(_)) {
+            // `out` is the AdamW direction d: θ ← θ·(1 − lr·wd) − lr·d, as AdamW::step.
+            for (spec, v) in set.specs().iter().zip(&vars) {
+                let next =
+                    ((v.as_tensor() * (1.0 - lr * weight_decay))? - (&restored[&spec.name] * lr)?)?;
+                v.set(&next)?;
+            }
+            secs += t0.elapsed().as_secs_f64();
+            continue;
+        }
         let mut store = GradStore::default();
         for (spec, v) in set.specs().iter().zip(&vars) {
             store.insert(v.as_tensor(), restored[&spec.name].clone());

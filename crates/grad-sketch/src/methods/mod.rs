@@ -19,13 +19,19 @@
 //! # Ok::<(), grad_sketch::Error>(())
 //! ```
 
+mod adam;
 mod compressor;
+mod fetch;
 mod kernels;
 mod message;
+mod momentum;
 mod state;
 
+pub use adam::AdamConfig;
 pub use compressor::Compressor;
+pub use fetch::{FETCH_SGD_CODE, FetchSgd, FetchSgdConfig, FetchSgdState};
 pub use message::{Message, Part};
+pub use momentum::{MomentumCompressor, MomentumConfig, MomentumState};
 pub use state::CompressorState;
 
 use crate::error::{Result, config_error};
