@@ -249,8 +249,16 @@ fn momentum(method: Method, error_feedback: bool, warmup: u64) -> Codec {
 }
 
 /// FetchSGD with `rows × ⌈ratio·n/rows⌉` sketches after `warmup` exact AdamW steps.
-fn fetch(rows: usize, ratio: f64, k_fraction: f64, warmup: u64, zero_recovered: bool) -> Codec {
+fn fetch(
+    rows: usize,
+    ratio: f64,
+    k_fraction: f64,
+    warmup: u64,
+    zero_recovered: bool,
+    sketch_preconditioned: bool,
+) -> Codec {
     Codec::FetchSgd(FetchSgdConfig {
+        sketch_preconditioned,
         rows,
         ratio,
         k_fraction,
@@ -270,16 +278,20 @@ fn adam_codecs() -> Vec<(&'static str, Codec)> {
         // The variance freeze alone: the momentum sent whole (random-k with ρ = 1).
         ("other", momentum(Method::RandomK { ratio: 1.0 }, false, 3)),
         ("≈10×", momentum(topk(0.025), true, 30)),
-        ("≈10×", fetch(3, 0.05, 0.01, 30, true)),
+        ("≈10×", fetch(3, 0.05, 0.01, 30, true, true)),
+        ("≈10×", fetch(5, 0.05, 0.002, 30, true, true)),
+        ("≈10×", fetch(3, 0.05, 0.01, 30, true, false)),
         ("≈100×", momentum(topk(0.002), true, 3)),
         ("≈100×", momentum(topk(0.002), true, 2)),
         ("≈100×", momentum(topk(0.0012), true, 3)),
         ("≈100×", momentum(Method::RandomK { ratio: 0.005 }, true, 3)),
-        ("≈100×", fetch(3, 0.004, 0.001, 3, true)),
-        ("≈100×", fetch(1, 0.004, 0.002, 3, true)),
-        ("≈100×", fetch(1, 0.004, 0.002, 3, false)),
+        ("≈100×", fetch(3, 0.004, 0.001, 3, true, true)),
+        ("≈100×", fetch(1, 0.004, 0.002, 3, true, true)),
+        ("≈100×", fetch(1, 0.004, 0.002, 3, false, true)),
+        ("≈100×", fetch(1, 0.004, 0.0002, 2, true, true)),
+        ("≈100×", fetch(3, 0.004, 0.001, 3, true, false)),
         ("other", momentum(topk(0.004), true, 60)),
-        ("other", fetch(3, 0.01, 0.002, 60, true)),
+        ("other", fetch(3, 0.01, 0.002, 60, true, true)),
     ]
 }
 

@@ -19,6 +19,10 @@
 //!         d = Δ / (1 − β₁ᵗ)
 //! ```
 //!
+//! With [`sketch_preconditioned`](FetchSgdConfig::sketch_preconditioned) off, `P` moves
+//! out of the sketch: the ranks send `S(g)`, `S_u ← S(m)` at the hand-off, and
+//! `d = P ⊙ Δ / (1 − β₁ᵗ)`.
+//!
 //! The caller applies `θ ← θ·(1 − lr·wd) − lr·d`. Why this is stable where a dense
 //! residual with a heavy-hitter decode diverges is derived in `docs/compression.md`.
 
@@ -56,6 +60,11 @@ pub struct FetchSgdConfig {
     /// FetchSGD's masking: zero both sketch accumulators in the buckets of the recovered
     /// coordinates. `false`: subtract the sketch of the update from the error sketch only.
     pub zero_recovered: bool,
+    /// Sketch the preconditioned gradient `P ⊙ g` (`true`), or the raw gradient `g` and
+    /// precondition the recovered update (`false`: `d = P ⊙ Δ / (1 − β₁ᵗ)`). The
+    /// preconditioner flattens the gradient's magnitudes, which is the worst case for
+    /// heavy-hitter recovery; the raw gradient keeps its heavy tail.
+    pub sketch_preconditioned: bool,
     /// AdamW's moment settings.
     pub adam: AdamConfig,
 }
@@ -91,10 +100,15 @@ impl FetchSgdConfig {
     /// A short label for tables.
     pub fn label(&self) -> String {
         format!(
-            "FetchSGD r={} ρ={} k/n={}{}",
+            "FetchSGD r={} ρ={} k/n={}{}{}",
             self.rows,
             self.ratio,
             self.k_fraction,
+            if self.sketch_preconditioned {
+                ", sketch of P⊙g"
+            } else {
+                ", sketch of g"
+            },
             if self.zero_recovered {
                 ""
             } else {
@@ -211,6 +225,7 @@ impl FetchSgd {
             c.seed,
             c.warmup_steps,
             u64::from(c.zero_recovered),
+            u64::from(c.sketch_preconditioned),
             c.adam.beta1.to_bits(),
             c.adam.beta2.to_bits(),
             c.adam.eps.to_bits(),
@@ -293,6 +308,10 @@ impl FetchSgd {
             let g = g.as_ref();
             let part = if self.in_warmup() {
                 Part::Dense(g.to_vec())
+            } else if !self.config.sketch_preconditioned {
+                let mut table = vec![0f32; self.su[i].len()];
+                self.sketch(i, g, &mut table);
+                Part::Values(table)
             } else {
                 let mut pre = vec![0f32; g.len()];
                 self.config
@@ -423,8 +442,10 @@ impl FetchSgd {
             if t == self.config.warmup_steps {
                 // Hand-off: the momentum of the preconditioned gradient, sketched.
                 for i in 0..m.len() {
-                    let mut pre = vec![0f32; m[i].len()];
-                    adam.frozen_inverse(t, &v[i], &mut pre);
+                    let mut pre = vec![1f32; m[i].len()];
+                    if self.config.sketch_preconditioned {
+                        adam.frozen_inverse(t, &v[i], &mut pre);
+                    }
                     pre.iter_mut().zip(&m[i]).for_each(|(p, m)| *p *= m);
                     self.sketch(i, &pre, &mut su[i]);
                     se[i].fill(0.0);
@@ -432,9 +453,15 @@ impl FetchSgd {
             }
         } else {
             let (b1, sm) = (adam.beta1 as f32, adam.m_scale(t) as f32);
-            let mut order = Vec::new();
+            let (mut order, mut pre) = (Vec::new(), Vec::new());
             for (i, plan) in self.plans.iter().enumerate() {
                 let keys = &plan.keys[..rows];
+                pre.clear();
+                pre.resize(plan.numel, sm);
+                if !self.config.sketch_preconditioned {
+                    adam.frozen_inverse(self.config.warmup_steps, &v[i], &mut pre);
+                    pre.iter_mut().for_each(|p| *p *= sm);
+                }
                 for ((u, e), &s) in su[i].iter_mut().zip(se[i].iter_mut()).zip(&mean[i]) {
                     *u = b1 * *u + (1.0 - b1) * s;
                     *e += *u;
@@ -455,7 +482,7 @@ impl FetchSgd {
                                 se[i][at] -= s * *o;
                             }
                         }
-                        *o *= sm;
+                        *o *= pre[j];
                     } else {
                         *o = 0.0;
                     }
