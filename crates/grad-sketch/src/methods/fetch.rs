@@ -281,6 +281,32 @@ impl FetchSgd {
         Some(&self.v[self.params.position(name)?])
     }
 
+    /// The sketch `S(x)` of a vector `x` of parameter `name` with this scheme's fixed keys
+    /// (`rows × width`, row-major): what [`compress`](Self::compress) sends for
+    /// `P ⊙ g` (or `g`), and the space the accumulators live in.
+    ///
+    /// # Errors
+    /// [`Error::UnknownParameter`], [`Error::ShapeMismatch`].
+    pub fn sketch_of(&self, name: &str, x: &[f32]) -> Result<Vec<f32>> {
+        let i = self
+            .params
+            .position(name)
+            .ok_or_else(|| Error::UnknownParameter {
+                name: name.to_string(),
+            })?;
+        let p = &self.params.list()[i];
+        if x.len() != p.numel() {
+            return Err(Error::ShapeMismatch {
+                name: name.to_string(),
+                expected: p.shape.clone(),
+                actual: vec![x.len()],
+            });
+        }
+        let mut table = vec![0f32; self.su[i].len()];
+        self.sketch(i, x, &mut table);
+        Ok(table)
+    }
+
     /// Bytes of state: moments and the two sketches.
     pub fn memory_bytes(&self) -> usize {
         4 * [&self.m, &self.v, &self.su, &self.se]
