@@ -557,3 +557,13 @@ fn bad_input_changes_no_state() {
         Err(Error::InvalidState(_))
     ));
 }
+
+#[test]
+fn momentum_default_is_the_measured_100x_configuration() {
+    let c = MomentumConfig::default();
+    c.validate_for_run(600).unwrap();
+    assert_eq!(c.compressor.method, Method::TopK { k_fraction: 0.002 });
+    assert!(c.compressor.error_feedback);
+    assert_eq!(c.compressor.dense_warmup_steps, 2);
+    assert_eq!(c.adam, AdamConfig::default());
+}
