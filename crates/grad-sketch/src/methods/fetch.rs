@@ -1,30 +1,4 @@
-//! [`FetchSgd`]: momentum and error feedback inside a count sketch (Rothchild et al. 2020),
-//! on AdamW's frozen-variance preconditioned gradient.
-//!
-//! The sketch `S` has `r` rows of `w` buckets with keys from `(seed, name)` only — fixed
-//! over steps, unlike [`Method::CountSketch`](super::Method::CountSketch) — so sketches of
-//! different steps live in one space and can be accumulated there. `S` is linear: the mean
-//! of the ranks' sketches is the sketch of the mean gradient. Per step `t` (1-based), with
-//! `W = warmup_steps`:
-//!
-//! ```text
-//! t ≤ W:  send g (dense); exact AdamW moments m, v; d = m̂ / (√v̂ + ε)
-//!         at t = W: v is frozen, P = 1/(√v̂_W + ε), S_u ← S(P ⊙ m), S_e ← 0
-//! t > W:  send S(P ⊙ g)                                   (r·w values, no indices)
-//!         S_u ← β₁S_u + (1−β₁)·mean S(P ⊙ g)               (momentum, in sketch space)
-//!         S_e ← S_e + S_u                                  (error accumulation, in sketch space)
-//!         Δ = top-k of the median estimate U(S_e)          (heavy hitters)
-//!         zero_recovered: S_u and S_e ← 0 in every bucket a recovered coordinate hashes to
-//!         otherwise:      S_e ← S_e − S(Δ)
-//!         d = Δ / (1 − β₁ᵗ)
-//! ```
-//!
-//! With [`sketch_preconditioned`](FetchSgdConfig::sketch_preconditioned) off, `P` moves
-//! out of the sketch: the ranks send `S(g)`, `S_u ← S(m)` at the hand-off, and
-//! `d = P ⊙ Δ / (1 − β₁ᵗ)`.
-//!
-//! The caller applies `θ ← θ·(1 − lr·wd) − lr·d`. Why this is stable where a dense
-//! residual with a heavy-hitter decode diverges is derived in `docs/compression.md`.
+//! [`FetchSgd`]: momentum and error feedback inside a count sketch, under AdamW.
 
 use vsa_core::rng::{fnv1a, key_from_name, mix, splitmix64};
 
@@ -126,7 +100,33 @@ struct Plan {
     keys: [u64; MAX_ROWS],
 }
 
-/// FetchSGD under AdamW (see the [module docs](self)).
+/// Momentum and error feedback inside a count sketch (Rothchild et al. 2020),
+/// on AdamW's frozen-variance preconditioned gradient.
+///
+/// The sketch `S` has `r` rows of `w` buckets with keys from `(seed, name)` only — fixed
+/// over steps, unlike [`Method::CountSketch`](super::Method::CountSketch) — so sketches of
+/// different steps live in one space and can be accumulated there. `S` is linear: the mean
+/// of the ranks' sketches is the sketch of the mean gradient. Per step `t` (1-based), with
+/// `W = warmup_steps`:
+///
+/// ```text
+/// t ≤ W:  send g (dense); exact AdamW moments m, v; d = m̂ / (√v̂ + ε)
+///         at t = W: v is frozen, P = 1/(√v̂_W + ε), S_u ← S(P ⊙ m), S_e ← 0
+/// t > W:  send S(P ⊙ g)                                   (r·w values, no indices)
+///         S_u ← β₁S_u + (1−β₁)·mean S(P ⊙ g)               (momentum, in sketch space)
+///         S_e ← S_e + S_u                                  (error accumulation, in sketch space)
+///         Δ = top-k of the median estimate U(S_e)          (heavy hitters)
+///         zero_recovered: S_u and S_e ← 0 in every bucket a recovered coordinate hashes to
+///         otherwise:      S_e ← S_e − S(Δ)
+///         d = Δ / (1 − β₁ᵗ)
+/// ```
+///
+/// With [`sketch_preconditioned`](FetchSgdConfig::sketch_preconditioned) off, `P` moves
+/// out of the sketch: the ranks send `S(g)`, `S_u ← S(m)` at the hand-off, and
+/// `d = P ⊙ Δ / (1 − β₁ᵗ)`.
+///
+/// The caller applies `θ ← θ·(1 − lr·wd) − lr·d`. Why this is stable where a dense
+/// residual with a heavy-hitter decode diverges is derived in `docs/compression.md`.
 #[derive(Debug, Clone)]
 pub struct FetchSgd {
     config: FetchSgdConfig,

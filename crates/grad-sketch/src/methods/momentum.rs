@@ -1,18 +1,4 @@
-//! [`MomentumCompressor`]: error feedback on the momentum under AdamW, after 1-bit Adam
-//! (Tang et al. 2021): an exact AdamW warm-up, then the variance is frozen and only the
-//! compressed momentum is exchanged.
-//!
-//! Per step `t` (1-based) on every rank, with `W` = the compressor's `dense_warmup_steps`:
-//!
-//! ```text
-//! t ≤ W:  send g (dense);      ḡ = mean over ranks
-//!         m ← β₁m + (1−β₁)ḡ,  v ← β₂v + (1−β₂)ḡ²,  d = m̂ / (√v̂ + ε)      (exact AdamW)
-//! t > W:  send C(β₁m + (1−β₁)g + e),  e ← (β₁m + (1−β₁)g + e) − C(…)      (error feedback)
-//!         m ← mean over ranks of C(…)  (the exchanged momentum replaces the local one)
-//!         d = m·(1/(1−β₁ᵗ)) / (√(v_W/(1−β₂ᵂ)) + ε)                      (v frozen at W)
-//! ```
-//!
-//! The caller applies `θ ← θ·(1 − lr·wd) − lr·d`.
+//! [`MomentumCompressor`]: error feedback on the momentum under AdamW, after 1-bit Adam.
 
 use super::CompressorConfig;
 use super::adam::{AdamConfig, check_run, check_warmup};
@@ -75,7 +61,21 @@ impl MomentumConfig {
     }
 }
 
-/// Error feedback on the momentum with a frozen variance (see the [module docs](self)).
+/// Error feedback on the momentum under AdamW, after 1-bit Adam
+/// (Tang et al. 2021): an exact AdamW warm-up, then the variance is frozen and only the
+/// compressed momentum is exchanged.
+///
+/// Per step `t` (1-based) on every rank, with `W` = the compressor's `dense_warmup_steps`:
+///
+/// ```text
+/// t ≤ W:  send g (dense);      ḡ = mean over ranks
+///         m ← β₁m + (1−β₁)ḡ,  v ← β₂v + (1−β₂)ḡ²,  d = m̂ / (√v̂ + ε)      (exact AdamW)
+/// t > W:  send C(β₁m + (1−β₁)g + e),  e ← (β₁m + (1−β₁)g + e) − C(…)      (error feedback)
+///         m ← mean over ranks of C(…)  (the exchanged momentum replaces the local one)
+///         d = m·(1/(1−β₁ᵗ)) / (√(v_W/(1−β₂ᵂ)) + ε)                      (v frozen at W)
+/// ```
+///
+/// The caller applies `θ ← θ·(1 − lr·wd) − lr·d`.
 #[derive(Debug, Clone)]
 pub struct MomentumCompressor {
     config: MomentumConfig,
