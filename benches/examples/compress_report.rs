@@ -486,10 +486,11 @@ fn charlm_markdown(
          the mean serialised bytes per step, warm-up steps included. *Δ*: relative to exact. \
          Whole run: {secs:.0} s on a shared 2-core machine.{}\n\n",
         if partial {
-            " **Partial:** only the rows listed were measured in this run (the full table, \
-             3 seeds on the grid [0.0005, 0.001, 0.002, 0.004, 0.008], takes about 6 minutes \
-             per run here: `cargo run --release -p vsa-optim-bench --example compress_report \
-             -- charlm --write`)."
+            " **Partial:** only the codecs, seeds and learning rates listed were measured in \
+             this run. The full table (6 codecs, 3 seeds, the grid [0.0005, 0.001, 0.002, \
+             0.004, 0.008]: 90 runs of 40 s to 5 min each on this shared machine, depending \
+             on its load) is `cargo run --release -p vsa-optim-bench --example \
+             compress_report -- charlm --write`."
         } else {
             ""
         }
