@@ -29,6 +29,12 @@ pub enum Codec {
     },
     /// A [`grad_sketch::Compressor`] method.
     Method(grad_sketch::CompressorConfig),
+    /// Error feedback on the momentum with a frozen variance after an exact AdamW warm-up
+    /// ([`grad_sketch::MomentumCompressor`], after 1-bit Adam); replaces AdamW.
+    Momentum(grad_sketch::MomentumConfig),
+    /// Momentum and error accumulation in a count sketch ([`grad_sketch::FetchSgd`]) on
+    /// AdamW's frozen-variance preconditioned gradient; replaces AdamW.
+    FetchSgd(grad_sketch::FetchSgdConfig),
 }
 
 impl Codec {
@@ -53,6 +59,21 @@ impl Codec {
                 }
                 s
             }
+            Self::Momentum(c) => format!(
+                "momentum EF (1-bit-Adam style): {}{}, {} exact AdamW steps then v frozen",
+                c.compressor.method.label(),
+                if c.compressor.error_feedback {
+                    " + EF"
+                } else {
+                    ""
+                },
+                c.compressor.dense_warmup_steps
+            ),
+            Self::FetchSgd(c) => format!(
+                "{}, {} exact AdamW steps then v frozen",
+                c.label(),
+                c.warmup_steps
+            ),
         }
     }
 }
@@ -70,6 +91,8 @@ pub struct CodecRun {
     pub last_bytes: usize,
     /// Training seconds (evaluation excluded), compression included.
     pub train_secs: f64,
+    /// Bytes of the f32 gradient (`4 ×` parameters).
+    pub f32_bytes: usize,
     /// The gradient became non-finite (training diverged) and the run stopped there; the
     /// accuracy is that of the weights at that point.
     pub diverged: bool,
@@ -82,15 +105,56 @@ pub struct CodecRun {
 /// # Errors
 /// Candle and compressor errors.
 pub fn train_digits_codec(codec: Codec, steps: usize, lr: f64, seed: u64) -> Result<CodecRun> {
-    let device = Device::Cpu;
+    let run = DigitsRun::new(lr, seed)?;
     let DigitsRun {
         task,
         model,
         set,
         vars,
-        mut opt,
+        opt,
         ..
-    } = DigitsRun::new(lr, seed)?;
+    } = run;
+    train_codec(&task, model, set, vars, opt, codec, steps, lr, seed)
+}
+
+/// As [`train_digits_codec`], for any task: the model built from `seed`, AdamW with `lr`
+/// (candle's defaults otherwise). The result's `test_loss` / `test_accuracy` are the
+/// task's [`Task::eval`] pair (for the char-LM: validation loss and its second metric).
+///
+/// # Errors
+/// Candle and compressor errors.
+pub fn train_task_codec(
+    task: &dyn Task,
+    codec: Codec,
+    steps: usize,
+    lr: f64,
+    seed: u64,
+) -> Result<CodecRun> {
+    let (varmap, model) = task.build(seed)?;
+    let (set, vars) = vsa_optim_rs::ParamSet::from_varmap(&varmap)?;
+    let opt = vsa_optim_rs::AdamW::from_varmap(
+        &varmap,
+        vsa_optim_rs::ParamsAdamW {
+            lr,
+            ..vsa_optim_rs::ParamsAdamW::default()
+        },
+    )?;
+    train_codec(task, model, set, vars, opt, codec, steps, lr, seed)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn train_codec(
+    task: &dyn Task,
+    model: Box<dyn candle_nn::Module>,
+    set: vsa_optim_rs::ParamSet,
+    vars: Vec<candle_core::Var>,
+    mut opt: vsa_optim_rs::AdamW,
+    codec: Codec,
+    steps: usize,
+    lr: f64,
+    seed: u64,
+) -> Result<CodecRun> {
+    let device = Device::Cpu;
     let shapes: Vec<(String, Vec<usize>)> = set
         .specs()
         .iter()
@@ -100,6 +164,8 @@ pub fn train_digits_codec(codec: Codec, steps: usize, lr: f64, seed: u64) -> Res
         Exact,
         Sketch(grad_sketch::SketchCompressor),
         Method(grad_sketch::Compressor),
+        Momentum(grad_sketch::MomentumCompressor),
+        Fetch(grad_sketch::FetchSgd),
     }
     let mut state = match codec {
         Codec::Exact => State::Exact,
@@ -119,14 +185,32 @@ pub fn train_digits_codec(codec: Codec, steps: usize, lr: f64, seed: u64) -> Res
             grad_sketch::Compressor::new(&shapes, grad_sketch::CompressorConfig { seed, ..c })
                 .map_err(wrap)?,
         ),
+        Codec::Momentum(c) => {
+            let compressor = grad_sketch::CompressorConfig {
+                seed,
+                ..c.compressor
+            };
+            State::Momentum(
+                grad_sketch::MomentumCompressor::new(
+                    &shapes,
+                    grad_sketch::MomentumConfig { compressor, ..c },
+                )
+                .map_err(wrap)?,
+            )
+        }
+        Codec::FetchSgd(c) => State::Fetch(
+            grad_sketch::FetchSgd::new(&shapes, grad_sketch::FetchSgdConfig { seed, ..c })
+                .map_err(wrap)?,
+        ),
     };
+    let weight_decay = vsa_optim_rs::ParamsAdamW::default().weight_decay;
     let (mut secs, mut total_bytes, mut last_bytes) = (0f64, 0usize, 4 * set.total_numel());
     let mut out: Vec<Vec<f32>> = set.specs().iter().map(|s| vec![0f32; s.numel()]).collect();
     let (mut diverged, mut taken) = (false, 0usize);
     for step in 0..steps {
         taken = step + 1;
         let t0 = Instant::now();
-        let (g, _) = full_gradient(&task, model.as_ref(), &vars, step, seed)?;
+        let (g, _) = full_gradient(task, model.as_ref(), &vars, step, seed)?;
         if let State::Exact = state {
             opt.step(&g)?;
             total_bytes += last_bytes;
@@ -162,6 +246,16 @@ pub fn train_digits_codec(codec: Codec, steps: usize, lr: f64, seed: u64) -> Res
                 c.decompress_into(&m, &mut out)?;
                 Ok(bytes.len())
             }),
+            State::Momentum(c) => c.compress(&host).and_then(|m| {
+                let bytes = m.to_bytes()?;
+                c.apply(&[grad_sketch::Message::from_bytes(&bytes)?], &mut out)?;
+                Ok(bytes.len())
+            }),
+            State::Fetch(c) => c.compress(&host).and_then(|m| {
+                let bytes = m.to_bytes()?;
+                c.apply(&[grad_sketch::Message::from_bytes(&bytes)?], &mut out)?;
+                Ok(bytes.len())
+            }),
         };
         let bytes = match sent {
             Ok(b) => b,
@@ -175,6 +269,16 @@ pub fn train_digits_codec(codec: Codec, steps: usize, lr: f64, seed: u64) -> Res
         total_bytes += bytes;
         last_bytes = bytes;
         let restored = set.from_host_f32(&out, &device)?;
+        if matches!(state, State::Momentum(_) | State::Fetch(_)) {
+            // `out` is the AdamW direction d: θ ← θ·(1 − lr·wd) − lr·d, as AdamW::step.
+            for (spec, v) in set.specs().iter().zip(&vars) {
+                let next =
+                    ((v.as_tensor() * (1.0 - lr * weight_decay))? - (&restored[&spec.name] * lr)?)?;
+                v.set(&next)?;
+            }
+            secs += t0.elapsed().as_secs_f64();
+            continue;
+        }
         let mut store = GradStore::default();
         for (spec, v) in set.specs().iter().zip(&vars) {
             store.insert(v.as_tensor(), restored[&spec.name].clone());
@@ -190,6 +294,7 @@ pub fn train_digits_codec(codec: Codec, steps: usize, lr: f64, seed: u64) -> Res
         mean_bytes: total_bytes as f64 / (taken - usize::from(diverged)).max(1) as f64,
         last_bytes,
         train_secs: secs,
+        f32_bytes: 4 * set.total_numel(),
         diverged,
     })
 }
@@ -205,6 +310,8 @@ pub struct TunedRow {
     pub best_lr: f64,
     /// Per-seed test accuracies at `best_lr`.
     pub accuracies: Vec<f64>,
+    /// Per-seed test (validation) losses at `best_lr`.
+    pub losses: Vec<f64>,
     /// Mean test loss at `best_lr`.
     pub test_loss: f64,
     /// `4 × parameters ÷` mean bytes per step.
@@ -213,7 +320,8 @@ pub struct TunedRow {
     pub last_bytes: usize,
     /// Mean training seconds per run at `best_lr`.
     pub train_secs: f64,
-    /// Mean accuracy at every grid point, in grid order.
+    /// The objective's mean (accuracy, or loss for [`Objective::Loss`]) at every grid
+    /// point, in grid order.
     pub grid: Vec<f64>,
     /// Runs (of all seeds and learning rates) that diverged.
     pub diverged: usize,
@@ -228,9 +336,18 @@ impl TunedRow {
     }
 }
 
-/// Runs every codec at every learning rate of `lrs` for `seeds` seeds and keeps, per codec,
-/// the learning rate with the best mean test accuracy (ties: lower mean loss). `progress`
-/// is called after each run.
+/// What [`tuned_table_with`] tunes the learning rate for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objective {
+    /// The best mean test accuracy (ties: lower mean loss).
+    Accuracy,
+    /// The lowest mean test (validation) loss.
+    Loss,
+}
+
+/// Runs every codec at every learning rate of `lrs` for `seeds` seeds on the digits MLP
+/// and keeps, per codec, the learning rate with the best mean test accuracy (ties: lower
+/// mean loss). `progress` is called after each run.
 ///
 /// # Errors
 /// Candle and compressor errors.
@@ -239,6 +356,28 @@ pub fn tuned_table(
     lrs: &[f64],
     seeds: u64,
     steps: usize,
+    progress: impl FnMut(&str, f64, u64, &CodecRun),
+) -> Result<Vec<TunedRow>> {
+    tuned_table_with(
+        codecs,
+        lrs,
+        seeds,
+        Objective::Accuracy,
+        |c, lr, seed| train_digits_codec(c, steps, lr, seed),
+        progress,
+    )
+}
+
+/// [`tuned_table`] with any run function (`run(codec, lr, seed)`) and objective.
+///
+/// # Errors
+/// The run function's errors.
+pub fn tuned_table_with(
+    codecs: &[(&'static str, Codec)],
+    lrs: &[f64],
+    seeds: u64,
+    objective: Objective,
+    mut run: impl FnMut(Codec, f64, u64) -> Result<CodecRun>,
     mut progress: impl FnMut(&str, f64, u64, &CodecRun),
 ) -> Result<Vec<TunedRow>> {
     let mut rows = Vec::new();
@@ -249,7 +388,7 @@ pub fn tuned_table(
         for &lr in lrs {
             let mut runs = Vec::new();
             for seed in 0..seeds {
-                let r = train_digits_codec(codec, steps, lr, seed)?;
+                let r = run(codec, lr, seed)?;
                 progress(&codec.label(), lr, seed, &r);
                 diverged += usize::from(r.diverged);
                 total += 1;
@@ -261,17 +400,26 @@ pub fn tuned_table(
                 budget,
                 best_lr: lr,
                 accuracies: runs.iter().map(|r| r.test_accuracy).collect(),
+                losses: runs.iter().map(|r| r.test_loss).collect(),
                 test_loss: runs.iter().map(|r| r.test_loss).sum::<f64>() / k,
-                fewer_bytes: 4.0 * 9610.0 / (runs.iter().map(|r| r.mean_bytes).sum::<f64>() / k),
+                fewer_bytes: runs[0].f32_bytes as f64
+                    / (runs.iter().map(|r| r.mean_bytes).sum::<f64>() / k),
                 last_bytes: runs[0].last_bytes,
                 train_secs: runs.iter().map(|r| r.train_secs).sum::<f64>() / k,
                 grid: Vec::new(),
                 diverged: 0,
                 runs: 0,
             };
-            grid.push(row.mean_accuracy());
-            let better = best.as_ref().is_none_or(|b| {
-                (row.mean_accuracy(), -row.test_loss) > (b.mean_accuracy(), -b.test_loss)
+            grid.push(match objective {
+                Objective::Accuracy => row.mean_accuracy(),
+                Objective::Loss => row.test_loss,
+            });
+            // A NaN loss (a diverged run) never wins.
+            let better = best.as_ref().is_none_or(|b| match objective {
+                Objective::Accuracy => {
+                    (row.mean_accuracy(), -row.test_loss) > (b.mean_accuracy(), -b.test_loss)
+                }
+                Objective::Loss => row.test_loss < b.test_loss || b.test_loss.is_nan(),
             });
             if better {
                 best = Some(row);

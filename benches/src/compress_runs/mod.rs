@@ -24,7 +24,10 @@ use vsa_optim_rs::{AdamW, ParamSet, ParamsAdamW};
 
 mod codecs;
 
-pub use codecs::{Codec, CodecRun, TunedRow, train_digits_codec, tuned_table};
+pub use codecs::{
+    Codec, CodecRun, Objective, TunedRow, train_digits_codec, train_task_codec, tuned_table,
+    tuned_table_with,
+};
 
 use crate::harness::full_gradient;
 use crate::tasks::{DigitsTask, Task};

@@ -86,7 +86,10 @@ mod wire;
 pub use compressor::SketchCompressor;
 pub use config::{BundleQuantization, Reconstruction, SketchConfig, SketchConfigBuilder};
 pub use error::{Error, Result};
-pub use methods::{Compressor, CompressorConfig, CompressorState, Message, Method, Part};
+pub use methods::{
+    AdamConfig, Compressor, CompressorConfig, CompressorState, FetchSgd, FetchSgdConfig,
+    FetchSgdState, Message, Method, MomentumCompressor, MomentumConfig, MomentumState, Part,
+};
 pub use params::{Param, Params};
 pub use sketch::MIN_SLOTS;
 pub use state::SketchState;

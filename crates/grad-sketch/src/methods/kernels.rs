@@ -23,7 +23,7 @@ pub(crate) fn keep(key: u64, j: usize, p: f64) -> bool {
 
 /// Bucket in `0..width` and sign of element `j` in the row keyed by `row_key`.
 #[inline]
-fn bucket_sign(row_key: u64, j: usize, width: usize) -> (usize, f32) {
+pub(crate) fn bucket_sign(row_key: u64, j: usize, width: usize) -> (usize, f32) {
     let h = hash(row_key, j);
     // Lemire's multiply-shift range reduction of the high 32 bits; the sign is bit 0.
     let b = (((h >> 32) * width as u64) >> 32) as usize;

@@ -2,6 +2,11 @@
 //! count sketch, random-k with a shared-seed mask, top-k, and PowerSGD, each with optional
 //! error feedback and a dense warm-up.
 //!
+//! Two optimizer-side schemes own AdamW's moments and return its direction instead of a
+//! gradient: [`MomentumCompressor`] (error feedback on the momentum, the variance frozen
+//! after an exact warm-up, after 1-bit Adam) and [`FetchSgd`] (momentum and error kept in
+//! a fixed-key count sketch). `docs/compression.md` §12.5 compares the placements.
+//!
 //! ```
 //! use grad_sketch::{Compressor, CompressorConfig, Message, Method};
 //!
@@ -19,13 +24,19 @@
 //! # Ok::<(), grad_sketch::Error>(())
 //! ```
 
+mod adam;
 mod compressor;
+mod fetch;
 mod kernels;
 mod message;
+mod momentum;
 mod state;
 
+pub use adam::AdamConfig;
 pub use compressor::Compressor;
+pub use fetch::{FETCH_SGD_CODE, FetchSgd, FetchSgdConfig, FetchSgdState};
 pub use message::{Message, Part};
+pub use momentum::{MomentumCompressor, MomentumConfig, MomentumState};
 pub use state::CompressorState;
 
 use crate::error::{Result, config_error};
