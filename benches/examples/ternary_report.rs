@@ -18,10 +18,12 @@
 use candle_core::{Device, Result};
 use candle_nn::Optimizer;
 use vsa_optim_bench::harness::grad_map;
-use vsa_optim_bench::tasks::{DigitsTask, Task};
+use vsa_optim_bench::models::CharLmConfig;
+use vsa_optim_bench::tasks::{CharLmTask, DigitsTask, Task};
 use vsa_optim_bench::ternary_runs::{
-    Accumulation, DigitsRunSettings, bf16_bits, bf16_value, mean_sd, train_digits,
+    Accumulation, DigitsRunSettings, bf16_bits, bf16_value, mean_sd, train_task,
 };
+use vsa_optim_bench::workloads::{Regime, Workload, workload_settings};
 use vsa_optim_rs::ternary::TernaryConfig;
 use vsa_optim_rs::ternary_quant::{AccumulatorConfig, PackedAccumulator};
 use vsa_optim_rs::{AdamW, ParamSet, ParamsAdamW};
@@ -38,6 +40,27 @@ enum Row {
 }
 
 impl Row {
+    /// All rows, in table order.
+    fn all() -> Vec<Row> {
+        let mut rows = vec![Row::F32, Row::Bf16];
+        for trits in [1u8, 2, 3, 5] {
+            for new in [false, true] {
+                rows.push(Row::Ternary { trits, new });
+            }
+        }
+        rows
+    }
+
+    /// The short id of `--rows`: `f32`, `bf16`, or the trit count and `e` (earlier) or `n`
+    /// (new), e.g. `2n`.
+    fn id(self) -> String {
+        match self {
+            Self::F32 => "f32".into(),
+            Self::Bf16 => "bf16".into(),
+            Self::Ternary { trits, new } => format!("{trits}{}", if new { 'n' } else { 'e' }),
+        }
+    }
+
     fn label(self) -> String {
         match self {
             Self::F32 => "f32 sum (exact)".into(),
@@ -289,12 +312,10 @@ fn main() -> Result<()> {
         .position(|a| a == "--write")
         .and_then(|i| args.get(i + 1).cloned());
     let dev = Device::Cpu;
-    let mut rows = vec![Row::F32, Row::Bf16];
-    for trits in [1u8, 2, 3, 5] {
-        for new in [false, true] {
-            rows.push(Row::Ternary { trits, new });
-        }
+    if args.iter().any(|a| a == "--long") {
+        return long_columns(&args, quick, &dev, write.as_deref());
     }
+    let rows = Row::all();
     let mut out = String::new();
     out.push_str("Regenerate: `cargo run -p vsa-optim-bench --example ternary_report -- --write docs/benchmarks.md` (dev profile; all randomness seeded).\n");
     quickstart(&rows, &mut out);
@@ -342,73 +363,286 @@ fn main() -> Result<()> {
     let (train_steps, seeds, lrs): (usize, Vec<u64>, Vec<f64>) = if quick {
         (60, vec![0], vec![1e-3])
     } else {
-        (600, vec![0, 1, 2], vec![1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2])
+        (600, vec![0, 1, 2], LR_GRID.to_vec())
     };
     let task = DigitsTask::new(Some(64), 8, &dev)?;
-    out.push_str(&format!(
-        "\n#### Digits test accuracy, {train_steps} steps of 8 micro-batches of 8, seeds {seeds:?}, AdamW lr tuned per row on {lrs:?}\n\n"
-    ));
-    out.push_str("| accumulator | bytes held (digits MLP, 9 610 parameters) | best lr | test acc. % per seed | mean ± sd | Δ vs f32 (points) | mean at each lr |\n|---|---|---|---|---|---|---|\n");
+    out.push_str(&training_table(
+        &task,
+        Metric::DigitsAccuracy,
+        &rows,
+        train_steps,
+        &seeds,
+        &lrs,
+        |_| Ok(()),
+    )?);
+    print!("{out}");
+    if let Some(path) = write {
+        write_section(&path, "ternary-frontier", &out)?;
+    }
+    Ok(())
+}
+
+/// Replaces what lies between `<!-- {name}:begin -->` and `<!-- {name}:end -->` in `path`.
+fn write_section(path: &str, name: &str, out: &str) -> Result<()> {
+    let (begin, end) = (
+        format!("<!-- {name}:begin -->"),
+        format!("<!-- {name}:end -->"),
+    );
+    let doc = std::fs::read_to_string(path)?;
+    let (Some(i), Some(j)) = (doc.find(&begin), doc.find(&end)) else {
+        return Err(candle_core::Error::Msg(format!(
+            "{path}: missing {begin} / {end} markers"
+        )));
+    };
+    let new = format!("{}{begin}\n{out}{}", &doc[..i], &doc[j..]);
+    std::fs::write(path, new)?;
+    eprintln!("wrote {path}");
+    Ok(())
+}
+
+/// The shared learning-rate grid of every training column.
+const LR_GRID: [f64; 5] = [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2];
+
+/// What a training column reports.
+#[derive(Clone, Copy, PartialEq)]
+enum Metric {
+    /// Digits test accuracy in percent (higher is better; Δ in points).
+    DigitsAccuracy,
+    /// Char-LM validation cross-entropy in nats (lower is better; Δ in percent).
+    CharLmLoss,
+}
+
+/// One training column: every row trained for `steps` on `task` at every learning rate of
+/// `lrs` and every seed; the row's learning rate is the one with the best mean over the
+/// seeds.
+fn training_table(
+    task: &dyn Task,
+    metric: Metric,
+    rows: &[Row],
+    steps: usize,
+    seeds: &[u64],
+    lrs: &[f64],
+    mut after_row: impl FnMut(&str) -> Result<()>,
+) -> Result<String> {
+    let mut out = String::new();
+    let k = task.micro_batches();
+    match metric {
+        Metric::DigitsAccuracy => {
+            out.push_str(&format!(
+                "\n#### Digits test accuracy, {steps} steps of {k} micro-batches of 8, seeds {seeds:?}, AdamW lr tuned per row on {lrs:?}\n\n"
+            ));
+            out.push_str("| accumulator | bytes held (digits MLP, 9 610 parameters) | best lr | test acc. % per seed | mean ± sd | Δ vs f32 (points) | mean at each lr |\n|---|---|---|---|---|---|---|\n");
+        }
+        Metric::CharLmLoss => {
+            out.push_str(&format!(
+                "\n#### Char-LM validation loss (nats/char), {steps} steps of {k} micro-batches ({}), seeds {seeds:?}, AdamW lr tuned per row on {lrs:?}\n\n",
+                task.name()
+            ));
+            out.push_str("| accumulator | bytes held | best lr | val. loss per seed | mean ± sd | Δ vs f32 (%) | mean at each lr |\n|---|---|---|---|---|---|---|\n");
+        }
+    }
+    let better = |a: f64, b: f64| match metric {
+        Metric::DigitsAccuracy => a > b,
+        Metric::CharLmLoss => a < b,
+    };
     let mut exact_best = f64::NAN;
-    for &row in &rows {
+    for &row in rows {
         let mut best: Option<(f64, f64, Vec<f64>, usize)> = None;
         let mut per_lr = Vec::new();
-        for &lr in &lrs {
-            let mut accs = Vec::new();
+        for &lr in lrs {
+            let mut vals = Vec::new();
             let mut bytes = 0;
-            for &seed in &seeds {
-                let r = train_digits(
-                    &task,
+            for &seed in seeds {
+                let t0 = std::time::Instant::now();
+                let r = train_task(
+                    task,
                     row.accumulation(),
-                    DigitsRunSettings {
-                        steps: train_steps,
-                        lr,
-                        seed,
-                    },
+                    DigitsRunSettings { steps, lr, seed },
+                    0,
                 )?;
-                accs.push(r.test_accuracy);
+                let last = r.last();
+                let v = match metric {
+                    Metric::DigitsAccuracy => last.metric,
+                    Metric::CharLmLoss => last.loss,
+                };
+                eprintln!(
+                    "  {} lr {lr:e} seed {seed}: {v:.4} ({:.1} s)",
+                    row.id(),
+                    t0.elapsed().as_secs_f64()
+                );
+                vals.push(v);
                 bytes = r.accumulator_bytes;
             }
-            let (m, _) = mean_sd(&accs);
-            per_lr.push(format!("{m:.2}"));
-            if best.as_ref().is_none_or(|b| m > b.0) {
-                best = Some((m, lr, accs, bytes));
+            let (m, _) = mean_sd(&vals);
+            per_lr.push(match metric {
+                Metric::DigitsAccuracy => format!("{m:.2}"),
+                Metric::CharLmLoss => format!("{m:.4}"),
+            });
+            if best.as_ref().is_none_or(|b| better(m, b.0)) {
+                best = Some((m, lr, vals, bytes));
             }
         }
-        let Some((m, lr, accs, bytes)) = best else {
+        let Some((m, lr, vals, bytes)) = best else {
             continue;
         };
         if matches!(row, Row::F32) {
             exact_best = m;
         }
-        let (_, sd) = mean_sd(&accs);
+        let (_, sd) = mean_sd(&vals);
+        let (per_seed, mean, delta) = match metric {
+            Metric::DigitsAccuracy => (
+                vals.iter().map(|a| format!("{a:.2}")).collect::<Vec<_>>(),
+                format!("{m:.2} ± {sd:.2}"),
+                format!("{:+.2}", m - exact_best),
+            ),
+            Metric::CharLmLoss => (
+                vals.iter().map(|a| format!("{a:.4}")).collect::<Vec<_>>(),
+                format!("{m:.4} ± {sd:.4}"),
+                format!("{:+.2}", 100.0 * (m - exact_best) / exact_best),
+            ),
+        };
         out.push_str(&format!(
-            "| {} | {bytes} | {lr:e} | {} | {m:.2} ± {sd:.2} | {:+.2} | {} |\n",
+            "| {} | {bytes} | {lr:e} | {} | {mean} | {} | {} |\n",
             row.label(),
-            accs.iter()
-                .map(|a| format!("{a:.2}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            m - exact_best,
+            per_seed.join(", "),
+            if exact_best.is_nan() {
+                "—".into()
+            } else {
+                delta
+            },
             per_lr.join(" / ")
         ));
         eprintln!("{} done", row.label());
+        after_row(&out)?;
     }
-    print!("{out}");
-    if let Some(path) = write {
-        let (begin, end) = (
-            "<!-- ternary-frontier:begin -->",
-            "<!-- ternary-frontier:end -->",
-        );
-        let doc = std::fs::read_to_string(&path)?;
-        let (Some(i), Some(j)) = (doc.find(begin), doc.find(end)) else {
-            return Err(candle_core::Error::Msg(format!(
-                "{path}: missing {begin} / {end} markers"
-            )));
+    Ok(out)
+}
+
+/// The value after `flag` in `args`, if any.
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+/// `--long`: the 2400-step digits column (section `ternary-frontier-digits2400`) and the
+/// char-LM column (validation loss at the demo's step count for the accumulated char-LM
+/// regime; section `ternary-frontier-charlm`), for `--rows` (default all), `--seeds N`
+/// (default 3), `--lrs a,b,…` (default the shared grid [`LR_GRID`]) and
+/// `--parts digits,charlm` (default both). With `--write PATH` each
+/// section is rewritten after every finished row (marked incomplete until its last row), so
+/// an interrupted run leaves what it measured.
+fn long_columns(args: &[String], quick: bool, dev: &Device, write: Option<&str>) -> Result<()> {
+    let bad = |what: &str, v: &str| candle_core::Error::Msg(format!("{what}: cannot use {v:?}"));
+    let rows: Vec<Row> = match flag_value(args, "--rows") {
+        None => Row::all(),
+        Some(list) => list
+            .split(',')
+            .map(|id| {
+                Row::all()
+                    .into_iter()
+                    .find(|r| r.id() == id)
+                    .ok_or_else(|| bad("--rows (f32, bf16, 1e, 1n, 2e, …, 5n)", id))
+            })
+            .collect::<Result<_>>()?,
+    };
+    let seeds: u64 = match flag_value(args, "--seeds") {
+        None => 3,
+        Some(v) => v
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| bad("--seeds", v))?,
+    };
+    let parts = flag_value(args, "--parts").unwrap_or("digits,charlm");
+    for p in parts.split(',') {
+        if p != "digits" && p != "charlm" {
+            return Err(bad("--parts (digits, charlm)", p));
+        }
+    }
+    let seeds: Vec<u64> = (0..if quick { 1 } else { seeds }).collect();
+    let lrs: Vec<f64> = match flag_value(args, "--lrs") {
+        None if quick => vec![2e-3],
+        None => LR_GRID.to_vec(),
+        Some(list) => list
+            .split(',')
+            .map(|v| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x > 0.0)
+                    .ok_or_else(|| bad("--lrs", v))
+            })
+            .collect::<Result<_>>()?,
+    };
+    let mut given: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    if let Some(i) = given.iter().position(|a| *a == "--write") {
+        given.drain(i..(i + 2).min(given.len()));
+    }
+    for part in parts.split(',') {
+        let t0 = std::time::Instant::now();
+        let section = match part {
+            "digits" => "ternary-frontier-digits2400",
+            _ => "ternary-frontier-charlm",
         };
-        let new = format!("{}{begin}\n{out}{}", &doc[..i], &doc[j..]);
-        std::fs::write(&path, new)?;
-        eprintln!("wrote {path}");
+        let head = format!(
+            "Regenerate: `cargo run --release -p vsa-optim-bench --example ternary_report -- {} --write docs/benchmarks.md` \
+             (the full column: `-- --long --parts {part} --write docs/benchmarks.md`; all randomness seeded).\n",
+            given.join(" ")
+        );
+        let total = rows.len();
+        let mut done = 0usize;
+        let mut progress = |table: &str| -> Result<()> {
+            done += 1;
+            if let Some(path) = write {
+                let note = if done < total {
+                    format!(
+                        "\n**Incomplete:** {done} of {total} rows measured so far ({:.0} s); the run was still going or was stopped.\n",
+                        t0.elapsed().as_secs_f64()
+                    )
+                } else {
+                    format!(
+                        "\nWall clock of this command: {:.0} s (release; shared 2-core machine unless stated otherwise).\n",
+                        t0.elapsed().as_secs_f64()
+                    )
+                };
+                write_section(path, section, &format!("{head}{table}{note}"))?;
+            }
+            Ok(())
+        };
+        let table = if part == "digits" {
+            let steps = if quick { 120 } else { 2400 };
+            let task = DigitsTask::new(Some(64), 8, dev)?;
+            training_table(
+                &task,
+                Metric::DigitsAccuracy,
+                &rows,
+                steps,
+                &seeds,
+                &lrs,
+                &mut progress,
+            )?
+        } else {
+            // The demo's accumulated char-LM regime: its micro-batches, windows and step count.
+            let ws = workload_settings(Workload::CharLm, Regime::Large, quick);
+            let task = CharLmTask::new(
+                CharLmConfig::default(),
+                ws.batch.unwrap_or(8),
+                ws.micro,
+                ws.eval_windows,
+                dev,
+            )?;
+            training_table(
+                &task,
+                Metric::CharLmLoss,
+                &rows,
+                ws.steps,
+                &seeds,
+                &lrs,
+                &mut progress,
+            )?
+        };
+        print!("{head}{table}");
     }
     Ok(())
 }

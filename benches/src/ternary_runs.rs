@@ -19,7 +19,7 @@ use candle_nn::Optimizer;
 use vsa_optim_rs::ternary::{TernaryConfig, TernaryGradientAccumulator};
 use vsa_optim_rs::{AdamW, ParamSet, ParamsAdamW};
 
-use crate::harness::{full_gradient, grad_map};
+use crate::harness::{Point, full_gradient, grad_map};
 use crate::tasks::{DigitsTask, Task};
 
 /// How micro-batch gradients are averaged.
@@ -225,7 +225,7 @@ impl ExactAccumulator {
     }
 }
 
-/// Settings of a digits run.
+/// Settings of a digits run (or of any [`train_task`] run).
 #[derive(Debug, Clone, Copy)]
 pub struct DigitsRunSettings {
     /// Optimizer steps.
@@ -275,6 +275,44 @@ fn store_from_host(vars: &[Var], host: &[Vec<f32>]) -> Result<GradStore> {
     Ok(store)
 }
 
+/// The result of one accumulated run of any [`Task`] ([`train_task`]).
+#[derive(Debug, Clone)]
+pub struct TaskRunResult {
+    /// [`Accumulation::label`].
+    pub label: String,
+    /// Run seed.
+    pub seed: u64,
+    /// AdamW learning rate.
+    pub lr: f64,
+    /// Micro-batches per optimizer step (the accumulation length).
+    pub micro_batches: usize,
+    /// Evaluation curve (step 0, every `eval_every` steps, and the final state last); the
+    /// `loss` is the task's held-out loss, the `metric` its held-out metric
+    /// ([`Task::metric_name`]: digits test accuracy %, char-LM validation bits/char).
+    pub curve: Vec<Point>,
+    /// Bytes held by the accumulator (measured by its `memory_bytes`).
+    pub accumulator_bytes: usize,
+    /// Bytes held by the AdamW moments (`AdamW::memory_bytes`).
+    pub optimizer_bytes: usize,
+    /// `8 · accumulator_bytes / parameters`.
+    pub bits_per_element: f64,
+    /// Wall-clock seconds of the training loop (forward, backward, accumulation, optimizer;
+    /// evaluation excluded).
+    pub train_secs: f64,
+    /// Of which inside the accumulator (accumulate, mean, reset).
+    pub accumulator_secs: f64,
+}
+
+impl TaskRunResult {
+    /// The final evaluation point.
+    pub fn last(&self) -> Point {
+        *self
+            .curve
+            .last()
+            .expect("a run has at least its final point")
+    }
+}
+
 /// Trains the digits MLP of `task` (whose micro-batch count is the accumulation length) with
 /// AdamW and the given accumulation, and evaluates it on the test split.
 ///
@@ -285,6 +323,33 @@ pub fn train_digits(
     acc: Accumulation,
     s: DigitsRunSettings,
 ) -> Result<AccRunResult> {
+    let r = train_task(task, acc, s, 0)?;
+    let last = r.last();
+    Ok(AccRunResult {
+        label: r.label,
+        seed: r.seed,
+        test_accuracy: last.metric,
+        test_loss: last.loss,
+        accumulator_bytes: r.accumulator_bytes,
+        bits_per_element: r.bits_per_element,
+        train_secs: r.train_secs,
+        accumulator_secs: r.accumulator_secs,
+    })
+}
+
+/// Trains any [`Task`] with AdamW, each optimizer step built from the task's micro-batches
+/// averaged by `acc` (same seed, data order and steps for every accumulation), evaluating
+/// the held-out set at step 0, every `eval_every` steps (`0`: only at the end) and at the
+/// end. [`DigitsRunSettings`] serves any task: steps, learning rate, seed.
+///
+/// # Errors
+/// Candle and accumulator errors.
+pub fn train_task(
+    task: &dyn Task,
+    acc: Accumulation,
+    s: DigitsRunSettings,
+    eval_every: usize,
+) -> Result<TaskRunResult> {
     let k = task.micro_batches();
     let (varmap, model) = task.build(s.seed)?;
     let (set, vars) = ParamSet::from_varmap(&varmap)?;
@@ -310,6 +375,20 @@ pub fn train_digits(
         }
     };
     let (mut train_secs, mut acc_secs) = (0f64, 0f64);
+    let point = |step: usize, secs: f64, model: &dyn candle_core::Module| -> Result<Point> {
+        let (loss, metric) = task.eval(model)?;
+        Ok(Point {
+            step,
+            backward: step * k,
+            secs,
+            loss,
+            metric,
+        })
+    };
+    let mut curve = Vec::new();
+    if eval_every > 0 {
+        curve.push(point(0, 0.0, model.as_ref())?);
+    }
     for step in 0..s.steps {
         let t0 = Instant::now();
         for j in 0..k {
@@ -344,19 +423,27 @@ pub fn train_digits(
         acc_secs += t1.elapsed().as_secs_f64();
         opt.step(&store)?;
         train_secs += t0.elapsed().as_secs_f64();
+        let done = step + 1;
+        if done == s.steps || (eval_every > 0 && done.is_multiple_of(eval_every)) {
+            curve.push(point(done, train_secs, model.as_ref())?);
+        }
     }
-    let (test_loss, test_accuracy) = task.eval(model.as_ref())?;
+    if curve.is_empty() {
+        curve.push(point(0, 0.0, model.as_ref())?);
+    }
     let (accumulator_bytes, bits_per_element) = match &a {
         Acc::Exact(e) => (e.memory_bytes(), e.bits_per_element()),
         Acc::Bf16(e) => (e.memory_bytes(), e.bits_per_element()),
         Acc::Ternary(t) => (t.memory_bytes(), t.bits_per_element()),
     };
-    Ok(AccRunResult {
+    Ok(TaskRunResult {
         label: acc.label(),
         seed: s.seed,
-        test_accuracy,
-        test_loss,
+        lr: s.lr,
+        micro_batches: k,
+        curve,
         accumulator_bytes,
+        optimizer_bytes: opt.memory_bytes(),
         bits_per_element,
         train_secs,
         accumulator_secs: acc_secs,

@@ -6,12 +6,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use vsa_optim_bench::compare::{Comparison, NoHarm, compare, no_harm};
-use vsa_optim_bench::harness::RunSettings;
+use vsa_optim_bench::compare::{Comparison, NoHarm, Row, compare, no_harm};
+use vsa_optim_bench::harness::{Point, RunSettings};
 use vsa_optim_bench::models::CharLmConfig;
 use vsa_optim_bench::plot::{Axis, curves};
 use vsa_optim_bench::tasks::{CharLmTask, DigitsTask, Task};
+use vsa_optim_bench::ternary_runs::{Accumulation, DigitsRunSettings, train_task};
 use vsa_optim_bench::workloads::{Regime, Workload, trainer_configs, workload_settings};
+use vsa_optim_rs::ternary::TernaryConfig;
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum WorkloadArg {
@@ -64,9 +66,102 @@ struct Args {
     /// prediction off, same backward passes) per workload and regime; 0 skips it.
     #[arg(long, default_value_t = 3)]
     no_harm_reps: usize,
+    /// Skip the accumulator rows of the large-batch regime (exact f32 accumulation and the
+    /// ternary accumulator at 1 and 2 trits over the regime's micro-batches).
+    #[arg(long)]
+    no_accumulators: bool,
     /// Hide the progress bars.
     #[arg(long)]
     no_progress: bool,
+}
+
+/// Micro-batches the digits full batch is split into for the accumulator rows (the digits
+/// large-batch regime is one full batch; the char-LM one already accumulates 8).
+const DIGITS_ACCUMULATED_MICRO: usize = 8;
+
+/// The accumulator rows: exact `f32` accumulation and the ternary accumulator at 1 trit
+/// (the default) and 2 trits.
+fn accumulations() -> [Accumulation; 3] {
+    [
+        Accumulation::ExactF32,
+        Accumulation::Ternary(TernaryConfig::default()),
+        Accumulation::Ternary(TernaryConfig {
+            trits_per_element: 2,
+            ..TernaryConfig::default()
+        }),
+    ]
+}
+
+/// First time at which the held-out loss is at or below `target`.
+fn first_hit(curve: &[Point], target: f64) -> Option<f64> {
+    curve.iter().find(|p| p.loss <= target).map(|p| p.secs)
+}
+
+/// Time from which the held-out loss stays at or below `target` to the end.
+fn sustained_hit(curve: &[Point], target: f64) -> Option<f64> {
+    let mut t = None;
+    for p in curve {
+        if p.loss <= target {
+            t.get_or_insert(p.secs);
+        } else {
+            t = None;
+        }
+    }
+    t
+}
+
+/// Trains the large-batch regime's task with each accumulator (same seed, steps, data and
+/// base learning rate as the baseline row) and appends one row per accumulator to `cmp`:
+/// wall clock, final loss and metric against the comparison's target, and bytes held
+/// (AdamW moments + the accumulator; the accumulator alone in the label).
+fn accumulator_rows(
+    task: &dyn Task,
+    settings: RunSettings,
+    cmp: &mut Comparison,
+) -> Result<(), String> {
+    let base_secs = cmp.rows.first().map_or(f64::NAN, |r| r.secs);
+    for acc in accumulations() {
+        eprintln!("accumulator row: {} on {}", acc.label(), task.name());
+        let r = train_task(
+            task,
+            acc,
+            DigitsRunSettings {
+                steps: settings.steps,
+                lr: settings.lr,
+                seed: settings.seed,
+            },
+            settings.eval_every,
+        )
+        .map_err(|e| e.to_string())?;
+        let last = r.last();
+        let label = match acc {
+            Accumulation::ExactF32 => "exact f32".to_string(),
+            Accumulation::Ternary(c) if c.trits_per_element == 1 => "ternary, 1 trit".into(),
+            Accumulation::Ternary(c) => format!("ternary, {} trits", c.trits_per_element),
+            Accumulation::Bf16 => "bf16".into(),
+        };
+        cmp.rows.push(Row {
+            label: format!(
+                "accumulated ×{}: {label} ({} B, {:.2} bits/elem)",
+                r.micro_batches, r.accumulator_bytes, r.bits_per_element
+            ),
+            lr: r.lr,
+            loss: last.loss,
+            metric: last.metric,
+            backward: last.backward,
+            secs: r.train_secs,
+            time_ratio: r.train_secs / base_secs,
+            first_hit: first_hit(&r.curve, cmp.target),
+            sustained: sustained_hit(&r.curve, cmp.target),
+            state_bytes: r.optimizer_bytes + r.accumulator_bytes,
+            stats: Some(format!(
+                "{}: accumulator holds {} bytes ({:.2} bits/element); {:.2} s of {:.2} s training \
+                 inside it",
+                r.label, r.accumulator_bytes, r.bits_per_element, r.accumulator_secs, r.train_secs
+            )),
+        });
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -126,6 +221,17 @@ fn real_main(args: &Args) -> Result<(), String> {
                     .map_err(|e| e.to_string())?,
                 ),
             };
+            // The accumulator rows need micro-batches: the digits full batch is split into
+            // DIGITS_ACCUMULATED_MICRO of them (the same rows per step as the baseline).
+            let acc_task: Option<Box<dyn Task>> = match (w, r) {
+                (Workload::Digits, Regime::Large) if ws.micro == 1 && !args.no_accumulators => {
+                    Some(Box::new(
+                        DigitsTask::new(ws.batch, DIGITS_ACCUMULATED_MICRO, &device)
+                            .map_err(|e| e.to_string())?,
+                    ))
+                }
+                _ => None,
+            };
             let steps = args.steps.unwrap_or(ws.steps);
             let mut results: Vec<Comparison> = Vec::new();
             for seed in 0..args.seeds {
@@ -170,6 +276,13 @@ fn real_main(args: &Args) -> Result<(), String> {
                 )
                 .map_err(|e| e.to_string())?;
                 bar.finish_and_clear();
+                let mut cmp = cmp;
+                if r == Regime::Large && !args.no_accumulators {
+                    match &acc_task {
+                        Some(t) => accumulator_rows(t.as_ref(), settings, &mut cmp)?,
+                        None => accumulator_rows(task.as_ref(), settings, &mut cmp)?,
+                    }
+                }
                 let table = cmp.markdown();
                 println!("\n{}\n", table);
                 report.push_str(&format!("### {} (seed {seed})\n\n{table}\n", cmp.task));

@@ -4,10 +4,12 @@ pub use ternary_quant::TernaryPacking;
 use ternary_quant::fused::{
     quantize_stochastic_base3_with_scale_into, quantize_stochastic_planes_with_scale_into,
 };
+use ternary_quant::levels::check_trits_per_element;
 use ternary_quant::pack::{check_base3, check_planes};
 use ternary_quant::{
-    DEFAULT_SCALE_BLOCK, RngKey, base3_bytes, dequantize_base3_into, dequantize_planes_into,
-    max_abs, plane_words,
+    AccumulatorConfig, DEFAULT_SCALE_BLOCK, PackedAccumulator, RngKey, ScaleFormat,
+    ScaleGranularity, base3_bytes, dequantize_base3_into, dequantize_planes_into, levels_bytes,
+    max_abs, max_level, plane_words, unpack_levels,
 };
 
 use super::{Context, ExchangeMode, GradientCodec, check_grads, decode_error, fnv};
@@ -21,13 +23,26 @@ use crate::error::{Result, config_error};
 /// Payload per parameter: `⌈n/block⌉` little-endian `f32` scales, then the packed trits of
 /// the whole parameter (planes: `2·⌈n/64⌉` little-endian `u64` words, plus first; base 3:
 /// `⌈n/5⌉` bytes).
+///
+/// **Trits per element** ([`set_trits_per_element`](Self::set_trits_per_element)): with
+/// `t` in {2, 3, 5} each element is one of the `2L + 1` levels `s·j/L`, `L = (3^t − 1)/2`
+/// (9, 27 or 243 levels), rounded stochastically and without bias between its two neighbours
+/// (`E[s·j/L] = x` up to `2^-16·s/L`: 16-bit draws), by the same code as
+/// `ternary_quant::PackedAccumulator` (it *is* a one-step accumulator with `f32` scales per
+/// `block`), and packed `t` balanced trits per element, base 3 (`⌈t·n/5⌉` bytes,
+/// [`ternary_quant::levels`]). Its stream is `RngKey::new(mix(seed, step), 0,
+/// mix(rank, parameter))`. The default, one trit, is the single-trit layout above,
+/// byte for byte. The trit count is part of the [fingerprint](GradientCodec::fingerprint),
+/// so the handshake refuses ranks that disagree on it.
 #[derive(Debug, Clone)]
 pub struct TernaryCodec {
     lens: Vec<usize>,
     seed: u64,
     block: usize,
     packing: TernaryPacking,
+    trits: u8,
     words: Vec<u64>,
+    levels: Vec<i8>,
 }
 
 /// The default scale block: 320 elements (64 base-3 bytes, 5 plane words): ternary-quant's
@@ -53,8 +68,48 @@ impl TernaryCodec {
             seed,
             block,
             packing,
+            trits: 1,
             words: Vec::new(),
+            levels: Vec::new(),
         })
+    }
+
+    /// Balanced trits per element: 1 (the default), 2, 3 or 5 (3, 9, 27 or 243 levels;
+    /// `1.6·t` bits per element plus the scales). More trits cost more bytes and cut the
+    /// quantization error: the variance per element is `(s/L)²·f(1 − f)` with `f` the
+    /// fractional part of `x·L/s`, at most `(s/(2L))²`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) (`trits_per_element`) unless `n`
+    /// is one of 1, 2, 3, 5, or (`packing`) for `n > 1` with [`TernaryPacking::Planes`]
+    /// (bitplanes hold single trits; levels travel base 3). The codec is unchanged on error.
+    pub fn set_trits_per_element(&mut self, n: u8) -> Result<()> {
+        if check_trits_per_element(n).is_err() {
+            return Err(config_error("trits_per_element", "one of 1, 2, 3, 5", n));
+        }
+        if n > 1 && self.packing == TernaryPacking::Planes {
+            return Err(config_error(
+                "packing",
+                "Base3 when trits_per_element > 1",
+                "Planes",
+            ));
+        }
+        self.trits = n;
+        Ok(())
+    }
+
+    /// [`set_trits_per_element`](Self::set_trits_per_element), builder style.
+    ///
+    /// # Errors
+    /// As [`set_trits_per_element`](Self::set_trits_per_element).
+    pub fn with_trits_per_element(mut self, n: u8) -> Result<Self> {
+        self.set_trits_per_element(n)?;
+        Ok(self)
+    }
+
+    /// Balanced trits per element (1 unless set).
+    pub fn trits_per_element(&self) -> u8 {
+        self.trits
     }
 
     /// Payload bytes for one rank's gradient.
@@ -66,6 +121,9 @@ impl TernaryCodec {
     }
 
     fn packed_bytes(&self, n: usize) -> usize {
+        if self.trits > 1 {
+            return levels_bytes(self.trits, n);
+        }
         match self.packing {
             TernaryPacking::Planes => 16 * plane_words(n),
             TernaryPacking::Base3 => base3_bytes(n),
@@ -80,12 +138,40 @@ impl TernaryCodec {
         )
     }
 
+    /// The multi-trit encode: per parameter, one step of a [`PackedAccumulator`] with `f32`
+    /// scales per `block` (so `v = g` is rounded onto its levels once), copied out.
+    fn encode_levels(&self, ctx: Context, grads: &[Vec<f32>], out: &mut Vec<u8>) -> Result<()> {
+        let seed = vsa_core::rng::mix(self.seed, ctx.step);
+        for (k, g) in grads.iter().enumerate() {
+            let config = AccumulatorConfig {
+                accumulation_steps: 1,
+                stochastic: true,
+                seed,
+                tensor_id: vsa_core::rng::mix(ctx.rank as u64, k as u64),
+                scale_granularity: ScaleGranularity::PerBlock(self.block),
+                trits_per_element: self.trits,
+                scale_format: ScaleFormat::F32,
+            };
+            let mut acc = PackedAccumulator::new(g.len(), config)?;
+            acc.accumulate(g)?;
+            let state = acc.state();
+            for s in &state.scales {
+                out.extend_from_slice(&s.to_le_bytes());
+            }
+            out.extend_from_slice(&state.trits);
+        }
+        Ok(())
+    }
+
     fn encode_unchecked(
         &mut self,
         ctx: Context,
         grads: &[Vec<f32>],
         out: &mut Vec<u8>,
     ) -> Result<()> {
+        if self.trits > 1 {
+            return self.encode_levels(ctx, grads, out);
+        }
         let block = self.block;
         for (k, g) in grads.iter().enumerate() {
             let key = self.key(ctx, k);
@@ -146,8 +232,11 @@ impl GradientCodec for TernaryCodec {
     }
 
     fn fingerprint(&self) -> u64 {
+        // One trit keeps the words of the single-trit codec (so its fingerprint, like its
+        // bytes, is unchanged); `t > 1` trits (base 3 only) set the packing word to 1 | t << 8.
         let packing = match self.packing {
             TernaryPacking::Planes => 0,
+            TernaryPacking::Base3 if self.trits > 1 => 1 | (u64::from(self.trits) << 8),
             TernaryPacking::Base3 => 1,
         };
         fnv([self.block as u64, packing]
@@ -197,6 +286,10 @@ impl GradientCodec for TernaryCodec {
             at += 4 * nb;
             let packed = &payload[at..at + self.packed_bytes(n)];
             at += self.packed_bytes(n);
+            if self.trits > 1 {
+                check_base3(usize::from(self.trits) * n, packed).map_err(packed_err)?;
+                continue;
+            }
             match self.packing {
                 TernaryPacking::Base3 => check_base3(n, packed).map_err(packed_err)?,
                 TernaryPacking::Planes => {
@@ -217,6 +310,25 @@ impl GradientCodec for TernaryCodec {
             let packed = &payload[at..at + self.packed_bytes(n)];
             at += self.packed_bytes(n);
             let scale_at = |i: usize| scale(&scales[4 * i..4 * i + 4]);
+            if self.trits > 1 {
+                // Element i is level j_i times the unit s_b/L of its block, as
+                // `PackedAccumulator::mean_into` computes it.
+                let l = max_level(self.trits) as f32;
+                self.levels.clear();
+                self.levels.resize(n, 0);
+                unpack_levels(self.trits, packed, &mut self.levels).map_err(packed_err)?;
+                for (i, (x, q)) in o
+                    .chunks_mut(self.block)
+                    .zip(self.levels.chunks(self.block))
+                    .enumerate()
+                {
+                    let unit = scale_at(i) / l;
+                    for (xi, &qi) in x.iter_mut().zip(q) {
+                        *xi = f32::from(qi) * unit;
+                    }
+                }
+                continue;
+            }
             match self.packing {
                 TernaryPacking::Base3 => {
                     let per = self.block / 5;

@@ -1,6 +1,7 @@
 //! Integration tests of the gradient codecs: `F32Codec` (lossless), `TernaryCodec`
 //! (unbiased stochastic trits, bitplanes or base 3) and `VsaCodec` (module `vsa`).
 
+mod ternary_trits;
 mod vsa;
 
 use proptest::prelude::*;
