@@ -4,7 +4,7 @@
 //! the derivation and shrinks with the trit count, without bias.
 
 use vsa_optim_mpi::{
-    Collective, Error, ExchangeConfig, GradientCodec, GradientExchange, TernaryCodec,
+    Collective, Error, ExchangeConfig, Gathered, GradientCodec, GradientExchange, TernaryCodec,
     TernaryPacking,
 };
 
@@ -152,12 +152,7 @@ impl Collective for Pair {
         2
     }
 
-    fn all_gather_bytes(
-        &mut self,
-        mine: &[u8],
-        out: &mut Vec<u8>,
-        lens: &mut Vec<usize>,
-    ) -> vsa_optim_mpi::Result<()> {
+    fn all_gather_bytes(&mut self, mine: &[u8], out: &mut Gathered) -> vsa_optim_mpi::Result<()> {
         let other = self.other.take().unwrap_or_else(|| mine.to_vec());
         let parts = if self.rank == 0 {
             [mine.to_vec(), other]
@@ -165,10 +160,8 @@ impl Collective for Pair {
             [other, mine.to_vec()]
         };
         out.clear();
-        lens.clear();
         for p in &parts {
-            out.extend_from_slice(p);
-            lens.push(p.len());
+            out.push(p);
         }
         self.sent.push(mine.to_vec());
         Ok(())
