@@ -102,20 +102,33 @@ fn final_metric(v: &serde_json::Value) -> f64 {
         .expect("metric")
 }
 
+/// Runs `mpi_train args extra` on `np` ranks and the single-process reference with `args`
+/// (no `extra`), and returns both results.
+fn run_and_reference(
+    dir: &Path,
+    name: &str,
+    np: usize,
+    args: &[&str],
+    extra: &[&str],
+) -> (serde_json::Value, serde_json::Value) {
+    let out = dir.join(format!("{name}{np}.json"));
+    let refo = dir.join(format!("{name}{np}-ref.json"));
+    let mut a = args.to_vec();
+    a.extend(extra);
+    a.extend(["--out", out.to_str().unwrap()]);
+    ok(mpirun(np, &a, Duration::from_secs(300)));
+    let mut a = args.to_vec();
+    a.extend(["--out", refo.to_str().unwrap()]);
+    ok(reference(np, &a));
+    (json(&out), json(&refo))
+}
+
 #[test]
 fn f32_ranks_match_the_single_process_reference_bit_for_bit() {
     let dir = tmp("f32");
+    let args = ["--mode", "f32", "--trainer", "best", "--steps", "40"];
     for np in [2usize, 4] {
-        let out = dir.join(format!("np{np}.json"));
-        let refo = dir.join(format!("ref{np}.json"));
-        let args = ["--mode", "f32", "--trainer", "best", "--steps", "40"];
-        let mut a = args.to_vec();
-        a.extend(["--out", out.to_str().unwrap()]);
-        ok(mpirun(np, &a, Duration::from_secs(300)));
-        let mut a = args.to_vec();
-        a.extend(["--out", refo.to_str().unwrap()]);
-        ok(reference(np, &a));
-        let (v, r) = (json(&out), json(&refo));
+        let (v, r) = run_and_reference(&dir, "np", np, &args, &[]);
         assert_eq!(u(&v, "weights_hash"), u(&r, "weights_hash"), "np {np}");
         assert_eq!(u(&v, "trainer_digest"), u(&r, "trainer_digest"), "np {np}");
         // The trainer predicted some steps, and they made no collective call: the total is
@@ -129,19 +142,9 @@ fn f32_ranks_match_the_single_process_reference_bit_for_bit() {
         assert_eq!(u(&v, "frame_bytes"), 24 + 4 * 9610);
     }
     // The char-LM too (3 steps, one micro-batch per rank): bit-identical to the reference.
-    let out = dir.join("lm.json");
-    let refo = dir.join("lmref.json");
     let args = ["--workload", "charlm", "--trainer", "none", "--steps", "3"];
-    let mut a = args.to_vec();
-    a.extend(["--out", out.to_str().unwrap()]);
-    ok(mpirun(2, &a, Duration::from_secs(300)));
-    let mut a = args.to_vec();
-    a.extend(["--out", refo.to_str().unwrap()]);
-    ok(reference(2, &a));
-    assert_eq!(
-        u(&json(&out), "weights_hash"),
-        u(&json(&refo), "weights_hash")
-    );
+    let (v, r) = run_and_reference(&dir, "lm", 2, &args, &[]);
+    assert_eq!(u(&v, "weights_hash"), u(&r, "weights_hash"));
 }
 
 #[test]
@@ -152,17 +155,9 @@ fn summed_reductions_train_to_the_gathered_bits() {
     // against gathered. The native all-reduce is only checked to train: its summation
     // order is MPI's.
     let dir = tmp("summed");
+    let args = ["--mode", "f32", "--trainer", "best", "--steps", "40"];
     for np in [2usize, 4] {
-        let out = dir.join(format!("sum{np}.json"));
-        let refo = dir.join(format!("ref{np}.json"));
-        let args = ["--mode", "f32", "--trainer", "best", "--steps", "40"];
-        let mut a = args.to_vec();
-        a.extend(["--reduction", "sum", "--out", out.to_str().unwrap()]);
-        ok(mpirun(np, &a, Duration::from_secs(300)));
-        let mut a = args.to_vec();
-        a.extend(["--out", refo.to_str().unwrap()]);
-        ok(reference(np, &a));
-        let (v, r) = (json(&out), json(&refo));
+        let (v, r) = run_and_reference(&dir, "sum", np, &args, &["--reduction", "sum"]);
         assert_eq!(v["reduction"], "sum");
         assert_eq!(u(&v, "weights_hash"), u(&r, "weights_hash"), "np {np}");
         assert_eq!(u(&v, "trainer_digest"), u(&r, "trainer_digest"), "np {np}");

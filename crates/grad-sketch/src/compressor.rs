@@ -143,12 +143,7 @@ impl SketchCompressor {
     /// [`Error::UnknownParameter`], [`Error::InvalidState`] when error feedback is off,
     /// [`Error::ShapeMismatch`] for a wrong length, [`Error::NonFiniteGradient`].
     pub fn set_residual(&mut self, name: &str, values: &[f32]) -> Result<()> {
-        let i = self
-            .params
-            .position(name)
-            .ok_or_else(|| Error::UnknownParameter {
-                name: name.to_string(),
-            })?;
+        let i = self.params.require(name)?;
         if !self.config.error_feedback {
             return Err(Error::InvalidState(
                 "error feedback is off: there is no residual to set".into(),

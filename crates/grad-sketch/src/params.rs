@@ -84,6 +84,16 @@ impl Params {
             .ok()
     }
 
+    /// Index of `name` in the sorted order, or [`Error::UnknownParameter`].
+    ///
+    /// # Errors
+    /// [`Error::UnknownParameter`] when no parameter is called `name`.
+    pub fn require(&self, name: &str) -> Result<usize> {
+        self.position(name).ok_or_else(|| Error::UnknownParameter {
+            name: name.to_string(),
+        })
+    }
+
     /// Checks that `count` buffers with lengths `len(i)` match the declared parameters.
     ///
     /// # Errors

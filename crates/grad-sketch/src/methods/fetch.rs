@@ -288,12 +288,7 @@ impl FetchSgd {
     /// # Errors
     /// [`Error::UnknownParameter`], [`Error::ShapeMismatch`].
     pub fn sketch_of(&self, name: &str, x: &[f32]) -> Result<Vec<f32>> {
-        let i = self
-            .params
-            .position(name)
-            .ok_or_else(|| Error::UnknownParameter {
-                name: name.to_string(),
-            })?;
+        let i = self.params.require(name)?;
         let p = &self.params.list()[i];
         if x.len() != p.numel() {
             return Err(Error::ShapeMismatch {
