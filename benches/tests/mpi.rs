@@ -232,7 +232,7 @@ fn summed_reductions_train_to_the_gathered_bits() {
         "2",
     ];
     let o = mpirun(2, &a, Duration::from_secs(120));
-    assert!(!o.status.success(), "{}", text(&o));
+    every_rank_failed_with(&o, 2, "invalid config `reduction`");
 }
 
 #[test]
