@@ -87,8 +87,9 @@ pub use compressor::SketchCompressor;
 pub use config::{BundleQuantization, Reconstruction, SketchConfig, SketchConfigBuilder};
 pub use error::{Error, Result};
 pub use methods::{
-    AdamConfig, Compressor, CompressorConfig, CompressorState, FetchSgd, FetchSgdConfig,
-    FetchSgdState, Message, Method, MomentumCompressor, MomentumConfig, MomentumState, Part,
+    AdamConfig, AdamMoments, Compressor, CompressorConfig, CompressorState, FetchSgd,
+    FetchSgdConfig, FetchSgdState, Message, Method, MomentumCompressor, MomentumConfig,
+    MomentumState, Part,
 };
 pub use params::{Param, Params};
 pub use sketch::MIN_SLOTS;

@@ -535,7 +535,7 @@ fn bad_input_changes_no_state() {
     s.error_sketch[0].push(0.0);
     assert!(matches!(fs.restore(&s), Err(Error::InvalidState(_))));
     let mut s = before.clone();
-    s.variance[1][0] = f32::INFINITY;
+    s.moments.variance[1][0] = f32::INFINITY;
     assert!(matches!(fs.restore(&s), Err(Error::InvalidState(_))));
     let mut s = before.clone();
     s.config = Some(FetchSgdConfig {
@@ -549,7 +549,7 @@ fn bad_input_changes_no_state() {
     s.compressor.step += 5;
     assert!(matches!(mc.restore(&s), Err(Error::InvalidState(_))));
     let mut s = before.clone();
-    s.momentum.pop();
+    s.moments.momentum.pop();
     assert!(matches!(mc.restore(&s), Err(Error::InvalidState(_))));
     assert_eq!(mc.state(), before);
     assert!(matches!(

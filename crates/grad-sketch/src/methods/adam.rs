@@ -4,7 +4,9 @@
 //! Both schemes return the AdamW *direction* `d` and leave the parameter update to the
 //! caller: `θ ← θ·(1 − lr·wd) − lr·d`, the order of candle's `AdamW::step`.
 
-use crate::error::{Result, config_error};
+use crate::error::{Error, Result, config_error};
+use crate::params::Params;
+use crate::state::{check_buffers, declared};
 
 /// AdamW's moment settings (the learning rate and weight decay stay with the caller).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -121,4 +123,63 @@ pub(crate) fn check_run(warmup_steps: u64, total_steps: u64) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// AdamW's moments per parameter (sorted-name order) and the applied steps: the state
+/// that [`MomentumCompressor`](super::MomentumCompressor) and [`FetchSgd`](super::FetchSgd)
+/// share, and the `moments` of their checkpoints.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct AdamMoments {
+    /// Applied steps.
+    pub step: u64,
+    /// The momentum `m` per parameter.
+    pub momentum: Vec<Vec<f32>>,
+    /// The variance `v` per parameter (frozen after the warm-up).
+    pub variance: Vec<Vec<f32>>,
+}
+
+impl AdamMoments {
+    /// Zero moments at step 0 for `params`.
+    pub(crate) fn zeros(params: &Params) -> Self {
+        let zeros: Vec<Vec<f32>> = params
+            .list()
+            .iter()
+            .map(|p| vec![0f32; p.numel()])
+            .collect();
+        Self {
+            step: 0,
+            momentum: zeros.clone(),
+            variance: zeros,
+        }
+    }
+
+    /// Checks that `state` has this value's buffer lengths and only finite values.
+    pub(crate) fn check(&self, state: &Self) -> Result<()> {
+        let lengths: Vec<usize> = self.momentum.iter().map(Vec::len).collect();
+        check_buffers("momentum", &state.momentum, &lengths)?;
+        check_buffers("variance", &state.variance, &lengths)
+    }
+
+    /// Bytes of the two moments.
+    pub(crate) fn memory_bytes(&self) -> usize {
+        4 * self
+            .momentum
+            .iter()
+            .chain(&self.variance)
+            .map(Vec::len)
+            .sum::<usize>()
+    }
+}
+
+/// The first half of an AdamW scheme's `from_state`: the config (an error when the state has
+/// none) and the declared parameters, passed to the scheme's `new`.
+pub(crate) fn new_from_state<C: Copy, S>(
+    config: Option<C>,
+    names: &[String],
+    shapes: &[Vec<usize>],
+    new: impl FnOnce(&[(String, Vec<usize>)], C) -> Result<S>,
+) -> Result<S> {
+    let config = config.ok_or_else(|| Error::InvalidState("state without a config".into()))?;
+    new(&declared(names, shapes)?, config)
 }

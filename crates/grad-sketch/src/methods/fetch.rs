@@ -3,12 +3,12 @@
 use vsa_core::rng::{fnv1a, key_from_name, mix, splitmix64};
 
 use super::MAX_ROWS;
-use super::adam::{AdamConfig, check_run, check_warmup};
+use super::adam::{AdamConfig, AdamMoments, check_run, check_warmup, new_from_state};
 use super::kernels;
 use super::message::{Message, Part};
 use crate::error::{Error, Result, config_error, invalid};
 use crate::params::Params;
-use crate::state::{check_buffers, check_same, declared};
+use crate::state::{check_buffers, check_same};
 
 /// Domain of FetchSGD's fixed sketch keys.
 const FETCH_DOMAIN: u64 = 0x6665_7463_6873_6764; // "fetchsgd"
@@ -133,11 +133,9 @@ pub struct FetchSgd {
     params: Params,
     plans: Vec<Plan>,
     fingerprint: u64,
-    m: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    moments: AdamMoments,
     su: Vec<Vec<f32>>,
     se: Vec<Vec<f32>>,
-    step: u64,
 }
 
 /// A [`FetchSgd`]'s state; restoring it resumes a run bit for bit.
@@ -150,12 +148,9 @@ pub struct FetchSgdState {
     pub shapes: Vec<Vec<usize>>,
     /// The configuration (`None` only in a default value).
     pub config: Option<FetchSgdConfig>,
-    /// Applied steps.
-    pub step: u64,
-    /// The dense momentum `m` (used during the warm-up).
-    pub momentum: Vec<Vec<f32>>,
-    /// The variance `v` (frozen after the warm-up).
-    pub variance: Vec<Vec<f32>>,
+    /// The applied steps and AdamW's moments (the dense momentum is used during the
+    /// warm-up only).
+    pub moments: AdamMoments,
     /// The momentum sketch `S_u` (`rows × width` per parameter).
     pub momentum_sketch: Vec<Vec<f32>>,
     /// The error sketch `S_e` (`rows × width` per parameter).
@@ -194,24 +189,18 @@ impl FetchSgd {
                 }
             })
             .collect();
-        let dense = plans
-            .iter()
-            .map(|p| vec![0f32; p.numel])
-            .collect::<Vec<_>>();
         let tables = plans
             .iter()
             .map(|p| vec![0f32; config.rows * p.width])
             .collect::<Vec<_>>();
         Ok(Self {
             fingerprint: Self::fingerprint_of(&config, &params),
+            moments: AdamMoments::zeros(&params),
             config,
             params,
             plans,
-            m: dense.clone(),
-            v: dense,
             su: tables.clone(),
             se: tables,
-            step: 0,
         })
     }
 
@@ -253,12 +242,12 @@ impl FetchSgd {
 
     /// Applied steps (the step of the next message).
     pub fn step(&self) -> u64 {
-        self.step
+        self.moments.step
     }
 
     /// Whether step `step()` is still an exact warm-up step.
     pub fn in_warmup(&self) -> bool {
-        self.step < self.config.warmup_steps
+        self.step() < self.config.warmup_steps
     }
 
     /// Sketch buckets per row of `name`.
@@ -278,7 +267,7 @@ impl FetchSgd {
 
     /// The variance of `name`.
     pub fn variance(&self, name: &str) -> Option<&[f32]> {
-        Some(&self.v[self.params.position(name)?])
+        Some(&self.moments.variance[self.params.position(name)?])
     }
 
     /// The sketch `S(x)` of a vector `x` of parameter `name` with this scheme's fixed keys
@@ -304,10 +293,8 @@ impl FetchSgd {
 
     /// Bytes of state: moments and the two sketches.
     pub fn memory_bytes(&self) -> usize {
-        4 * [&self.m, &self.v, &self.su, &self.se]
-            .iter()
-            .map(|x| x.iter().map(Vec::len).sum::<usize>())
-            .sum::<usize>()
+        self.moments.memory_bytes()
+            + 4 * self.su.iter().chain(&self.se).map(Vec::len).sum::<usize>()
     }
 
     /// The sketch `S(x)` of parameter `i` (fixed keys) into `table`.
@@ -335,9 +322,11 @@ impl FetchSgd {
                 Part::Values(table)
             } else {
                 let mut pre = vec![0f32; g.len()];
-                self.config
-                    .adam
-                    .frozen_inverse(self.config.warmup_steps, &self.v[i], &mut pre);
+                self.config.adam.frozen_inverse(
+                    self.config.warmup_steps,
+                    &self.moments.variance[i],
+                    &mut pre,
+                );
                 pre.iter_mut().zip(g).for_each(|(p, g)| *p *= g);
                 let mut table = vec![0f32; self.su[i].len()];
                 self.sketch(i, &pre, &mut table);
@@ -353,7 +342,7 @@ impl FetchSgd {
         Ok(Message {
             fingerprint: self.fingerprint,
             method: FETCH_SGD_CODE,
-            step: self.step,
+            step: self.step(),
             elements: self.params.total_numel() as u64,
             parts,
         })
@@ -373,13 +362,13 @@ impl FetchSgd {
         if m.method != FETCH_SGD_CODE
             || m.parts.len() != self.plans.len()
             || m.elements != self.params.total_numel() as u64
-            || m.step != self.step
+            || m.step != self.step()
         {
             return Err(invalid(format!(
                 "method/parts/elements/step: expected {FETCH_SGD_CODE}/{}/{}/{}, got {}/{}/{}/{}",
                 self.plans.len(),
                 self.params.total_numel(),
-                self.step,
+                self.step(),
                 m.method,
                 m.parts.len(),
                 m.elements,
@@ -403,7 +392,7 @@ impl FetchSgd {
                     } else {
                         self.su[i].len()
                     },
-                    self.step
+                    self.step()
                 )));
             }
             if !part.all_finite() {
@@ -450,10 +439,10 @@ impl FetchSgd {
             }
             mean.push(acc);
         }
-        let t = self.step + 1;
+        let t = self.step() + 1;
         let adam = self.config.adam;
         let rows = self.config.rows;
-        let (mut m, mut v) = (self.m.clone(), self.v.clone());
+        let (mut m, mut v) = (self.moments.momentum.clone(), self.moments.variance.clone());
         let (mut su, mut se) = (self.su.clone(), self.se.clone());
         let mut d: Vec<Vec<f32>> = self.plans.iter().map(|p| vec![0f32; p.numel]).collect();
         if self.in_warmup() {
@@ -524,8 +513,12 @@ impl FetchSgd {
         for (o, d) in out.iter_mut().zip(&d) {
             o.as_mut().copy_from_slice(d);
         }
-        (self.m, self.v, self.su, self.se) = (m, v, su, se);
-        self.step = t;
+        self.moments = AdamMoments {
+            step: t,
+            momentum: m,
+            variance: v,
+        };
+        (self.su, self.se) = (su, se);
         Ok(())
     }
 
@@ -535,9 +528,7 @@ impl FetchSgd {
             names: self.params.list().iter().map(|p| p.name.clone()).collect(),
             shapes: self.params.list().iter().map(|p| p.shape.clone()).collect(),
             config: Some(self.config),
-            step: self.step,
-            momentum: self.m.clone(),
-            variance: self.v.clone(),
+            moments: self.moments.clone(),
             momentum_sketch: self.su.clone(),
             error_sketch: self.se.clone(),
         }
@@ -549,11 +540,7 @@ impl FetchSgd {
     /// As [`new`](Self::new) and [`restore`](Self::restore); [`Error::InvalidState`] for a
     /// state without a config.
     pub fn from_state(state: FetchSgdState) -> Result<Self> {
-        let config = state
-            .config
-            .ok_or_else(|| Error::InvalidState("state without a config".into()))?;
-        let shapes = declared(&state.names, &state.shapes)?;
-        let mut s = Self::new(&shapes, config)?;
+        let mut s = new_from_state(state.config, &state.names, &state.shapes, Self::new)?;
         s.restore(&state)?;
         Ok(s)
     }
@@ -571,17 +558,13 @@ impl FetchSgd {
             &state.shapes,
             &state.config,
         )?;
-        let dense: Vec<usize> = self.m.iter().map(Vec::len).collect();
+        self.moments.check(&state.moments)?;
         let tables: Vec<usize> = self.su.iter().map(Vec::len).collect();
-        check_buffers("momentum", &state.momentum, &dense)?;
-        check_buffers("variance", &state.variance, &dense)?;
         check_buffers("momentum sketch", &state.momentum_sketch, &tables)?;
         check_buffers("error sketch", &state.error_sketch, &tables)?;
-        self.m.clone_from(&state.momentum);
-        self.v.clone_from(&state.variance);
+        self.moments.clone_from(&state.moments);
         self.su.clone_from(&state.momentum_sketch);
         self.se.clone_from(&state.error_sketch);
-        self.step = state.step;
         Ok(())
     }
 }

@@ -32,7 +32,7 @@ mod message;
 mod momentum;
 mod state;
 
-pub use adam::AdamConfig;
+pub use adam::{AdamConfig, AdamMoments};
 pub use compressor::Compressor;
 pub use fetch::{FETCH_SGD_CODE, FetchSgd, FetchSgdConfig, FetchSgdState};
 pub use message::{Message, Part};

@@ -1,13 +1,13 @@
 //! [`MomentumCompressor`]: error feedback on the momentum under AdamW, after 1-bit Adam.
 
 use super::CompressorConfig;
-use super::adam::{AdamConfig, check_run, check_warmup};
+use super::adam::{AdamConfig, AdamMoments, check_run, check_warmup, new_from_state};
 use super::compressor::Compressor;
 use super::message::Message;
 use super::state::CompressorState;
 use crate::error::{Error, Result, invalid};
 use crate::params::Params;
-use crate::state::{check_buffers, check_same, declared};
+use crate::state::check_same;
 
 /// A [`MomentumCompressor`]'s configuration.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,9 +80,7 @@ impl MomentumConfig {
 pub struct MomentumCompressor {
     config: MomentumConfig,
     inner: Compressor,
-    m: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
-    step: u64,
+    moments: AdamMoments,
 }
 
 /// A [`MomentumCompressor`]'s state; restoring it resumes a run bit for bit.
@@ -95,12 +93,8 @@ pub struct MomentumState {
     pub shapes: Vec<Vec<usize>>,
     /// The configuration (`None` only in a default value).
     pub config: Option<MomentumConfig>,
-    /// Applied steps.
-    pub step: u64,
-    /// The momentum `m` per parameter.
-    pub momentum: Vec<Vec<f32>>,
-    /// The variance `v` per parameter (frozen after the warm-up).
-    pub variance: Vec<Vec<f32>>,
+    /// The applied steps and AdamW's moments.
+    pub moments: AdamMoments,
     /// The momentum compressor's state (its residuals and step).
     pub compressor: CompressorState,
 }
@@ -113,18 +107,10 @@ impl MomentumCompressor {
     pub fn new(shapes: &[(String, Vec<usize>)], config: MomentumConfig) -> Result<Self> {
         config.validate()?;
         let inner = Compressor::new(shapes, config.compressor)?;
-        let zeros: Vec<Vec<f32>> = inner
-            .params
-            .list()
-            .iter()
-            .map(|p| vec![0f32; p.numel()])
-            .collect();
         Ok(Self {
             config,
+            moments: AdamMoments::zeros(&inner.params),
             inner,
-            m: zeros.clone(),
-            v: zeros,
-            step: 0,
         })
     }
 
@@ -145,22 +131,22 @@ impl MomentumCompressor {
 
     /// Applied steps.
     pub fn step(&self) -> u64 {
-        self.step
+        self.moments.step
     }
 
     /// Whether step `step()` is still an exact warm-up step.
     pub fn in_warmup(&self) -> bool {
-        self.step < self.config.compressor.dense_warmup_steps
+        self.step() < self.config.compressor.dense_warmup_steps
     }
 
     /// The momentum of `name`.
     pub fn momentum(&self, name: &str) -> Option<&[f32]> {
-        Some(&self.m[self.params().position(name)?])
+        Some(&self.moments.momentum[self.params().position(name)?])
     }
 
     /// The variance of `name`.
     pub fn variance(&self, name: &str) -> Option<&[f32]> {
-        Some(&self.v[self.params().position(name)?])
+        Some(&self.moments.variance[self.params().position(name)?])
     }
 
     /// The local half of a step: the dense gradient during the warm-up, afterwards the
@@ -172,10 +158,10 @@ impl MomentumCompressor {
     /// ([`Error::ParameterCount`], [`Error::ShapeMismatch`], [`Error::NonFiniteGradient`]).
     /// On error nothing changes.
     pub fn compress<G: AsRef<[f32]>>(&mut self, grads: &[G]) -> Result<Message> {
-        if self.inner.step() != self.step {
+        if self.inner.step() != self.step() {
             return Err(Error::InvalidState(format!(
                 "step {} was already compressed: apply it first",
-                self.step
+                self.step()
             )));
         }
         self.params().check_grads(grads)?;
@@ -185,7 +171,7 @@ impl MomentumCompressor {
         let b1 = self.config.adam.beta1 as f32;
         let local: Vec<Vec<f32>> = grads
             .iter()
-            .zip(&self.m)
+            .zip(&self.moments.momentum)
             .map(|(g, m)| {
                 g.as_ref()
                     .iter()
@@ -204,10 +190,11 @@ impl MomentumCompressor {
         }
         for m in received {
             self.inner.check(m)?;
-            if m.step != self.step {
+            if m.step != self.step() {
                 return Err(invalid(format!(
                     "message of step {}: this scheme applies step {}",
-                    m.step, self.step
+                    m.step,
+                    self.step()
                 )));
             }
         }
@@ -227,7 +214,12 @@ impl MomentumCompressor {
         self.check_received(received)?;
         self.params()
             .check_lengths(out.len(), |i| out[i].as_mut().len())?;
-        let mut mean: Vec<Vec<f32>> = self.m.iter().map(|m| vec![0f32; m.len()]).collect();
+        let mut mean: Vec<Vec<f32>> = self
+            .moments
+            .momentum
+            .iter()
+            .map(|m| vec![0f32; m.len()])
+            .collect();
         let mut buf = mean.clone();
         for msg in received {
             self.inner.decompress_into(msg, &mut buf)?;
@@ -239,9 +231,9 @@ impl MomentumCompressor {
             let s = 1.0 / received.len() as f32;
             mean.iter_mut().flatten().for_each(|x| *x *= s);
         }
-        let t = self.step + 1;
+        let t = self.step() + 1;
         let adam = self.config.adam;
-        let (mut m, mut v) = (self.m.clone(), self.v.clone());
+        let (mut m, mut v) = (self.moments.momentum.clone(), self.moments.variance.clone());
         let mut d: Vec<Vec<f32>> = mean.iter().map(|x| vec![0f32; x.len()]).collect();
         if self.in_warmup() {
             for i in 0..m.len() {
@@ -268,9 +260,11 @@ impl MomentumCompressor {
         for (o, d) in out.iter_mut().zip(&d) {
             o.as_mut().copy_from_slice(d);
         }
-        self.m = m;
-        self.v = v;
-        self.step = t;
+        self.moments = AdamMoments {
+            step: t,
+            momentum: m,
+            variance: v,
+        };
         Ok(())
     }
 
@@ -281,9 +275,7 @@ impl MomentumCompressor {
             names: c.names.clone(),
             shapes: c.shapes.clone(),
             config: Some(self.config),
-            step: self.step,
-            momentum: self.m.clone(),
-            variance: self.v.clone(),
+            moments: self.moments.clone(),
             compressor: c,
         }
     }
@@ -294,11 +286,7 @@ impl MomentumCompressor {
     /// As [`new`](Self::new) and [`restore`](Self::restore); [`Error::InvalidState`] for a
     /// state without a config.
     pub fn from_state(state: MomentumState) -> Result<Self> {
-        let config = state
-            .config
-            .ok_or_else(|| Error::InvalidState("state without a config".into()))?;
-        let shapes = declared(&state.names, &state.shapes)?;
-        let mut s = Self::new(&shapes, config)?;
+        let mut s = new_from_state(state.config, &state.names, &state.shapes, Self::new)?;
         s.restore(&state)?;
         Ok(s)
     }
@@ -317,21 +305,16 @@ impl MomentumCompressor {
             &state.shapes,
             &state.config,
         )?;
-        let lengths: Vec<usize> = self.m.iter().map(Vec::len).collect();
-        check_buffers("momentum", &state.momentum, &lengths)?;
-        check_buffers("variance", &state.variance, &lengths)?;
-        let cs = state.compressor.step;
-        if cs != state.step && cs != state.step + 1 {
+        self.moments.check(&state.moments)?;
+        let (cs, step) = (state.compressor.step, state.moments.step);
+        if cs != step && cs != step + 1 {
             return Err(Error::InvalidState(format!(
-                "compressor step {cs} with scheme step {}: expected equal or one ahead",
-                state.step
+                "compressor step {cs} with scheme step {step}: expected equal or one ahead"
             )));
         }
         // Validates fully before it writes; ours below cannot fail.
         self.inner.restore(&state.compressor)?;
-        self.m.clone_from(&state.momentum);
-        self.v.clone_from(&state.variance);
-        self.step = state.step;
+        self.moments.clone_from(&state.moments);
         Ok(())
     }
 }
