@@ -2,7 +2,7 @@
 
 use super::{
     Context, ExchangeMode, GradientCodec, LinearWire, check_grads, decode_linear_raw, decode_raw,
-    fnv,
+    fnv, raw_codec,
 };
 use crate::error::{Error, Result};
 
@@ -39,7 +39,8 @@ impl Bf16Codec {
         }
     }
 
-    fn rounded(&self, grads: &[Vec<f32>], out: &mut Vec<f32>) -> Result<()> {
+    /// The gradients rounded to `bf16`, as `f32`, appended to `out` (unchanged on error).
+    fn values(&self, grads: &[Vec<f32>], out: &mut Vec<f32>) -> Result<()> {
         check_grads(&self.lens, grads)?;
         let start = out.len();
         out.extend(grads.iter().flatten().map(|&x| bf16_to_f32(f32_to_bf16(x))));
@@ -51,45 +52,16 @@ impl Bf16Codec {
         }
         Ok(())
     }
-}
 
-impl GradientCodec for Bf16Codec {
-    fn mode(&self) -> ExchangeMode {
-        ExchangeMode::Bf16
-    }
-
-    fn fingerprint(&self) -> u64 {
-        fnv(self.lens.iter().map(|&n| n as u64))
-    }
-
-    fn encode(&mut self, _ctx: Context, grads: &[Vec<f32>], out: &mut Vec<u8>) -> Result<()> {
+    fn encode_raw(&self, grads: &[Vec<f32>], out: &mut Vec<u8>) -> Result<()> {
         let mut v = Vec::new();
-        self.rounded(grads, &mut v)?;
+        self.values(grads, &mut v)?;
         LinearWire::Bf16.put(&v, out);
         Ok(())
     }
-
-    fn decode(&mut self, ctx: Context, payload: &[u8], out: &mut [Vec<f32>]) -> Result<()> {
-        decode_raw(&self.lens, LinearWire::Bf16, ctx, payload, out)
-    }
-
-    fn linear(&self) -> Option<LinearWire> {
-        Some(LinearWire::Bf16)
-    }
-
-    fn encode_linear(
-        &mut self,
-        _ctx: Context,
-        grads: &[Vec<f32>],
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
-        self.rounded(grads, out)
-    }
-
-    fn decode_linear(&mut self, ctx: Context, sum: &[f32], out: &mut [Vec<f32>]) -> Result<()> {
-        decode_linear_raw(&self.lens, ctx, sum, out)
-    }
 }
+
+raw_codec!(Bf16Codec, ExchangeMode::Bf16, LinearWire::Bf16);
 
 #[cfg(test)]
 mod tests {

@@ -341,6 +341,60 @@ pub(crate) fn fnv(words: impl IntoIterator<Item = u64>) -> u64 {
     vsa_core::rng::fnv1a(words.into_iter().flat_map(u64::to_le_bytes))
 }
 
+/// Implements [`GradientCodec`] for a raw codec: a struct with the parameter lengths `lens`
+/// whose payload is one [`LinearWire`] value per element and whose linear message is the
+/// same values. The struct supplies `values` (the checked values it sends, appended to a
+/// `Vec<f32>`) and `encode_raw` (those values as payload bytes).
+macro_rules! raw_codec {
+    ($codec:ty, $mode:expr, $wire:expr) => {
+        impl GradientCodec for $codec {
+            fn mode(&self) -> ExchangeMode {
+                $mode
+            }
+
+            fn fingerprint(&self) -> u64 {
+                fnv(self.lens.iter().map(|&n| n as u64))
+            }
+
+            fn encode(
+                &mut self,
+                _ctx: Context,
+                grads: &[Vec<f32>],
+                out: &mut Vec<u8>,
+            ) -> Result<()> {
+                self.encode_raw(grads, out)
+            }
+
+            fn decode(&mut self, ctx: Context, payload: &[u8], out: &mut [Vec<f32>]) -> Result<()> {
+                decode_raw(&self.lens, $wire, ctx, payload, out)
+            }
+
+            fn linear(&self) -> Option<LinearWire> {
+                Some($wire)
+            }
+
+            fn encode_linear(
+                &mut self,
+                _ctx: Context,
+                grads: &[Vec<f32>],
+                out: &mut Vec<f32>,
+            ) -> Result<()> {
+                self.values(grads, out)
+            }
+
+            fn decode_linear(
+                &mut self,
+                ctx: Context,
+                sum: &[f32],
+                out: &mut [Vec<f32>],
+            ) -> Result<()> {
+                decode_linear_raw(&self.lens, ctx, sum, out)
+            }
+        }
+    };
+}
+pub(crate) use raw_codec;
+
 /// Raw `f32`, little-endian: `4·n` bytes, lossless.
 #[derive(Debug, Clone)]
 pub struct F32Codec {
@@ -354,41 +408,8 @@ impl F32Codec {
             lens: lens.to_vec(),
         }
     }
-}
 
-impl GradientCodec for F32Codec {
-    fn mode(&self) -> ExchangeMode {
-        ExchangeMode::F32
-    }
-
-    fn fingerprint(&self) -> u64 {
-        fnv(self.lens.iter().map(|&n| n as u64))
-    }
-
-    fn encode(&mut self, _ctx: Context, grads: &[Vec<f32>], out: &mut Vec<u8>) -> Result<()> {
-        check_grads(&self.lens, grads)?;
-        for g in grads {
-            for &x in g {
-                out.extend_from_slice(&x.to_le_bytes());
-            }
-        }
-        Ok(())
-    }
-
-    fn decode(&mut self, ctx: Context, payload: &[u8], out: &mut [Vec<f32>]) -> Result<()> {
-        decode_raw(&self.lens, LinearWire::F32, ctx, payload, out)
-    }
-
-    fn linear(&self) -> Option<LinearWire> {
-        Some(LinearWire::F32)
-    }
-
-    fn encode_linear(
-        &mut self,
-        _ctx: Context,
-        grads: &[Vec<f32>],
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
+    fn values(&self, grads: &[Vec<f32>], out: &mut Vec<f32>) -> Result<()> {
         check_grads(&self.lens, grads)?;
         for g in grads {
             out.extend_from_slice(g);
@@ -396,10 +417,17 @@ impl GradientCodec for F32Codec {
         Ok(())
     }
 
-    fn decode_linear(&mut self, ctx: Context, sum: &[f32], out: &mut [Vec<f32>]) -> Result<()> {
-        decode_linear_raw(&self.lens, ctx, sum, out)
+    /// Writes the gradients straight to bytes (no intermediate copy).
+    fn encode_raw(&self, grads: &[Vec<f32>], out: &mut Vec<u8>) -> Result<()> {
+        check_grads(&self.lens, grads)?;
+        for g in grads {
+            LinearWire::F32.put(g, out);
+        }
+        Ok(())
     }
 }
+
+raw_codec!(F32Codec, ExchangeMode::F32, LinearWire::F32);
 
 /// Decodes a payload of raw values in `wire` format (f32 or bf16) into `out`, after
 /// checking its length and `out`'s layout.
