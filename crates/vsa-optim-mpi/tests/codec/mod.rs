@@ -82,6 +82,12 @@ fn finite_f32() -> impl Strategy<Value = f32> {
     ]
 }
 
+/// Ternary gradients with a codec seed and a context (any step, rank below 1000).
+fn ternary_case() -> impl Strategy<Value = (Vec<Vec<f32>>, u64, Context)> {
+    (ternary_grads(), any::<u64>(), any::<u64>(), 0usize..1000)
+        .prop_map(|(grads, seed, step, rank)| (grads, seed, ctx(step, rank)))
+}
+
 /// 1–3 parameters of 1..=1000 elements; with probability 1/2 a parameter's second block (or
 /// its first, when it has only one) is all zeros, to exercise the zero-scale path.
 fn ternary_grads() -> impl Strategy<Value = Vec<Vec<f32>>> {
@@ -246,16 +252,11 @@ proptest! {
     /// in the latter case the trit is dropped with probability 2⁻²⁴ per element, far below
     /// what these cases can hit.)
     #[test]
-    fn ternary_values_are_block_scaled_trits(
-        grads in ternary_grads(),
-        seed in any::<u64>(),
-        step in any::<u64>(),
-        rank in 0usize..1000,
-    ) {
+    fn ternary_values_are_block_scaled_trits((grads, seed, c) in ternary_case()) {
         let lens = lens_of(&grads);
         for packing in PACKINGS {
             let mut codec = ternary(&lens, seed, packing);
-            let dec = roundtrip(&mut codec, ctx(step, rank), &grads);
+            let dec = roundtrip(&mut codec, c, &grads);
             for (x, d) in grads.iter().zip(&dec) {
                 check_block_trits(x, d, 320)?;
             }
@@ -265,14 +266,8 @@ proptest! {
     /// Planes and base 3 carry the same trits: one random word per element index, from the
     /// same (seed, step, rank, parameter) stream.
     #[test]
-    fn ternary_packings_decode_to_same_values(
-        grads in ternary_grads(),
-        seed in any::<u64>(),
-        step in any::<u64>(),
-        rank in 0usize..1000,
-    ) {
+    fn ternary_packings_decode_to_same_values((grads, seed, c) in ternary_case()) {
         let lens = lens_of(&grads);
-        let c = ctx(step, rank);
         let a = roundtrip(&mut ternary(&lens, seed, TernaryPacking::Planes), c, &grads);
         let b = roundtrip(&mut ternary(&lens, seed, TernaryPacking::Base3), c, &grads);
         prop_assert_eq!(a, b);

@@ -1,7 +1,7 @@
 //! The sketch codecs (`VsaCodec`, `MethodCodec`): staging, rollback, checkpoint state,
 //! decoding, `codec_for`.
 
-use grad_sketch::{CompressorConfig, Method, SketchConfig};
+use grad_sketch::{CompressorConfig, SketchConfig};
 
 use crate::common::sines;
 use vsa_optim_mpi::{
@@ -168,16 +168,8 @@ fn codec_for_builds_every_mode_here() {
 
 #[test]
 fn method_codec_rollback_state_and_handshake_fingerprint() {
-    for method in [
-        Method::CountSketch {
-            rows: 3,
-            ratio: 0.2,
-            k_fraction: 0.02,
-        },
-        Method::RandomK { ratio: 0.1 },
-        Method::TopK { k_fraction: 0.05 },
-        Method::PowerSgd { rank: 2 },
-    ] {
+    // Every method in grad-sketch's shared table (test_support::all_methods).
+    for method in grad_sketch::test_support::all_methods() {
         let cfg = CompressorConfig {
             method,
             seed: 3,
