@@ -91,6 +91,16 @@ fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).expect("result file")).expect("json")
 }
 
+/// Runs `mpi_train args --out DIR/NAME.json` on `np` ranks within `limit`, checks that it
+/// succeeded and returns the result file.
+fn train(np: usize, dir: &Path, name: &str, args: &[&str], limit: Duration) -> serde_json::Value {
+    let out = dir.join(format!("{name}.json"));
+    let mut a = args.to_vec();
+    a.extend(["--out", out.to_str().unwrap()]);
+    ok(mpirun(np, &a, limit));
+    json(&out)
+}
+
 fn u(v: &serde_json::Value, k: &str) -> u64 {
     v[k].as_u64()
         .unwrap_or_else(|| panic!("{k} missing in {v}"))
@@ -111,16 +121,20 @@ fn run_and_reference(
     args: &[&str],
     extra: &[&str],
 ) -> (serde_json::Value, serde_json::Value) {
-    let out = dir.join(format!("{name}{np}.json"));
     let refo = dir.join(format!("{name}{np}-ref.json"));
     let mut a = args.to_vec();
     a.extend(extra);
-    a.extend(["--out", out.to_str().unwrap()]);
-    ok(mpirun(np, &a, Duration::from_secs(300)));
+    let v = train(
+        np,
+        dir,
+        &format!("{name}{np}"),
+        &a,
+        Duration::from_secs(300),
+    );
     let mut a = args.to_vec();
     a.extend(["--out", refo.to_str().unwrap()]);
     ok(reference(np, &a));
-    (json(&out), json(&refo))
+    (v, json(&refo))
 }
 
 #[test]
@@ -168,7 +182,6 @@ fn summed_reductions_train_to_the_gathered_bits() {
     let mut runs = Vec::new();
     for ef in [true, false] {
         for reduction in ["gather", "sum"] {
-            let out = dir.join(format!("randk-{reduction}-{ef}.json"));
             let mut a = vec![
                 "--mode",
                 "compressed",
@@ -182,14 +195,12 @@ fn summed_reductions_train_to_the_gathered_bits() {
                 "none",
                 "--steps",
                 "30",
-                "--out",
-                out.to_str().unwrap(),
             ];
             if ef {
                 a.push("--error-feedback");
             }
-            ok(mpirun(2, &a, Duration::from_secs(300)));
-            let v = json(&out);
+            let name = format!("randk-{reduction}-{ef}");
+            let v = train(2, &dir, &name, &a, Duration::from_secs(300));
             assert_eq!(u(&v, "backward_steps"), 30);
             runs.push((u(&v, "weights_hash"), final_metric(&v)));
         }
@@ -201,7 +212,6 @@ fn summed_reductions_train_to_the_gathered_bits() {
         runs[3].1,
         runs[2].1
     );
-    let out = dir.join("allreduce.json");
     let a = [
         "--reduction",
         "allreduce",
@@ -209,11 +219,8 @@ fn summed_reductions_train_to_the_gathered_bits() {
         "none",
         "--steps",
         "30",
-        "--out",
-        out.to_str().unwrap(),
     ];
-    ok(mpirun(2, &a, Duration::from_secs(300)));
-    let v = json(&out);
+    let v = train(2, &dir, "allreduce", &a, Duration::from_secs(300));
     assert_eq!(v["reduction"], "allreduce");
     assert!(
         final_metric(&v) > 50.0,
@@ -246,17 +253,8 @@ fn compressed_modes_train_within_their_bounds() {
     let dir = tmp("modes");
     let mut acc = Vec::new();
     for mode in ["f32", "ternary", "vsa"] {
-        let out = dir.join(format!("{mode}.json"));
-        let a = [
-            "--mode",
-            mode,
-            "--trainer",
-            "none",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        ok(mpirun(2, &a, Duration::from_secs(600)));
-        let v = json(&out);
+        let a = ["--mode", mode, "--trainer", "none"];
+        let v = train(2, &dir, mode, &a, Duration::from_secs(600));
         assert_eq!(u(&v, "backward_steps"), 300);
         acc.push((final_metric(&v), u(&v, "frame_bytes")));
     }
