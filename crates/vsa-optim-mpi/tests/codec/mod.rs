@@ -36,6 +36,23 @@ fn ctx(step: u64, rank: usize) -> Context {
     Context { step, rank }
 }
 
+/// Encodes `grads` into `out` expecting `Error::LengthMismatch` with `(expected, actual)`.
+fn expect_length_mismatch(
+    codec: &mut dyn GradientCodec,
+    grads: &[Vec<f32>],
+    out: &mut Vec<u8>,
+    (expected, actual): (usize, usize),
+) {
+    match codec.encode(ctx(0, 0), grads, out) {
+        Err(Error::LengthMismatch {
+            expected: e,
+            actual: a,
+            ..
+        }) => assert_eq!((e, a), (expected, actual)),
+        other => panic!("expected a length mismatch, got {other:?}"),
+    }
+}
+
 fn encode(codec: &mut dyn GradientCodec, c: Context, grads: &[Vec<f32>]) -> Vec<u8> {
     let mut out = Vec::new();
     codec.encode(c, grads, &mut out).expect("encode");
@@ -159,35 +176,9 @@ fn f32_encode_checks_layout_and_leaves_out_alone() {
     let mut codec = F32Codec::new(&[3, 2]);
     let mut out = vec![7u8, 8, 9];
     // Wrong number of parameters.
-    let err = codec
-        .encode(ctx(0, 0), &[vec![1.0; 3]], &mut out)
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::LengthMismatch {
-                expected: 2,
-                actual: 1,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    expect_length_mismatch(&mut codec, &[vec![1.0; 3]], &mut out, (2, 1));
     // Wrong length of the second parameter.
-    let err = codec
-        .encode(ctx(0, 0), &[vec![1.0; 3], vec![1.0; 3]], &mut out)
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::LengthMismatch {
-                expected: 2,
-                actual: 3,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    expect_length_mismatch(&mut codec, &[vec![1.0; 3], vec![1.0; 3]], &mut out, (2, 3));
     assert_eq!(out, [7, 8, 9]);
     // And a valid encode appends after the existing bytes.
     codec
@@ -563,19 +554,11 @@ fn ternary_non_finite_input_leaves_out_unchanged() {
 fn ternary_encode_checks_layout() {
     let mut codec = ternary(&[10, 20], 1, TernaryPacking::Base3);
     let mut out = vec![9u8];
-    let err = codec
-        .encode(ctx(0, 0), &[vec![0.0; 10], vec![0.0; 21]], &mut out)
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::LengthMismatch {
-                expected: 20,
-                actual: 21,
-                ..
-            }
-        ),
-        "{err:?}"
+    expect_length_mismatch(
+        &mut codec,
+        &[vec![0.0; 10], vec![0.0; 21]],
+        &mut out,
+        (20, 21),
     );
     assert_eq!(out, [9]);
 }
