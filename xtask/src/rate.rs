@@ -186,7 +186,7 @@ pub fn table(rows: &[Measured]) -> String {
         "Target A = final held-out loss of f32 gather ({f32_target:.4}); target B = the worst \
          final loss of all rows ({common:.4}), which every run reaches. Times: median of \
          {REPEATS} repeats (range in brackets), training seconds on rank 0.\n\n\
-         | codec | bytes / rank / step | exch s | train s | final loss | to A (s) | to B (s) | B: vs f32 | B: vs bf16 |\n\
+         | codec | frame bytes / rank / step | exch s | train s | final loss | to A (s) | to B (s) | B: vs f32 | B: vs bf16 |\n\
          |---|---|---|---|---|---|---|---|---|\n"
     );
     let base = rows.first().map(|m| ttt(m, common).1).unwrap_or(None);
@@ -304,7 +304,9 @@ pub fn rate_limited(rate: &str) -> Result<(), String> {
          the one limited link. Char-LM, `--trainer none`, default lr (2e-3), {STEPS} steps, \
          seed 0, held-out loss every 4 steps; the {RANKS} ranks oversubscribe the cores. \
          *exch s* covers encode, transport, decode and sum, including waits for the slowest \
-         rank. The speedups compare median times to target B.\n\n",
+         rank. *Frame bytes* is the message one rank contributes per step; a gathered frame goes to \
+         every other rank, a summed one crosses the link about `2(N − 1)/N` times (see \
+         `docs/distributed.md`). The speedups compare median times to target B.\n\n",
         date = sh("date -u '+%Y-%m-%d %H:%M UTC'"),
         mpi = sh("mpirun --version | head -1"),
         cpu = sh("lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1"),
