@@ -19,9 +19,14 @@
 //!   reference; writes the "Data-parallel training" section of `docs/benchmarks.md`. Needs
 //!   OpenMPI (`apt-get install -y --no-install-recommends libopenmpi-dev openmpi-bin
 //!   libclang-dev clang`).
+//! - `cargo xtask mpi --rate-limited [RATE]`: the char-LM on 4 ranks over a loopback shaped
+//!   to RATE (default `100mbit`) in a private network namespace, every codec side by side,
+//!   time to a target loss; writes the "Rate-limited link" section of `docs/benchmarks.md`
+//!   (needs root or unprivileged user namespaces, `tc`; not part of CI).
 
 mod gpu;
 mod peers;
+mod rate;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -60,7 +65,7 @@ fn main() -> ExitCode {
         Some("gpu-check") => gpu::gpu_check(&root(), cargo()),
         Some("-h" | "--help" | "help") | None => {
             println!(
-                "usage: cargo xtask <demo [ARGS] | bench [--quick] [--no-peers] [--report-only] | bench --peers [ARGS] | bench --blocks [ARGS] | mpi [--quick]>\n\n\
+                "usage: cargo xtask <demo [ARGS] | bench [--quick] [--no-peers] [--report-only] | bench --peers [ARGS] | bench --blocks [ARGS] | mpi [--quick] | mpi --rate-limited [RATE]>\n\n\
                  demo   real training runs side by side (see `cargo xtask demo --help`)\n\
                  bench  criterion kernels + demo over seeds; regenerates docs/benchmarks.md\n\
                  bench --peers  side by side with vsa-optim-rs 0.1.1; its section of docs/benchmarks.md\n\
@@ -425,11 +430,34 @@ fn f(v: &serde_json::Value, k: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// `cargo xtask mpi --rate-limited [RATE]`: builds `mpi_train` and runs [`rate::rate_limited`].
+fn rate_limited_task(rate: &str) -> Result<(), String> {
+    let mut b = cargo();
+    b.args([
+        "build",
+        "--release",
+        "-p",
+        "vsa-optim-bench",
+        "--features",
+        "mpi",
+        "--bin",
+        "mpi_train",
+    ]);
+    run(b)?;
+    rate::rate_limited(rate)
+}
+
 fn mpi(args: &[String]) -> Result<(), String> {
     let quick = match args {
         [] => false,
         [q] if q == "--quick" => true,
-        _ => return Err(format!("unknown mpi flags {args:?} (expected --quick)")),
+        [r] if r == "--rate-limited" => return rate_limited_task("100mbit"),
+        [r, rate] if r == "--rate-limited" => return rate_limited_task(rate),
+        _ => {
+            return Err(format!(
+                "unknown mpi flags {args:?} (expected --quick or --rate-limited [RATE])"
+            ));
+        }
     };
     if sh("command -v mpirun") == "unknown" {
         return Err("mpirun not found: install OpenMPI (apt-get install -y \
