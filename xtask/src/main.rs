@@ -404,8 +404,9 @@ fn run_json(mut c: Command, out: &Path) -> Result<serde_json::Value, String> {
     serde_json::from_str(&text).map_err(|e| e.to_string())
 }
 
+/// `mpi_train`'s arguments for the run `r` (its workload, mode, trainer, steps, micro-batches,
+/// seed and learning rate); the caller supplies the program (mpirun or the reference).
 fn train_args(c: &mut Command, r: &MpiRun) {
-    c.arg(mpi_train_exe());
     c.args([
         "--workload",
         r.workload,
@@ -507,6 +508,7 @@ fn mpi(args: &[String]) -> Result<(), String> {
             };
             println!("== lr grid: {workload} lr={lr}");
             let mut c = mpirun_prefix(2);
+            c.arg(mpi_train_exe());
             train_args(&mut c, &r);
             let v = run_json(c, &out_dir.join(format!("grid-{workload}-{lr}.json")))?;
             let last = v["curve"]
@@ -580,27 +582,14 @@ fn mpi(args: &[String]) -> Result<(), String> {
             r.workload, r.ranks, r.mode, r.trainer
         );
         let mut c = mpirun_prefix(r.ranks);
+        c.arg(mpi_train_exe());
         train_args(&mut c, r);
         let v = run_json(c, &out_dir.join(format!("run-{i}.json")))?;
         // f32 runs are checked against the single-process reference for the same ranks.
         let reference = if r.mode == "f32" && (r.workload == "digits" || r.trainer == "none") {
             let mut c = Command::new(mpi_train_exe());
-            c.args([
-                "--workload",
-                r.workload,
-                "--mode",
-                "f32",
-                "--trainer",
-                r.trainer,
-            ]);
-            c.args([
-                "--steps",
-                &r.steps.to_string(),
-                "--micro",
-                &r.micro.to_string(),
-            ]);
+            train_args(&mut c, r);
             c.args(["--reference", &r.ranks.to_string()]);
-            c.args(["--lr", &r.lr.to_string(), "--seed", &r.seed.to_string()]);
             let rv = run_json(c, &out_dir.join(format!("ref-{i}.json")))?;
             let same = rv.get("weights_hash") == v.get("weights_hash");
             if !same {
@@ -737,6 +726,7 @@ fn mpi(args: &[String]) -> Result<(), String> {
             };
             println!("== seeds: digits ranks=2 mode={mode} trainer={trainer} seed={seed}");
             let mut c = mpirun_prefix(2);
+            c.arg(mpi_train_exe());
             train_args(&mut c, &r);
             let v = run_json(
                 c,
