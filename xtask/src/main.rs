@@ -390,6 +390,12 @@ fn mpi_train_exe() -> PathBuf {
 fn run_json(mut c: Command, out: &Path) -> Result<serde_json::Value, String> {
     c.arg("--out").arg(out);
     let shown = format!("{c:?}");
+    output_json(c, &shown, out)
+}
+
+/// Runs `c` (shown in errors as `shown`), echoes its standard output and reads the JSON that
+/// it wrote to `out`.
+fn output_json(mut c: Command, shown: &str, out: &Path) -> Result<serde_json::Value, String> {
     let o = c.output().map_err(|e| format!("{shown}: {e}"))?;
     if !o.status.success() {
         return Err(format!(
@@ -431,8 +437,8 @@ fn f(v: &serde_json::Value, k: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// `cargo xtask mpi --rate-limited [RATE]`: builds `mpi_train` and runs [`rate::rate_limited`].
-fn rate_limited_task(rate: &str) -> Result<(), String> {
+/// Builds the release `mpi_train` with the `mpi` feature.
+fn build_mpi_train() -> Result<(), String> {
     let mut b = cargo();
     b.args([
         "build",
@@ -444,7 +450,12 @@ fn rate_limited_task(rate: &str) -> Result<(), String> {
         "--bin",
         "mpi_train",
     ]);
-    run(b)?;
+    run(b)
+}
+
+/// `cargo xtask mpi --rate-limited [RATE]`: builds `mpi_train` and runs [`rate::rate_limited`].
+fn rate_limited_task(rate: &str) -> Result<(), String> {
+    build_mpi_train()?;
     rate::rate_limited(rate)
 }
 
@@ -465,18 +476,7 @@ fn mpi(args: &[String]) -> Result<(), String> {
                     --no-install-recommends libopenmpi-dev openmpi-bin libclang-dev clang)"
             .into());
     }
-    let mut b = cargo();
-    b.args([
-        "build",
-        "--release",
-        "-p",
-        "vsa-optim-bench",
-        "--features",
-        "mpi",
-        "--bin",
-        "mpi_train",
-    ]);
-    run(b)?;
+    build_mpi_train()?;
     let out_dir = root().join("target").join("bench-mpi");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
     let mut runs = Vec::new();

@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::{f, mpi_train_exe, root, sh};
+use crate::{f, mpi_train_exe, output_json, root, sh};
 
 /// Begin marker of the generated section in `docs/benchmarks.md`.
 pub const RATE_BEGIN: &str = "<!-- mpi-rate:begin (cargo xtask mpi --rate-limited) -->";
@@ -244,18 +244,7 @@ fn one_run(
     c2.arg(if root_user { "-n" } else { "-rn" });
     c2.args(["sh", "-c", &script]);
     c2.current_dir(root());
-    let o = c2.output().map_err(|e| format!("{script}: {e}"))?;
-    if !o.status.success() {
-        return Err(format!(
-            "{script} failed with {}:\n{}{}",
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ));
-    }
-    print!("{}", String::from_utf8_lossy(&o.stdout));
-    let text = std::fs::read_to_string(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    serde_json::from_str(&text).map_err(|e| e.to_string())
+    output_json(c2, &script, out)
 }
 
 fn measured(label: &str, runs: &[serde_json::Value]) -> Measured {
