@@ -532,14 +532,16 @@ fn mpi(args: &[String]) -> Result<(), String> {
         if trainer == "none" { none } else { best }
     };
 
+    // (exchange mode, trainer) of every row, for both workloads.
+    const MODES: [(&str, &str); 4] = [
+        ("f32", "none"),
+        ("f32", "best"),
+        ("ternary", "none"),
+        ("vsa", "none"),
+    ];
     // Digits: the full 1500-row training split every step, split over the ranks.
     for ranks in [1, 2, 4] {
-        for (mode, trainer) in [
-            ("f32", "none"),
-            ("f32", "best"),
-            ("ternary", "none"),
-            ("vsa", "none"),
-        ] {
+        for (mode, trainer) in MODES {
             runs.push(MpiRun {
                 workload: "digits",
                 ranks,
@@ -554,12 +556,7 @@ fn mpi(args: &[String]) -> Result<(), String> {
     }
     // Char-LM: a global batch of 4 micro-batches of 8 windows, split over the ranks.
     for ranks in [1, 2, 4] {
-        for (mode, trainer) in [
-            ("f32", "none"),
-            ("f32", "best"),
-            ("ternary", "none"),
-            ("vsa", "none"),
-        ] {
+        for (mode, trainer) in MODES {
             if ranks == 1 && mode != "f32" {
                 continue;
             }
