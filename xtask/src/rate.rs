@@ -12,7 +12,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::{f, mpi_train_exe, output_json, root, sh};
+use crate::mpi::{f, mpi_train_exe, output_json};
+use crate::{root, sh};
 
 /// Begin marker of the generated section in `docs/benchmarks.md`.
 pub const RATE_BEGIN: &str = "<!-- mpi-rate:begin (cargo xtask mpi --rate-limited) -->";
