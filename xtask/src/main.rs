@@ -14,6 +14,10 @@
 //!   blocks: per-block and whole-model prediction, DropBP controls, the LR-tuned and the
 //!   compute-matched plain run; `blocks_report --steps 150 --seeds 3 --retime 2 --write`, about an hour
 //!   on 2 cores; ARGS replace the defaults); writes that section of `docs/benchmarks.md`.
+//! - `cargo xtask bench --ternary [ARGS]`: only the ternary accumulation frontier
+//!   (`ternary_report --write docs/benchmarks.md` in release: the quick-start case, real-gradient
+//!   errors and the 600-step digits column; with `--long` the 2400-step digits and char-LM
+//!   columns instead; ARGS such as `--rows`, `--seeds`, `--lrs`, `--parts` pass through).
 //! - `cargo xtask mpi [--quick]`: data-parallel runs under `mpirun` (1, 2 and 4 ranks, modes
 //!   f32, ternary and vsa, digits MLP and char-LM), checked against the single-process
 //!   reference; writes the "Data-parallel training" section of `docs/benchmarks.md`. Needs
@@ -66,11 +70,12 @@ fn main() -> ExitCode {
         Some("gpu-check") => gpu::gpu_check(&root(), cargo()),
         Some("-h" | "--help" | "help") | None => {
             println!(
-                "usage: cargo xtask <demo [ARGS] | bench [--quick] [--no-peers] [--report-only] | bench --peers [ARGS] | bench --blocks [ARGS] | mpi [--quick] | mpi --rate-limited [RATE]>\n\n\
+                "usage: cargo xtask <demo [ARGS] | bench [--quick] [--no-peers] [--report-only] | bench --peers [ARGS] | bench --blocks [ARGS] | bench --ternary [ARGS] | mpi [--quick] | mpi --rate-limited [RATE]>\n\n\
                  demo   real training runs side by side (see `cargo xtask demo --help`)\n\
                  bench  criterion kernels + demo over seeds; regenerates docs/benchmarks.md\n\
                  bench --peers  side by side with vsa-optim-rs 0.1.1; its section of docs/benchmarks.md\n\
                  bench --blocks per-block skipping of backward work (char-LM); its section of docs/benchmarks.md\n\
+                 bench --ternary the ternary accumulation frontier (`--long`: its long columns); its sections of docs/benchmarks.md\n\
                  mpi    data-parallel runs under mpirun; regenerates that section of docs/benchmarks.md"
             );
             Ok(())
@@ -131,6 +136,21 @@ fn bench(args: &[String]) -> Result<(), String> {
         c.arg("--write");
         return run(c);
     }
+    if args.first().is_some_and(|a| a == "--ternary") {
+        let mut c = cargo();
+        c.args([
+            "run",
+            "--release",
+            "-p",
+            "vsa-optim-bench",
+            "--example",
+            "ternary_report",
+            "--",
+        ]);
+        c.args(&args[1..]);
+        c.args(["--write", "docs/benchmarks.md"]);
+        return run(c);
+    }
     let mut quick = false;
     let mut peers = true;
     let mut report_only = false;
@@ -139,7 +159,7 @@ fn bench(args: &[String]) -> Result<(), String> {
             "--quick" => quick = true,
             "--no-peers" => peers = false,
             "--report-only" => report_only = true,
-            "--peers" | "--blocks" => {
+            "--peers" | "--blocks" | "--ternary" => {
                 return Err(format!(
                     "{a} runs alone and first: cargo xtask bench {a} [ARGS]"
                 ));
