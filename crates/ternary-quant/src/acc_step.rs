@@ -161,6 +161,7 @@ fn digit_8(t: f32, r8: u8) -> (i32, bool) {
 
 /// The exact digit of element `index` ([`digit_8`] with a tie decided by the refinement).
 #[cold]
+#[inline(never)]
 fn tied_digit(t: f32, r8: u8, dr: &Draws8, index: u64) -> i32 {
     let keep = dr.round_up(t.abs(), r8, index);
     1 + i32::from(keep) * if t < 0.0 { -1 } else { 1 }
@@ -498,50 +499,75 @@ impl Step {
 /// is deterministic).
 type At<'a> = (Option<&'a Draws8>, u64);
 
-/// The exact 8-bit decision "up with probability `t/256`" for element `i` of a run.
+/// A tie's decision for element `i` of a run, out of line (inlined, the compiler may
+/// evaluate the refinement for every element and select, instead of branching on the rare
+/// tie).
+#[cold]
+#[inline(never)]
+fn tied_up(at: At<'_>, i: usize, t: f32, r8: u8) -> bool {
+    at.0.is_some_and(|dr| dr.round_up(t, r8, at.1 + i as u64))
+}
+
+/// Runs `decide(i, x, r8, up)` over a run with the fast 8-bit decisions `up` of `t(x)` (see
+/// [`round_up_fast`]); if any element tied, runs it again on the tied elements with their
+/// exact decisions. The first pass is branch-free; ties have probability `2^-8`.
 #[inline(always)]
-fn up_8(t: f32, r8: u8, at: At<'_>, i: usize) -> bool {
-    let (up, tie) = round_up_fast(t, r8);
-    match at.0 {
-        Some(dr) if tie => dr.refine(at.1 + i as u64) < t - f32::from(r8),
-        _ => up,
+fn decide_8(
+    v: &[f32],
+    r: &[u8],
+    at: At<'_>,
+    t: impl Fn(f32) -> f32,
+    mut decide: impl FnMut(usize, f32, bool),
+) {
+    let mut any = false;
+    for (i, (&x, &rw)) in v.iter().zip(r).enumerate() {
+        let (up, tie) = round_up_fast(t(x), rw);
+        decide(i, x, up);
+        any |= tie;
+    }
+    if any {
+        for (i, (&x, &rw)) in v.iter().zip(r).enumerate() {
+            let tx = t(x);
+            if round_up_fast(tx, rw).1 {
+                decide(i, x, tied_up(at, i, tx, rw));
+            }
+        }
     }
 }
 
 /// Unbiased stochastic rounding of `y = |v|/unit ∈ [0, L]` to `⌊y⌋` or `⌊y⌋ + 1`, the latter
 /// with probability `frac(y)` up to `2^-32` (8-bit draw `r`, refined on a tie: [`Draws8`]),
-/// signed like `v`.
+/// signed like `v`. `y − ⌊y⌋` is exact (Sterbenz), and so is its product by 256.
 #[inline]
 fn stochastic_levels(v: &[f32], r: &[u8], at: At<'_>, pre: f32, inv: f32, l: f32, q: &mut [i8]) {
-    for (i, ((o, &x), &rw)) in q.iter_mut().zip(v).zip(r).enumerate() {
-        let y = ((x.abs() * pre) * inv).min(l);
-        // y >= 0, so truncation is floor (and one SSE2 instruction, unlike `floor`); the
-        // fraction `y − ⌊y⌋` is exact (Sterbenz), and so is its product by 256.
-        let fl = (y as i32) as f32;
-        let up = up_8((y - fl) * 256.0, rw, at, i) as i32 as f32;
-        let m = (fl + up).min(l) as i8;
-        *o = m * ((x > 0.0) as i8 - (x < 0.0) as i8);
-    }
+    // y >= 0, so truncation is floor (and one SSE2 instruction, unlike `floor`).
+    let y = |x: f32| ((x.abs() * pre) * inv).min(l);
+    let t = |x: f32| (y(x) - ((y(x) as i32) as f32)) * 256.0;
+    decide_8(v, r, at, t, |i, x, up| {
+        let yx = y(x);
+        let m = (((yx as i32) as f32) + up as i32 as f32).min(l) as i8;
+        q[i] = m * ((x > 0.0) as i8 - (x < 0.0) as i8);
+    });
 }
 
 /// [`stochastic_levels`] for `L = 1` without float-to-integer conversions (the same trits:
 /// `⌊y⌋ + [r < frac y]` is `[r < y]` for `y < 1`, and 1 for `y >= 1`).
 #[inline]
 fn stochastic_trits(v: &[f32], r: &[u8], at: At<'_>, pre: f32, inv: f32, q: &mut [i8]) {
-    for (i, ((o, &x), &rw)) in q.iter_mut().zip(v).zip(r).enumerate() {
-        let keep = up_8((x.abs() * pre) * (inv * 256.0), rw, at, i) as i8;
-        *o = keep * ((x > 0.0) as i8 - (x < 0.0) as i8);
-    }
+    let t = |x: f32| (x.abs() * pre) * (inv * 256.0);
+    decide_8(v, r, at, t, |i, x, up| {
+        q[i] = up as i8 * ((x > 0.0) as i8 - (x < 0.0) as i8);
+    });
 }
 
 /// [`stochastic_trits`] written as base-3 digits `q + 1` (0, 1 or 2), ready for
 /// [`pack_digits`].
 #[inline]
 fn stochastic_digits(v: &[f32], r: &[u8], at: At<'_>, pre: f32, inv: f32, d: &mut [u8]) {
-    for (i, ((o, &x), &rw)) in d.iter_mut().zip(v).zip(r).enumerate() {
-        let keep = up_8((x.abs() * pre) * (inv * 256.0), rw, at, i) as i8;
-        *o = (1 + keep * ((x > 0.0) as i8 - (x < 0.0) as i8)) as u8;
-    }
+    let t = |x: f32| (x.abs() * pre) * (inv * 256.0);
+    decide_8(v, r, at, t, |i, x, up| {
+        d[i] = (1 + up as i8 * ((x > 0.0) as i8 - (x < 0.0) as i8)) as u8;
+    });
 }
 
 /// Deterministic nearest level (half away from zero), signed like `v`.
