@@ -8,29 +8,26 @@
 //! loops that vectorize ([`Step::blocks`] hands it to `blocks_one_trit`); a larger block is
 //! processed in tiles and decoded twice (statistic, then quantization), so no `O(len)`
 //! scratch exists ([`Step::block`]).
-//!
-//! Stochastic rounding takes one 8-bit draw per element ([`Draws8`]: four per ChaCha8 word)
-//! and compares it with `t = 256·p`, `p` the probability of rounding up; the draw decides
-//! alone unless `⌊t⌋` equals it (probability `2^-8`), and then a refinement keyed by the
-//! element index decides, so the probability is `p` up to `2^-32` (`docs/ternary.md` §3.1).
 
 use crate::levels::{decode_levels_f32, encode_levels};
 use crate::pack::{BASE3_ZERO, pack_digits};
 use crate::quant::prescale;
-use crate::rng::{Draws8, round_up_fast};
+use crate::rng::Draws16;
 
 /// Elements per stack tile.
 pub(crate) const TILE: usize = 320;
+
+/// `2^-16`: a 16-bit draw as a uniform in `[0, 1)`.
+const TWO_POW_M16: f32 = 1.0 / 65_536.0;
 
 /// Stack tiles reused across the blocks of one step (so that small blocks do not pay for
 /// zeroing them again).
 pub(crate) struct Scratch {
     v: [f32; TILE],
     lv: [f32; TILE],
-    r: [u8; TILE],
+    r: [u16; TILE],
     q: [i8; TILE],
     d: [u8; TILE],
-    di: [i32; TILE],
 }
 
 impl Scratch {
@@ -41,7 +38,6 @@ impl Scratch {
             r: [0; TILE],
             q: [0; TILE],
             d: [0; TILE],
-            di: [0; TILE],
         }
     }
 }
@@ -144,91 +140,17 @@ fn max_abs_finite(vs: &[f32]) -> f32 {
     gt(gt(gt(acc[0], acc[2]), gt(acc[1], acc[3])), mx)
 }
 
-/// One stochastic trit as a base-3 digit (`q + 1`, as `i32` so that the vector loop stays in
-/// 32-bit lanes) from `t`, the element's probability of being kept times 256 with the
-/// element's sign, and its 8-bit draw, branch-free; and whether the draw tied (then the
-/// digit is the "not kept" one, 1, and [`digits_8`] decides it with the refinement).
+/// One stochastic trit as a base-3 digit (`q + 1`) from `y = (v·pre)·inv`, the element in
+/// level units with its sign: [`stochastic_digits`] for one element, branch-free.
 #[inline(always)]
-fn digit_8(t: f32, r8: u8) -> (i32, bool) {
-    let (keep, tie) = round_up_fast(t.abs(), r8);
-    // A kept element has |t| > 0, so its sign bit is its sign: `s` is −1 for negative `t`
+fn digit(y: f32, rw: u16) -> u8 {
+    let keep = f32::from(rw) * TWO_POW_M16 < y.abs();
+    // A kept element has |y| > 0, so its sign bit is its sign: `s` is −1 for negative `y`
     // and 0 otherwise, `(s << 1) | 1` is ±1, and masking with `−keep` gives the trit (SSE2
     // integer ops, where the two compares it replaces cost more).
-    let s = (t.to_bits() as i32) >> 31;
+    let s = (y.to_bits() as i32) >> 31;
     let q = -i32::from(keep) & ((s << 1) | 1);
-    (1 + q, tie)
-}
-
-/// The exact digit of element `index` ([`digit_8`] with a tie decided by the refinement).
-#[cold]
-#[inline(never)]
-fn tied_digit(t: f32, r8: u8, dr: &Draws8, index: u64) -> i32 {
-    let keep = dr.round_up(t.abs(), r8, index);
-    1 + i32::from(keep) * if t < 0.0 { -1 } else { 1 }
-}
-
-/// [`digit_8`] of 16 elements into `d`; whether any of them tied.
-#[inline(always)]
-fn digits_16(t: &[f32; 16], r: &[u8; 16], d: &mut [i32; 16]) -> bool {
-    let mut any = 0u32;
-    for j in 0..16 {
-        let (dj, tie) = digit_8(t[j], r[j]);
-        d[j] = dj;
-        any |= u32::from(tie);
-    }
-    any != 0
-}
-
-/// One-trit digits `q + 1` of `t` (see [`digit_8`]) with 8-bit draws `r` of elements
-/// `base, base + 1, …`, written to `d` (through `di`): [`digit_8`] in chunks of 16 in
-/// 32-bit lanes, noting which chunks hold a tie, then the rare ties (probability `2^-8` per
-/// element) redone exactly, then one narrowing pass to bytes.
-#[inline]
-fn digits_8(t: &[f32], r: &[u8], dr: &Draws8, base: u64, di: &mut [i32], d: &mut [u8]) {
-    let (t16, t_rest) = t.as_chunks::<16>();
-    let (r16, r_rest) = r.as_chunks::<16>();
-    let (d16, d_rest) = di.as_chunks_mut::<16>();
-    let mut tied = [false; TILE / 16];
-    for (((dc, tc), rc), f) in d16.iter_mut().zip(t16).zip(r16).zip(&mut tied) {
-        *f = digits_16(tc, rc, dc);
-    }
-    let full = 16 * t16.len();
-    let mut rest_tied = false;
-    if !t_rest.is_empty() {
-        // The short last chunk through padded copies (`t = 0` pads: digit 1, never a tie).
-        let (mut tc, mut rc, mut dc) = ([0f32; 16], [0u8; 16], [0i32; 16]);
-        tc[..t_rest.len()].copy_from_slice(t_rest);
-        rc[..t_rest.len()].copy_from_slice(r_rest);
-        rest_tied = digits_16(&tc, &rc, &mut dc);
-        d_rest.copy_from_slice(&dc[..t_rest.len()]);
-    }
-    let chunks = tied[..t16.len()].iter().chain([&rest_tied]).enumerate();
-    for (c, _) in chunks.filter(|(_, f)| **f) {
-        // The chunk's ties as a bit mask, branch-free (a tie is a coin flip per element, so
-        // a branch per element would mispredict), then one refinement per set bit.
-        let i0 = 16 * c;
-        let i1 = (i0 + 16).min(t.len());
-        let mut mask = 0u32;
-        for (j, (&tj, &rj)) in t[i0..i1].iter().zip(&r[i0..i1]).enumerate() {
-            mask |= u32::from(digit_8(tj, rj).1) << j;
-        }
-        while mask != 0 {
-            let i = i0 + mask.trailing_zeros() as usize;
-            di[i] = tied_digit(t[i], r[i], dr, base + i as u64);
-            mask &= mask - 1;
-        }
-    }
-    // Digits are 0, 1 or 2: the narrowing is exact. In chunks of 16, so that it runs as
-    // vector packs rather than a byte store per element.
-    let (o16, o_rest) = d.as_chunks_mut::<16>();
-    for (o, x) in o16.iter_mut().zip(di.as_chunks::<16>().0) {
-        for j in 0..16 {
-            o[j] = x[j] as u8;
-        }
-    }
-    for (o, &x) in o_rest.iter_mut().zip(&di[full..]) {
-        *o = x as u8;
-    }
+    (1 + q) as u8
 }
 
 /// Writes [`value`] of every element to `vs`; returns `max |v|`.
@@ -270,7 +192,7 @@ impl Step {
         &self,
         tile: Tile<'_>,
         choose: impl Fn(f32) -> Choice,
-        mut draws: Option<&mut Draws8>,
+        draws: Option<&mut Draws16>,
         scratch: &mut Scratch,
     ) {
         if self.n == 1
@@ -292,8 +214,9 @@ impl Step {
         let stochastic = draws.is_some();
         // One stochastic trit per element: digits straight from the comparison.
         let digits = stochastic && self.n == 1;
-        let base = draws.as_deref_mut().map_or(0, |dr| dr.fill(&mut r[..m]));
-        let draws = draws.as_deref();
+        if let Some(dr) = draws {
+            dr.fill(&mut r[..m]);
+        }
         // Three passes over the blocks (values and statistics, scales, rounding), so that
         // the short dependency chain of one block (maximum, code, reciprocal) overlaps with
         // the next block's instead of stalling the loop.
@@ -328,11 +251,10 @@ impl Step {
                 continue;
             }
             let (pre, inv) = pre_inv[j];
-            let at = (draws, base + e0 as u64);
             if digits {
-                stochastic_digits(vs, rs, at, pre, inv, &mut d[e0..e1]);
+                stochastic_digits(vs, rs, pre, inv, &mut d[e0..e1]);
             } else if stochastic {
-                stochastic_levels(vs, rs, at, pre, inv, self.l, &mut q[e0..e1]);
+                stochastic_levels(vs, rs, pre, inv, self.l, &mut q[e0..e1]);
             } else if absmean {
                 crate::quant::threshold_trits(vs, scale, 2.0, &mut q[e0..e1]);
             } else {
@@ -349,21 +271,19 @@ impl Step {
     /// [`Step::blocks`] for stochastic rounding to one trit, the default: the same result,
     /// computed in whole-tile loops where it can be: the decode writes `a·unit_old·t` per
     /// block, the values and the rounding run over the whole tile, and only the block maxima,
-    /// the scale choices and the scaling into draw units (`t = (v·pre)·(256·inv)`, in place)
-    /// are per block, each its own pass over the tile's blocks.
+    /// the scale choice and the scaling into level units (`y = (v·pre)·inv`, in place) are
+    /// per block.
     fn blocks_one_trit(
         &self,
         tile: Tile<'_>,
         choose: impl Fn(f32) -> Choice,
-        draws: &mut Draws8,
+        draws: &mut Draws16,
         scratch: &mut Scratch,
     ) {
         let (g, block, old_units) = (tile.g, tile.block, tile.old_units);
         let m = g.len();
         let nbk = m.div_ceil(block);
-        let Scratch {
-            v, lv, r, d, di, ..
-        } = scratch;
+        let Scratch { v, lv, r, d, .. } = scratch;
         let (lv, v, r, d) = (&mut lv[..m], &mut v[..m], &mut r[..m], &mut d[..m]);
         // `a_u·l` straight from the decode table (`a_u·t` for the trit `t`: the same product).
         for ((c, bc), &u) in lv
@@ -373,46 +293,30 @@ impl Step {
         {
             crate::fused::dequantize_base3_unchecked(bc, self.a * u, c);
         }
-        let base = draws.fill(r);
-        // Three passes over the blocks (values and maxima, scale choices, scaling), so that
-        // one block's dependency chain (maximum, code, factors) overlaps the next block's.
+        draws.fill(r);
         let b = self.b;
         for ((v, &al), &g) in v.iter_mut().zip(lv.iter()).zip(g) {
             *v = value(al, g, 1.0, b);
         }
-        let mut stats = [0f32; TILE / 5];
-        for (st, vs) in stats[..nbk].iter_mut().zip(v.chunks(block)) {
-            *st = max_abs_finite(vs);
-        }
-        // Separate scalars, not a pair: `choose` is not always inlined, and a pair loaded as
-        // one 8-byte value from its two 4-byte stores would stall store forwarding.
-        let (mut pres, mut invs) = ([0f32; TILE / 5], [0f32; TILE / 5]);
-        for (((c, &st), p), i) in tile.chosen[..nbk]
-            .iter_mut()
-            .zip(&stats[..nbk])
-            .zip(&mut pres)
-            .zip(&mut invs)
-        {
-            let ch = choose(st);
+        for (c, vs) in tile.chosen[..nbk].iter_mut().zip(v.chunks_mut(block)) {
+            let ch = choose(max_abs_finite(vs));
             *c = (ch.scale, ch.code);
-            (*p, *i) = (ch.pre, ch.inv);
-        }
-        // `v` becomes `t = (v·pre)·(256·inv)` in place: rounding is symmetric, so
-        // `|t| = (|v|·pre)·(256·inv)`, the rounding loops' value, and `t` keeps `v`'s sign. A
-        // zero scale has factors 0: `t = ±0`, never kept, so trit 0 as in `Step::blocks`.
-        for ((vs, &pre), &inv) in v.chunks_mut(block).zip(&pres[..nbk]).zip(&invs[..nbk]) {
-            let inv256 = inv * 256.0;
+            // `v` becomes `y = (v·pre)·inv` in place: rounding is symmetric, so
+            // `|y| = (|v|·pre)·inv`, the rounding loops' value, and `y` keeps `v`'s sign. A
+            // zero scale has factors 0: `y = ±0`, never kept, so trit 0 as in `Step::blocks`.
             for x in vs.iter_mut() {
-                *x = (*x * pre) * inv256;
+                *x = (*x * ch.pre) * ch.inv;
             }
         }
-        digits_8(v, r, draws, base, &mut di[..m], d);
+        for ((d, &y), &r) in d.iter_mut().zip(v.iter()).zip(r.iter()) {
+            *d = digit(y, r);
+        }
         pack_digits(d, tile.bytes);
     }
 
     /// Requantizes one block in place. `bytes` are the block's level bytes, `g` its gradient
     /// slice, `old_unit` its current level unit (`scale/L`). `choose` maps the block
-    /// statistic to the stored `(scale, code)`; `draws` supplies one 8-bit draw per element
+    /// statistic to the stored `(scale, code)`; `draws` supplies one 16-bit draw per element
     /// (consumed even for an all-zero block, so that positions stay element-indexed).
     /// Returns what `choose` returned.
     pub(crate) fn block(
@@ -421,7 +325,7 @@ impl Step {
         g: &[f32],
         old_unit: f32,
         choose: impl Fn(f32) -> Choice,
-        mut draws: Option<&mut Draws8>,
+        mut draws: Option<&mut Draws16>,
         scratch: &mut Scratch,
     ) -> (f32, u8) {
         let Scratch { v, lv, r, q, .. } = scratch;
@@ -477,12 +381,11 @@ impl Step {
             let (vt, qt) = (&v[..m], &mut q[..m]);
             if let Some(d) = draws.as_deref_mut() {
                 let rt = &mut r[..m];
-                let first = d.fill(rt);
-                let at = (Some(&*d), first);
+                d.fill(rt);
                 if self.n == 1 {
-                    stochastic_trits(vt, rt, at, pre, inv, qt);
+                    stochastic_trits(vt, rt, pre, inv, qt);
                 } else {
-                    stochastic_levels(vt, rt, at, pre, inv, self.l, qt);
+                    stochastic_levels(vt, rt, pre, inv, self.l, qt);
                 }
             } else if absmean {
                 crate::quant::threshold_trits(vt, scale, 2.0, qt);
@@ -495,79 +398,38 @@ impl Step {
     }
 }
 
-/// The draws of a run and the element index of its first draw (`None` only when the run
-/// is deterministic).
-type At<'a> = (Option<&'a Draws8>, u64);
-
-/// A tie's decision for element `i` of a run, out of line (inlined, the compiler may
-/// evaluate the refinement for every element and select, instead of branching on the rare
-/// tie).
-#[cold]
-#[inline(never)]
-fn tied_up(at: At<'_>, i: usize, t: f32, r8: u8) -> bool {
-    at.0.is_some_and(|dr| dr.round_up(t, r8, at.1 + i as u64))
-}
-
-/// Runs `decide(i, x, r8, up)` over a run with the fast 8-bit decisions `up` of `t(x)` (see
-/// [`round_up_fast`]); if any element tied, runs it again on the tied elements with their
-/// exact decisions. The first pass is branch-free; ties have probability `2^-8`.
-#[inline(always)]
-fn decide_8(
-    v: &[f32],
-    r: &[u8],
-    at: At<'_>,
-    t: impl Fn(f32) -> f32,
-    mut decide: impl FnMut(usize, f32, bool),
-) {
-    let mut any = false;
-    for (i, (&x, &rw)) in v.iter().zip(r).enumerate() {
-        let (up, tie) = round_up_fast(t(x), rw);
-        decide(i, x, up);
-        any |= tie;
-    }
-    if any {
-        for (i, (&x, &rw)) in v.iter().zip(r).enumerate() {
-            let tx = t(x);
-            if round_up_fast(tx, rw).1 {
-                decide(i, x, tied_up(at, i, tx, rw));
-            }
-        }
-    }
-}
-
 /// Unbiased stochastic rounding of `y = |v|/unit ∈ [0, L]` to `⌊y⌋` or `⌊y⌋ + 1`, the latter
-/// with probability `frac(y)` up to `2^-32` (8-bit draw `r`, refined on a tie: [`Draws8`]),
-/// signed like `v`. `y − ⌊y⌋` is exact (Sterbenz), and so is its product by 256.
+/// with probability `⌈frac(y)·2^16⌉/2^16` (draw `r` below it), signed like `v`.
 #[inline]
-fn stochastic_levels(v: &[f32], r: &[u8], at: At<'_>, pre: f32, inv: f32, l: f32, q: &mut [i8]) {
-    // y >= 0, so truncation is floor (and one SSE2 instruction, unlike `floor`).
-    let y = |x: f32| ((x.abs() * pre) * inv).min(l);
-    let t = |x: f32| (y(x) - ((y(x) as i32) as f32)) * 256.0;
-    decide_8(v, r, at, t, |i, x, up| {
-        let yx = y(x);
-        let m = (((yx as i32) as f32) + up as i32 as f32).min(l) as i8;
-        q[i] = m * ((x > 0.0) as i8 - (x < 0.0) as i8);
-    });
+fn stochastic_levels(v: &[f32], r: &[u16], pre: f32, inv: f32, l: f32, q: &mut [i8]) {
+    for ((o, &x), &rw) in q.iter_mut().zip(v).zip(r) {
+        let y = ((x.abs() * pre) * inv).min(l);
+        // y >= 0, so truncation is floor (and one SSE2 instruction, unlike `floor`).
+        let fl = (y as i32) as f32;
+        let up = (f32::from(rw) * TWO_POW_M16 < y - fl) as i32 as f32;
+        let m = (fl + up).min(l) as i8;
+        *o = m * ((x > 0.0) as i8 - (x < 0.0) as i8);
+    }
 }
 
 /// [`stochastic_levels`] for `L = 1` without float-to-integer conversions (the same trits:
 /// `⌊y⌋ + [r < frac y]` is `[r < y]` for `y < 1`, and 1 for `y >= 1`).
 #[inline]
-fn stochastic_trits(v: &[f32], r: &[u8], at: At<'_>, pre: f32, inv: f32, q: &mut [i8]) {
-    let t = |x: f32| (x.abs() * pre) * (inv * 256.0);
-    decide_8(v, r, at, t, |i, x, up| {
-        q[i] = up as i8 * ((x > 0.0) as i8 - (x < 0.0) as i8);
-    });
+fn stochastic_trits(v: &[f32], r: &[u16], pre: f32, inv: f32, q: &mut [i8]) {
+    for ((o, &x), &rw) in q.iter_mut().zip(v).zip(r) {
+        let keep = (f32::from(rw) * TWO_POW_M16 < (x.abs() * pre) * inv) as i8;
+        *o = keep * ((x > 0.0) as i8 - (x < 0.0) as i8);
+    }
 }
 
 /// [`stochastic_trits`] written as base-3 digits `q + 1` (0, 1 or 2), ready for
 /// [`pack_digits`].
 #[inline]
-fn stochastic_digits(v: &[f32], r: &[u8], at: At<'_>, pre: f32, inv: f32, d: &mut [u8]) {
-    let t = |x: f32| (x.abs() * pre) * (inv * 256.0);
-    decide_8(v, r, at, t, |i, x, up| {
-        d[i] = (1 + up as i8 * ((x > 0.0) as i8 - (x < 0.0) as i8)) as u8;
-    });
+fn stochastic_digits(v: &[f32], r: &[u16], pre: f32, inv: f32, d: &mut [u8]) {
+    for ((o, &x), &rw) in d.iter_mut().zip(v).zip(r) {
+        let keep = (f32::from(rw) * TWO_POW_M16 < (x.abs() * pre) * inv) as i8;
+        *o = (1 + keep * ((x > 0.0) as i8 - (x < 0.0) as i8)) as u8;
+    }
 }
 
 /// Deterministic nearest level (half away from zero), signed like `v`.
@@ -585,73 +447,6 @@ mod tests {
     use super::*;
     use crate::levels::{encode_levels, levels_bytes, max_level};
     use crate::rng::RngKey;
-
-    /// The 8-bit draws are refined on ties: a rounding probability of `2^-9` (half the 8-bit
-    /// grid) is met, where the draw alone would give `2^-8` (`r8 < 256·p`) or 0
-    /// (`r8 + 1 <= 256·p`). One trit (`|v|/s = 2^-9`, through [`Step::blocks`]) and two
-    /// trits (`|v|/u = 2 + 2^-9`, through [`Step::block`]), 400 keys × 319 elements each:
-    /// the count of roundings up is binomial with mean `N·2^-9 ≈ 249` and standard
-    /// deviation `≈ 15.8`; the bound is 6 standard deviations, and both wrong rules are
-    /// more than 15 away.
-    #[test]
-    fn ties_are_refined_to_the_exact_probability() {
-        for n in [1u8, 2] {
-            let l = max_level(n) as f32;
-            let step = Step {
-                n,
-                l,
-                stochastic: true,
-                a: 0.0,
-                b: 1.0,
-            };
-            // Element 0 sets the block maximum (the scale): L·2^-9-unit steps above level
-            // `base` for the others.
-            let base = if n == 1 { 0.0 } else { 2.0 };
-            let g: Vec<f32> = (0..320)
-                .map(|i| if i == 0 { l } else { base + 1.0 / 512.0 })
-                .collect();
-            let (mut ups, mut total) = (0usize, 0usize);
-            for seed in 0..400u64 {
-                let mut bytes = vec![BASE3_ZERO; levels_bytes(n, 320)];
-                let mut draws = Draws8::new(RngKey::new(seed, 0, 9));
-                let mut q = vec![0i8; 320];
-                let choose = |stat: f32| Choice::new(stat, 0, l);
-                if n == 1 {
-                    let mut chosen = [(0f32, 0u8); 1];
-                    let tile = Tile {
-                        bytes: &mut bytes,
-                        g: &g,
-                        block: 320,
-                        old_units: &[0.0],
-                        chosen: &mut chosen,
-                    };
-                    step.blocks(tile, choose, Some(&mut draws), &mut Scratch::new());
-                } else {
-                    step.block(
-                        &mut bytes,
-                        &g,
-                        0.0,
-                        choose,
-                        Some(&mut draws),
-                        &mut Scratch::new(),
-                    );
-                }
-                crate::levels::unpack_levels(n, &bytes, &mut q).unwrap();
-                assert_eq!(q[0], l as i8);
-                for &qi in &q[1..] {
-                    assert!(f32::from(qi) == base || f32::from(qi) == base + 1.0, "{qi}");
-                    ups += usize::from(f32::from(qi) == base + 1.0);
-                    total += 1;
-                }
-            }
-            let mean = total as f64 / 512.0;
-            let sd = (mean * (1.0 - 1.0 / 512.0)).sqrt();
-            assert!(
-                (ups as f64 - mean).abs() < 6.0 * sd,
-                "n {n}: {ups} roundings up, expected {mean:.1} ± {sd:.1}"
-            );
-        }
-    }
 
     /// The tile kernels ([`Step::blocks`], whole-tile one-trit loops included) give the same
     /// bytes, scales and codes as [`Step::block`] run block by block with the same draws:
@@ -700,7 +495,7 @@ mod tests {
 
                     let mut tiled = start.clone();
                     let mut chosen = vec![(0f32, 0u8); nbk];
-                    let mut draws = Draws8::new(key);
+                    let mut draws = Draws16::new(key);
                     let tile = Tile {
                         bytes: &mut tiled,
                         g: &g,
@@ -716,7 +511,7 @@ mod tests {
                     );
 
                     let mut single = start.clone();
-                    let mut draws = Draws8::new(key);
+                    let mut draws = Draws16::new(key);
                     let nn = usize::from(n);
                     for j in 0..nbk {
                         let (e0, e1) = (j * block, ((j + 1) * block).min(m));

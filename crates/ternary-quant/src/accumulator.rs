@@ -11,7 +11,7 @@
 //! ```
 //!
 //! and requantizes `v` block by block onto the levels `s_b·j/L`: stochastically with
-//! `s_b >= max_{i∈b} |v_i|` (unbiased: `E[m_k | m_{k−1}] = v` up to `2^-32·s_b/L` per element,
+//! `s_b >= max_{i∈b} |v_i|` (unbiased: `E[m_k | m_{k−1}] = v` up to `2^-16·s_b/L` per element,
 //! so `E[m_k] = (g_1 + … + g_k)/k`), or deterministically (absmean for one trit, nearest
 //! level otherwise; biased, for comparison). Nothing of size `O(len)` is held besides the
 //! packed levels and the scales. The error of this scheme, and why small blocks with 8-bit
@@ -22,7 +22,7 @@ use crate::error::{Error, Result, check_len};
 use crate::levels::{check_trits_per_element, decode_levels_f32, levels_bytes, max_level};
 use crate::pack::{BASE3_ZERO, check_base3};
 use crate::quant::checked_max_abs;
-use crate::rng::{Draws8, RngKey};
+use crate::rng::{Draws16, RngKey};
 pub use crate::scales::ScaleFormat;
 use crate::scales::{Log8Table, ZERO_CODE, log8_code, log8_scale};
 
@@ -254,7 +254,7 @@ impl PackedAccumulator {
     }
 
     /// The random stream the next [`accumulate`](Self::accumulate) will use (element `i`
-    /// draws byte `i mod 4` of word `⌊i/4⌋` of it, refined on a tie: see `docs/ternary.md`).
+    /// draws the 16-bit half `i mod 2` of word `⌊i/2⌋` of it).
     pub fn next_rng_key(&self) -> RngKey {
         RngKey::new(self.config.seed, self.count as u64, self.config.tensor_id)
     }
@@ -305,15 +305,15 @@ impl PackedAccumulator {
         };
         // Log8: the reference R = a·R_old + b·max|g| bounds every |v| = |a·m + b·g| up to the
         // rounding of the two f32 expressions (a few ulps); a block statistic above R gets
-        // code 0 (scale R) and its levels clip at L: a bias below 2^-22·R (the draws' own
-        // bound is 2^-32 of a level unit; docs/ternary.md). Computed exactly like `v`, so
+        // code 0 (scale R) and its levels clip at L: a bias below 2^-22·R, far under the
+        // 2^-16 bound of the 16-bit draws (docs/ternary.md). Computed exactly like `v`, so
         // a constant tensor stays exact at one trit.
         let r_old = self.scales.first().copied().unwrap_or(0.0);
         let r_new = (step.a * r_old + step.b * gmax).min(f32::MAX);
         let mut draws = self
             .config
             .stochastic
-            .then(|| Draws8::new(self.next_rng_key()));
+            .then(|| Draws16::new(self.next_rng_key()));
         let blocks = self.len.div_ceil(self.block);
         let nn = usize::from(n);
         let mut scratch = Scratch::new();
