@@ -10,7 +10,7 @@ mod method;
 mod ternary;
 mod vsa;
 
-pub use bf16::{Bf16Codec, bf16_to_f32, f32_to_bf16};
+pub use bf16::{Bf16Codec, bf16_add, bf16_to_f32, f32_to_bf16};
 pub use method::MethodCodec;
 pub use ternary::{DEFAULT_TERNARY_BLOCK, TernaryCodec, TernaryPacking};
 pub use vsa::VsaCodec;
