@@ -5,12 +5,17 @@
 //!
 //! Prints one `MATCH <case> <hash>` line per case on every rank (the hash of the averaged
 //! gradient's bits, which must agree between ranks), `ALLREDUCE <hash> <max relative
-//! difference>` for the native `MPI_Allreduce` mode, and `REFUSED <field>`; exits with
-//! status 1 on a mismatch.
+//! difference>` for the native `MPI_Allreduce` mode, `BF16ALLREDUCE <hash> <error / bound>
+//! <max error> <max error of the summed bf16 mode>` for bf16 over `MPI_Allreduce` (a
+//! user-defined operation; errors against the rank-order f32 mean), and `REFUSED <field>`
+//! / `REFUSED-BF16 <field>`; exits with status 1 on a mismatch.
 
 mod common;
 
-use common::{bf16_sum_reference, filled, grads, lens, method_reference, params};
+use common::{
+    bf16_allreduce_error_ratio, bf16_allreduce_rank_order_reference, bf16_sum_reference, filled,
+    grads, lens, max_abs_error, method_reference, params,
+};
 use grad_sketch::{CompressorConfig, Method};
 use vsa_optim_mpi::reduce::mean_in_rank_order;
 use vsa_optim_mpi::{
@@ -145,6 +150,43 @@ fn main() -> vsa_optim_mpi::Result<()> {
     println!("ALLREDUCE {h:#018x} {worst:e}");
     if worst > 1e-5 {
         ok = false;
+    }
+
+    // bf16 over MPI_Allreduce with the user-defined operation: MPI's pairing, each pair
+    // added in f32 and rounded to bf16. Two runs must give the same bits (a fixed rank
+    // count and MPI build), within the derived bound of the f32 mean.
+    let bf16_codec = || Box::new(Bf16Codec::new(&lens()));
+    let first = exchange(&mut world, bf16_codec(), Reduction::Allreduce)?;
+    let second = exchange(&mut world, bf16_codec(), Reduction::Allreduce)?;
+    check(rank, "bf16-allreduce-rerun", &second, &first, &mut ok);
+    if n == 2 {
+        // One addition, and bf16_add commutes: whatever MPI does, the rank-order bits.
+        let pairs = bf16_allreduce_rank_order_reference(n, STEPS);
+        check(rank, "bf16-allreduce-one-pair", &first, &pairs, &mut ok);
+    }
+    let ratio = bf16_allreduce_error_ratio(n, &first);
+    let h = first.iter().fold(0u64, |a, g| a.rotate_left(7) ^ hash(g));
+    println!(
+        "BF16ALLREDUCE {h:#018x} {ratio:.4} {:e} {:e}",
+        max_abs_error(n, &first),
+        max_abs_error(n, &bf16)
+    );
+    if ratio > 1.0 {
+        println!("MISMATCH bf16-allreduce beyond the bound ({ratio} × the bound)");
+        ok = false;
+    }
+    // The handshake takes bf16 with the all-reduce (above) and refuses a rank that sums.
+    let r = if rank == 1 {
+        Reduction::Sum
+    } else {
+        Reduction::Allreduce
+    };
+    match GradientExchange::with_reduction(&mut world, bf16_codec(), &params(), config(), r) {
+        Err(Error::ConfigMismatch { field, rank: 1, .. }) => println!("REFUSED-BF16 {field}"),
+        other => {
+            println!("NOT REFUSED: {:?}", other.map(|_| ()));
+            ok = false;
+        }
     }
 
     // The handshake refuses a rank with another reduction, on every rank.
