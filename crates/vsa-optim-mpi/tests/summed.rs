@@ -165,11 +165,7 @@ fn allreduced_bf16_adds_each_pair_in_f32_rounded_to_bf16_within_the_derived_boun
             .map(|s| reduced[0].steps[s].as_ref().unwrap().0.clone())
             .collect();
         for (s, expected) in reference.iter().enumerate() {
-            assert_eq!(
-                out_bits(&reduced[0], s).0,
-                bits(expected),
-                "n={n} step {s}"
-            );
+            assert_eq!(out_bits(&reduced[0], s).0, bits(expected), "n={n} step {s}");
             assert_eq!(out_bits(&reduced[0], s).1, loss_mean(n).to_bits());
             for r in 0..n {
                 assert_eq!(
