@@ -506,3 +506,107 @@ pub(crate) fn mpi(args: &[String]) -> Result<(), String> {
     println!("wrote {}", path.display());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reduction_of_the_new_modes_runs_on_2_and_4_ranks_only() {
+        let rows: Vec<Row> = rows_for("digits", 2).collect();
+        assert_eq!(rows.len(), ROWS.len());
+        for (mode, reductions) in [
+            ("f32", &["gather", "sum", "allreduce"][..]),
+            ("bf16", &["gather", "sum", "allreduce"]),
+            ("random-k 10%", &["gather", "sum"]),
+            ("count-sketch 10%", &["gather", "sum"]),
+            ("top-k 10% + EF", &["gather"]),
+        ] {
+            let got: Vec<&str> = rows
+                .iter()
+                .filter(|r| r.mode == mode && r.trainer == "none")
+                .map(|r| r.reduction)
+                .collect();
+            assert_eq!(got, reductions, "{mode}");
+        }
+        assert_eq!(
+            rows_for("charlm", 4).collect::<Vec<_>>(),
+            rows,
+            "both workloads"
+        );
+        // One rank: the four original rows for digits, f32 only for the char-LM.
+        let one: Vec<(&str, &str)> = rows_for("digits", 1).map(|r| (r.mode, r.trainer)).collect();
+        assert_eq!(
+            one,
+            [
+                ("f32", "none"),
+                ("f32", "best"),
+                ("ternary", "none"),
+                ("vsa", "none")
+            ]
+        );
+        assert!(
+            rows_for("charlm", 1).all(|r| r.mode == "f32" && r.reduction == "gather"),
+            "char-LM on 1 rank"
+        );
+        // Every row's flags name its mode; top-k is error-fed by mpi_train itself.
+        for r in ROWS {
+            assert_eq!(r.flags[0], "--mode");
+            assert!(
+                !r.flags.contains(&"--reduction"),
+                "the reduction is its own column"
+            );
+        }
+    }
+
+    #[test]
+    fn the_f32_check_fails_the_run_only_for_gather_and_sum() {
+        let run = |reduction| MpiRun {
+            workload: "digits",
+            ranks: 4,
+            mode: "f32",
+            mode_flags: F32,
+            reduction,
+            trainer: "none",
+            steps: 1,
+            micro: 1,
+            seed: 0,
+            lr: 1e-3,
+        };
+        assert_eq!(check_label(&run("gather"), None), Ok("—"));
+        assert_eq!(check_label(&run("sum"), Some(true)), Ok("bit-identical"));
+        assert_eq!(
+            check_label(&run("allreduce"), Some(false)),
+            Ok("differs (MPI's order)")
+        );
+        for reduction in ["gather", "sum"] {
+            let e = check_label(&run(reduction), Some(false)).unwrap_err();
+            assert!(e.contains(reduction) && e.contains("4 ranks"), "{e}");
+        }
+    }
+
+    #[test]
+    fn train_args_put_the_mode_flags_before_the_reduction() {
+        let r = MpiRun {
+            workload: "charlm",
+            ranks: 2,
+            mode: "top-k 10% + EF",
+            mode_flags: TOP_K,
+            reduction: "gather",
+            trainer: "none",
+            steps: 8,
+            micro: 2,
+            seed: 1,
+            lr: 0.002,
+        };
+        let mut c = Command::new("mpi_train");
+        train_args(&mut c, &r);
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let expected = "--workload charlm --mode compressed --method top-k --ratio 0.1 \
+                        --reduction gather --trainer none --steps 8 --micro 2 --seed 1 --lr 0.002";
+        assert_eq!(args.join(" "), expected);
+    }
+}
