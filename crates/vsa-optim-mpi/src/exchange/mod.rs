@@ -497,6 +497,11 @@ impl<C: Collective> GradientExchange<C> {
         for a in &mut self.acc {
             divide(a, n);
         }
+        let ctx = Context {
+            step,
+            rank: self.rank(),
+        };
+        self.codec.finish(ctx, &mut self.acc)?;
         for (o, a) in out.iter_mut().zip(&self.acc) {
             o.copy_from_slice(a);
         }
