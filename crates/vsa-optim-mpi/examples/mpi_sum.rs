@@ -16,11 +16,11 @@ use common::{
     bf16_allreduce_error_ratio, bf16_allreduce_rank_order_reference, bf16_sum_reference, filled,
     grads, lens, max_abs_error, method_reference, params,
 };
-use grad_sketch::{CompressorConfig, Method};
+use grad_sketch::{CompressorConfig, Method, MomentumCompressor, MomentumConfig};
 use vsa_optim_mpi::reduce::mean_in_rank_order;
 use vsa_optim_mpi::{
     Bf16Codec, Error, ExchangeConfig, F32Codec, GradientCodec, GradientExchange, MethodCodec,
-    MpiWorld, Reduction,
+    MomentumCodec, MpiWorld, Reduction,
 };
 
 const STEPS: usize = 3;
@@ -188,6 +188,42 @@ fn main() -> vsa_optim_mpi::Result<()> {
             ok = false;
         }
     }
+
+    // The momentum scheme over the gathered exchange: every rank returns the AdamW
+    // direction of one process that runs one scheme per rank and applies their messages in
+    // rank order (2 exact warm-up steps, then top-10% of the momentum with error feedback).
+    let momentum = MomentumConfig {
+        compressor: CompressorConfig {
+            method: Method::TopK { k_fraction: 0.1 },
+            seed: 5,
+            error_feedback: true,
+            dense_warmup_steps: 2,
+        },
+        ..MomentumConfig::default()
+    };
+    let got = exchange(
+        &mut world,
+        Box::new(MomentumCodec::new(&params(), momentum)?),
+        Reduction::Gather,
+    )?;
+    let mut schemes: Vec<MomentumCompressor> = (0..n)
+        .map(|_| MomentumCompressor::new(&params(), momentum).expect("a valid config"))
+        .collect();
+    let expected: Vec<Vec<Vec<f32>>> = (0..STEPS)
+        .map(|s| {
+            let msgs: Vec<_> = schemes
+                .iter_mut()
+                .enumerate()
+                .map(|(r, c)| c.compress(&grads(r, s)).expect("finite"))
+                .collect();
+            let mut d = filled(0.0);
+            for c in &mut schemes {
+                c.apply(&msgs, &mut d).expect("finite moments");
+            }
+            d
+        })
+        .collect();
+    check(rank, "momentum-gather", &got, &expected, &mut ok);
 
     // The handshake refuses a rank with another reduction, on every rank.
     let r = if rank == 1 {

@@ -4,7 +4,8 @@
 //! (f32, count sketch, random-k, bf16), that the native `MPI_Allreduce` mode agrees within
 //! rounding, that bf16 over `MPI_Allreduce` (a user-defined operation) is within its derived
 //! bound of the f32 mean, the same bits on every rank and in a second run, and that the
-//! handshake refuses a rank with another reduction (f32 and bf16). `.ci/run` runs
+//! handshake refuses a rank with another reduction (f32 and bf16); and that the momentum
+//! codec gives every rank the single-process AdamW direction. `.ci/run` runs
 //! it inside `unshare -n` with only loopback up.
 
 use std::collections::BTreeMap;
@@ -104,6 +105,7 @@ fn summed_mode_gives_the_gathered_bits_on_2_and_4_mpi_ranks() {
             "allreduce",
             "bf16-allreduce",
             "bf16-allreduce-rerun",
+            "momentum-gather",
             "refused",
             "refused-bf16",
         ];
