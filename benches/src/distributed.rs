@@ -178,6 +178,8 @@ pub struct DpResult {
     pub f32_bytes: usize,
     /// Bytes this rank sent over the whole run.
     pub bytes_sent: u64,
+    /// Bytes this rank received from the other ranks over the whole run.
+    pub bytes_received: u64,
     /// Seconds inside the exchange (encode, transport, decode, sum).
     pub exchange_secs: f64,
     /// Training seconds (evaluation and checkpoints excluded).
@@ -561,6 +563,7 @@ fn train<C: Collective>(
         frame_bytes: stats.last_frame_bytes,
         f32_bytes: stats.f32_bytes,
         bytes_sent: stats.bytes_sent,
+        bytes_received: stats.bytes_received,
         exchange_secs: stats.seconds,
         secs: meta.secs,
         weights_hash: weights,

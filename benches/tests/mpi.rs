@@ -3,9 +3,9 @@
 //!
 //! Each test launches `mpi_train` on 2 or 4 ranks and checks what the ranks printed or wrote:
 //! f32 weights equal the single-process reference bit for bit, predicted steps make no
-//! collective call, compressed modes train, a killed rank stops the job and a resume from
-//! the last checkpoint ends with the same weights, and misconfigured ranks all fail with the
-//! same typed error.
+//! collective call, compressed modes train, bf16 over `MPI_Allreduce` repeats its bits, a
+//! killed rank stops the job and a resume from the last checkpoint ends with the same
+//! weights, and misconfigured ranks all fail with the same typed error.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -240,6 +240,51 @@ fn summed_reductions_train_to_the_gathered_bits() {
     ];
     let o = mpirun(2, &a, Duration::from_secs(120));
     every_rank_failed_with(&o, 2, "invalid config `reduction`");
+}
+
+#[test]
+fn bf16_over_mpi_allreduce_trains_with_the_same_bits_twice() {
+    // bf16 over MPI_Allreduce with the user-defined operation (each pair added in f32 and
+    // rounded to bf16): reproducible for a fixed rank count and MPI build, so two runs end
+    // with the same weights. At 2 ranks there is one addition per element, the same one the
+    // summed mode makes (the f32 sum of the two bf16 values rounded to bf16), so the weights
+    // equal the summed run's bit for bit; at 4 ranks MPI's pairing rounds 3 times, and the
+    // run is only checked to train.
+    let dir = tmp("bf16-allreduce");
+    let common = ["--mode", "bf16", "--trainer", "none", "--steps", "30"];
+    for np in [2usize, 4] {
+        let mut hashes = Vec::new();
+        for k in 0..2 {
+            let mut a = common.to_vec();
+            a.extend(["--reduction", "allreduce"]);
+            let v = train(
+                np,
+                &dir,
+                &format!("all-{np}-{k}"),
+                &a,
+                Duration::from_secs(300),
+            );
+            assert_eq!(v["reduction"], "allreduce");
+            assert_eq!(u(&v, "backward_steps"), 30);
+            assert!(
+                final_metric(&v) > 50.0,
+                "np {np}: bf16 allreduce metric {}",
+                final_metric(&v)
+            );
+            hashes.push(u(&v, "weights_hash"));
+        }
+        assert_eq!(hashes[0], hashes[1], "np {np}: two runs, other bits");
+        if np == 2 {
+            let mut a = common.to_vec();
+            a.extend(["--reduction", "sum"]);
+            let v = train(np, &dir, "sum-2", &a, Duration::from_secs(300));
+            assert_eq!(
+                u(&v, "weights_hash"),
+                hashes[0],
+                "2 ranks: allreduce vs sum"
+            );
+        }
+    }
 }
 
 #[test]

@@ -36,7 +36,8 @@ enum ReductionChoice {
     Gather,
     /// Sum the messages before decoding (linear modes: f32, bf16, count-sketch, random-k).
     Sum,
-    /// The native MPI_Allreduce (f32 only; reproducible for a fixed rank count and MPI build).
+    /// The native MPI_Allreduce (f32; bf16 through a user-defined operation; reproducible
+    /// for a fixed rank count and MPI build).
     Allreduce,
 }
 

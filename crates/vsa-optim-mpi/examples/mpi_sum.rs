@@ -5,17 +5,22 @@
 //!
 //! Prints one `MATCH <case> <hash>` line per case on every rank (the hash of the averaged
 //! gradient's bits, which must agree between ranks), `ALLREDUCE <hash> <max relative
-//! difference>` for the native `MPI_Allreduce` mode, and `REFUSED <field>`; exits with
-//! status 1 on a mismatch.
+//! difference>` for the native `MPI_Allreduce` mode, `BF16ALLREDUCE <hash> <error / bound>
+//! <max error> <max error of the summed bf16 mode>` for bf16 over `MPI_Allreduce` (a
+//! user-defined operation; errors against the rank-order f32 mean), and `REFUSED <field>`
+//! / `REFUSED-BF16 <field>`; exits with status 1 on a mismatch.
 
 mod common;
 
-use common::{bf16_sum_reference, filled, grads, lens, method_reference, params};
-use grad_sketch::{CompressorConfig, Method};
+use common::{
+    bf16_allreduce_error_ratio, bf16_allreduce_rank_order_reference, bf16_sum_reference, filled,
+    grads, lens, max_abs_error, method_reference, params,
+};
+use grad_sketch::{CompressorConfig, Method, MomentumCompressor, MomentumConfig};
 use vsa_optim_mpi::reduce::mean_in_rank_order;
 use vsa_optim_mpi::{
     Bf16Codec, Error, ExchangeConfig, F32Codec, GradientCodec, GradientExchange, MethodCodec,
-    MpiWorld, Reduction,
+    MomentumCodec, MpiWorld, Reduction,
 };
 
 const STEPS: usize = 3;
@@ -146,6 +151,79 @@ fn main() -> vsa_optim_mpi::Result<()> {
     if worst > 1e-5 {
         ok = false;
     }
+
+    // bf16 over MPI_Allreduce with the user-defined operation: MPI's pairing, each pair
+    // added in f32 and rounded to bf16. Two runs must give the same bits (a fixed rank
+    // count and MPI build), within the derived bound of the f32 mean.
+    let bf16_codec = || Box::new(Bf16Codec::new(&lens()));
+    let first = exchange(&mut world, bf16_codec(), Reduction::Allreduce)?;
+    let second = exchange(&mut world, bf16_codec(), Reduction::Allreduce)?;
+    check(rank, "bf16-allreduce-rerun", &second, &first, &mut ok);
+    if n == 2 {
+        // One addition, and bf16_add commutes: whatever MPI does, the rank-order bits.
+        let pairs = bf16_allreduce_rank_order_reference(n, STEPS);
+        check(rank, "bf16-allreduce-one-pair", &first, &pairs, &mut ok);
+    }
+    let ratio = bf16_allreduce_error_ratio(n, &first);
+    let h = first.iter().fold(0u64, |a, g| a.rotate_left(7) ^ hash(g));
+    println!(
+        "BF16ALLREDUCE {h:#018x} {ratio:.4} {:e} {:e}",
+        max_abs_error(n, &first),
+        max_abs_error(n, &bf16)
+    );
+    if ratio > 1.0 {
+        println!("MISMATCH bf16-allreduce beyond the bound ({ratio} × the bound)");
+        ok = false;
+    }
+    // The handshake takes bf16 with the all-reduce (above) and refuses a rank that sums.
+    let r = if rank == 1 {
+        Reduction::Sum
+    } else {
+        Reduction::Allreduce
+    };
+    match GradientExchange::with_reduction(&mut world, bf16_codec(), &params(), config(), r) {
+        Err(Error::ConfigMismatch { field, rank: 1, .. }) => println!("REFUSED-BF16 {field}"),
+        other => {
+            println!("NOT REFUSED: {:?}", other.map(|_| ()));
+            ok = false;
+        }
+    }
+
+    // The momentum scheme over the gathered exchange: every rank returns the AdamW
+    // direction of one process that runs one scheme per rank and applies their messages in
+    // rank order (2 exact warm-up steps, then top-10% of the momentum with error feedback).
+    let momentum = MomentumConfig {
+        compressor: CompressorConfig {
+            method: Method::TopK { k_fraction: 0.1 },
+            seed: 5,
+            error_feedback: true,
+            dense_warmup_steps: 2,
+        },
+        ..MomentumConfig::default()
+    };
+    let got = exchange(
+        &mut world,
+        Box::new(MomentumCodec::new(&params(), momentum)?),
+        Reduction::Gather,
+    )?;
+    let mut schemes: Vec<MomentumCompressor> = (0..n)
+        .map(|_| MomentumCompressor::new(&params(), momentum).expect("a valid config"))
+        .collect();
+    let expected: Vec<Vec<Vec<f32>>> = (0..STEPS)
+        .map(|s| {
+            let msgs: Vec<_> = schemes
+                .iter_mut()
+                .enumerate()
+                .map(|(r, c)| c.compress(&grads(r, s)).expect("finite"))
+                .collect();
+            let mut d = filled(0.0);
+            for c in &mut schemes {
+                c.apply(&msgs, &mut d).expect("finite moments");
+            }
+            d
+        })
+        .collect();
+    check(rank, "momentum-gather", &got, &expected, &mut ok);
 
     // The handshake refuses a rank with another reduction, on every rank.
     let r = if rank == 1 {

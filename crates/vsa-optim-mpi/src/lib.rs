@@ -14,12 +14,17 @@
 //!   random-k, top-k, PowerSGD) with error feedback.
 //! * `bf16` ([`Bf16Codec`]): every element rounded to `bf16`, 2 bytes.
 //!
+//! [`MomentumCodec`] runs `grad-sketch`'s `MomentumCompressor` (error feedback on the
+//! momentum under AdamW) over the gathered exchange: the exchange then returns the AdamW
+//! direction instead of an averaged gradient.
+//!
 //! and one of three [`Reduction`]s (part of the handshake): `Gather` (the default above),
 //! `Sum` (codecs with a linear message: f32, bf16, the count sketch and random-k are summed
 //! before decoding by a rank-order reduce-scatter and an all-gather, about `2(N − 1)/N` of
-//! one message per rank, with the bits of all-gather-then-sum) and `Allreduce` (f32 over
-//! the transport's native sum all-reduce, `MPI_Allreduce`: reproducible only for a fixed
-//! rank count and MPI build). `docs/distributed.md` §11 has the derivation.
+//! one message per rank, with the bits of all-gather-then-sum) and `Allreduce` (f32 or bf16
+//! over the transport's native sum all-reduce, `MPI_Allreduce`; bf16 through a
+//! user-defined operation: reproducible only for a fixed rank count and MPI build).
+//! `docs/distributed.md` §11 has the derivation.
 //!
 //! [`codec_for`] builds any of them from a mode, the parameter shapes and the configs.
 //!
@@ -78,7 +83,8 @@ pub mod reduce;
 
 pub use codec::{
     Bf16Codec, Context, DEFAULT_TERNARY_BLOCK, ExchangeMode, F32Codec, GradientCodec, LinearWire,
-    MethodCodec, TernaryCodec, TernaryPacking, VsaCodec, bf16_to_f32, codec_for, f32_to_bf16,
+    MethodCodec, MomentumCodec, TernaryCodec, TernaryPacking, VsaCodec, bf16_add, bf16_to_f32,
+    codec_for, f32_to_bf16,
 };
 pub use collective::{
     AllToAll, Collective, GatherPrimitives, Gathered, LengthsFirst, MPI_COUNT_LIMIT, SingleProcess,

@@ -4,6 +4,7 @@ mod codec;
 #[macro_use]
 mod common;
 mod exchange;
+mod momentum;
 #[cfg(feature = "mpi")]
 mod mpi_run;
 mod summed;

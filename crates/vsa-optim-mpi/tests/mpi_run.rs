@@ -2,7 +2,10 @@
 //! `mpi_sum` example, which checks on every rank that the summed mode (`MPI_Alltoallv` then
 //! `MPI_Allgatherv`) gives the same bits as the gathered mode and as all-gather-then-sum
 //! (f32, count sketch, random-k, bf16), that the native `MPI_Allreduce` mode agrees within
-//! rounding, and that the handshake refuses a rank with another reduction. `.ci/run` runs
+//! rounding, that bf16 over `MPI_Allreduce` (a user-defined operation) is within its derived
+//! bound of the f32 mean, the same bits on every rank and in a second run, and that the
+//! handshake refuses a rank with another reduction (f32 and bf16); and that the momentum
+//! codec gives every rank the single-process AdamW direction. `.ci/run` runs
 //! it inside `unshare -n` with only loopback up.
 
 use std::collections::BTreeMap;
@@ -74,7 +77,21 @@ fn summed_mode_gives_the_gathered_bits_on_2_and_4_mpi_ranks() {
                     .entry("allreduce".into())
                     .or_default()
                     .push((*h).into()),
+                ["BF16ALLREDUCE", h, ratio, _, _] => {
+                    let ratio: f64 = ratio.parse().expect("a ratio");
+                    assert!(
+                        ratio <= 1.0,
+                        "np={np}: bf16 all-reduce beyond the bound: {line}"
+                    );
+                    seen.entry("bf16-allreduce".into())
+                        .or_default()
+                        .push((*h).into());
+                }
                 ["REFUSED", ..] => seen.entry("refused".into()).or_default().push(line.into()),
+                ["REFUSED-BF16", ..] => seen
+                    .entry("refused-bf16".into())
+                    .or_default()
+                    .push(line.into()),
                 ["MISMATCH", ..] | ["NOT", ..] => panic!("np={np}: {line}\n{text}"),
                 _ => {}
             }
@@ -86,7 +103,11 @@ fn summed_mode_gives_the_gathered_bits_on_2_and_4_mpi_ranks() {
             "random-k-sum",
             "bf16-sum",
             "allreduce",
+            "bf16-allreduce",
+            "bf16-allreduce-rerun",
+            "momentum-gather",
             "refused",
+            "refused-bf16",
         ];
         for case in cases {
             let v = seen
@@ -99,9 +120,16 @@ fn summed_mode_gives_the_gathered_bits_on_2_and_4_mpi_ranks() {
             );
         }
         assert_eq!(seen["f32-sum"][0], seen["f32-gather"][0]);
+        if np == 2 {
+            assert_eq!(seen["bf16-allreduce-one-pair"].len(), np, "{text}");
+        }
         assert_eq!(
             seen["refused"][0],
             "REFUSED reduction (gather, sum or allreduce)"
+        );
+        assert_eq!(
+            seen["refused-bf16"][0],
+            "REFUSED-BF16 reduction (gather, sum or allreduce)"
         );
     }
 }

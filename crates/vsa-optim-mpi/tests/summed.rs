@@ -8,14 +8,17 @@
 use grad_sketch::{CompressorConfig, Method};
 use vsa_optim_mpi::{
     Bf16Codec, Collective, Error, ExchangeConfig, ExchangeStats, F32Codec, Gathered, GradientCodec,
-    GradientExchange, MethodCodec, Reduction, SUM_HEADER_BYTES, chunk,
+    GradientExchange, HANDSHAKE_BYTES, MethodCodec, Reduction, SUM_HEADER_BYTES, chunk,
 };
 
 use crate::common::{bits, thread_world};
 
 #[path = "../examples/common/mod.rs"]
 mod case;
-use case::{bf16, bf16_sum_reference, filled, grads, lens, method_reference, params};
+use case::{
+    bf16, bf16_allreduce_error_ratio, bf16_allreduce_rank_order_reference, bf16_sum_reference,
+    filled, grads, lens, method_reference, params,
+};
 
 fn config() -> ExchangeConfig {
     ExchangeConfig {
@@ -148,6 +151,50 @@ fn summed_and_allreduced_f32_equal_the_gathered_mean_bit_for_bit_on_1_to_5_ranks
             }
         }
     }
+}
+
+#[test]
+fn allreduced_bf16_adds_each_pair_in_f32_rounded_to_bf16_within_the_derived_bound() {
+    let make: &Make = &|| Box::new(Bf16Codec::new(&lens()));
+    for n in 1..=5 {
+        // The thread transport all-reduces with the default: pairs in rank order.
+        let reduced = run(n, Reduction::Allreduce, make, 3);
+        let again = run(n, Reduction::Allreduce, make, 3);
+        let reference = bf16_allreduce_rank_order_reference(n, 3);
+        let outs: Vec<Vec<Vec<f32>>> = (0..3)
+            .map(|s| reduced[0].steps[s].as_ref().unwrap().0.clone())
+            .collect();
+        for (s, expected) in reference.iter().enumerate() {
+            assert_eq!(out_bits(&reduced[0], s).0, bits(expected), "n={n} step {s}");
+            assert_eq!(out_bits(&reduced[0], s).1, loss_mean(n).to_bits());
+            for r in 0..n {
+                assert_eq!(
+                    out_bits(&reduced[r], s),
+                    out_bits(&reduced[0], s),
+                    "n={n} rank {r}"
+                );
+                assert_eq!(
+                    out_bits(&again[r], s),
+                    out_bits(&reduced[r], s),
+                    "n={n} rerun"
+                );
+            }
+        }
+        // Within the bound of docs/distributed.md §11 (derived next to the function).
+        let ratio = bf16_allreduce_error_ratio(n, &outs);
+        assert!(ratio <= 1.0, "n={n}: error {ratio} × the bound");
+        // Bytes: the nominal 2(N − 1)/N of a 2-byte message each way, plus the headers.
+        let m = lens().iter().sum::<usize>() as u64;
+        let moved = (2 * (n as u64 - 1) * 2 * m) / n as u64;
+        let stats = reduced[0].stats;
+        let headers = (HANDSHAKE_BYTES + 3 * SUM_HEADER_BYTES) as u64;
+        assert_eq!(stats.bytes_sent, headers + 3 * moved, "n={n}");
+    }
+    // Not the summed mode's bits: at 4 ranks, rounding after each of the 3 additions
+    // differs from rounding the f32 sum once on some element of this case.
+    let sum = bf16_sum_reference(4, 1);
+    let all = bf16_allreduce_rank_order_reference(4, 1);
+    assert_ne!(bits(&sum[0]), bits(&all[0]));
 }
 
 #[test]
@@ -372,10 +419,19 @@ fn a_malformed_input_on_one_rank_fails_every_rank_with_state_unchanged() {
 #[test]
 fn a_sum_that_overflows_fails_every_rank_with_state_unchanged() {
     // Every rank sends 3e38 at one element: finite alone, infinite summed.
-    for reduction in [Reduction::Sum, Reduction::Allreduce] {
+    for (reduction, bf16_mode) in [
+        (Reduction::Sum, false),
+        (Reduction::Allreduce, false),
+        (Reduction::Allreduce, true),
+    ] {
         const N: usize = 3;
-        let make_for =
-            |_: usize| -> Box<dyn GradientCodec + Send> { Box::new(F32Codec::new(&lens())) };
+        let make_for = |_: usize| -> Box<dyn GradientCodec + Send> {
+            if bf16_mode {
+                Box::new(Bf16Codec::new(&lens()))
+            } else {
+                Box::new(F32Codec::new(&lens()))
+            }
+        };
         let inputs: Vec<Vec<Vec<Vec<f32>>>> = (0..N)
             .map(|r| {
                 let mut g = grads(r, 0);
@@ -405,7 +461,10 @@ fn a_codec_without_a_linear_message_is_refused_on_every_rank() {
                 MethodCodec::new(&params(), method(Method::PowerSgd { rank: 2 }, true, 0)).unwrap(),
             )
         }),
-        (Reduction::Allreduce, &|| Box::new(Bf16Codec::new(&lens()))),
+        // Random-k has a linear message, but only f32 and bf16 go over the all-reduce.
+        (Reduction::Allreduce, &|| {
+            Box::new(MethodCodec::new(&params(), method(RANDOM_K, true, 0)).unwrap())
+        }),
     ];
     for (reduction, make) in cases {
         let inputs = vec![Vec::new(); 2];
@@ -474,6 +533,18 @@ fn the_handshake_refuses_a_rank_whose_decoding_config_differs() {
             }
         },
         &|_| Box::new(F32Codec::new(&lens())),
+    );
+    assert_eq!(errs, vec![("reduction (gather, sum or allreduce)", 1); 3]);
+    // bf16: all-reduced on rank 0, summed on the others.
+    let errs = refused(
+        &|r| {
+            if r == 0 {
+                Reduction::Allreduce
+            } else {
+                Reduction::Sum
+            }
+        },
+        &|_| Box::new(Bf16Codec::new(&lens())),
     );
     assert_eq!(errs, vec![("reduction (gather, sum or allreduce)", 1); 3]);
     // The heavy-hitter k, the rows, the ratio or error feedback differ on rank 1: every

@@ -4,7 +4,7 @@
 
 use grad_sketch::{Compressor, CompressorConfig};
 use vsa_optim_mpi::reduce::divide;
-use vsa_optim_mpi::{bf16_to_f32, f32_to_bf16};
+use vsa_optim_mpi::{bf16_add, bf16_to_f32, f32_to_bf16};
 
 /// Sorted by name (the order of the method codecs); 91 + 5 + 60 = 156 elements, which
 /// 3 and 5 ranks cut into uneven chunks (and the sketches into uneven chunks at every N).
@@ -93,4 +93,99 @@ pub fn bf16_sum_reference(n: usize, steps: usize) -> Vec<Vec<Vec<f32>>> {
             out
         })
         .collect()
+}
+
+/// The bf16 all-reduce's result when the pairs are combined in rank order (the default
+/// `Collective::all_reduce_sum_bf16`, which the thread transport uses): per element,
+/// `bf16_add(bf16_add(h₀, h₁), h₂) …` of the rounded values, widened and divided by the
+/// rank count; one entry per step.
+pub fn bf16_allreduce_rank_order_reference(n: usize, steps: usize) -> Vec<Vec<Vec<f32>>> {
+    (0..steps)
+        .map(|s| {
+            let parts: Vec<Vec<Vec<f32>>> = (0..n).map(|r| grads(r, s)).collect();
+            let mut out = filled(0.0);
+            for (k, o) in out.iter_mut().enumerate() {
+                for (j, x) in o.iter_mut().enumerate() {
+                    let mut acc = f32_to_bf16(parts[0][k][j]);
+                    for p in &parts[1..] {
+                        acc = bf16_add(acc, f32_to_bf16(p[k][j]));
+                    }
+                    *x = bf16_to_f32(acc) / n as f32;
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// The largest `|got − mean| / bound` over the elements of every step, where `mean` is
+/// the rank-order f32 mean of the unrounded gradients and `bound` the error bound of a
+/// bf16 all-reduce over `n` ranks, whatever tree MPI sums along:
+///
+/// * each input is rounded to bf16: `x̂ = x(1 + δ)`, `|δ| ≤ u = 2⁻⁸` (8 significant bits);
+/// * each pair is added in f32 (`|ε| ≤ 2⁻²⁴`) and rounded to bf16 (`≤ u`), so one
+///   combination is `(a + b)(1 + δ')` with `|δ'| ≤ u' = (1 + 2⁻²⁴)(1 + u) − 1`;
+/// * a tree of `n − 1` additions puts at most `n − 1` such factors on any input, so with
+///   the input rounding the computed sum is `Σ xᵢ(1 + θᵢ)`, `|θᵢ| ≤ γₙ = n·u'/(1 − n·u')`
+///   (Higham, Accuracy and Stability, Lemma 3.1), an error of at most `γₙ·Σ|xᵢ|`;
+/// * the division by `n` rounds once more in f32 (`2⁻²⁴` of the result, at most
+///   `(1 + γₙ)·Σ|xᵢ|/n`), and the f32 reference itself is off by at most
+///   `γ³²ₙ·Σ|xᵢ|/n` with `γ³²ₙ = n·2⁻²⁴/(1 − n·2⁻²⁴)`.
+///
+/// So `bound = (γₙ + (1 + γₙ)·2⁻²⁴ + γ³²ₙ)·Σ|xᵢ| / n` (every value here is a normal
+/// number, so no subnormal term). A result within the bound gives at most 1.
+pub fn bf16_allreduce_error_ratio(n: usize, got: &[Vec<Vec<f32>>]) -> f64 {
+    let u = 2f64.powi(-8);
+    let u32_ = 2f64.powi(-24);
+    let up = (1.0 + u32_) * (1.0 + u) - 1.0;
+    let nf = n as f64;
+    let gamma = nf * up / (1.0 - nf * up);
+    let gamma32 = nf * u32_ / (1.0 - nf * u32_);
+    let factor = gamma + (1.0 + gamma) * u32_ + gamma32;
+    let mut worst = 0f64;
+    for (s, g) in got.iter().enumerate() {
+        let parts: Vec<Vec<Vec<f32>>> = (0..n).map(|r| grads(r, s)).collect();
+        for (k, o) in g.iter().enumerate() {
+            for (j, &x) in o.iter().enumerate() {
+                let mut mean = parts[0][k][j];
+                let mut abs = f64::from(parts[0][k][j].abs());
+                for p in &parts[1..] {
+                    mean += p[k][j];
+                    abs += f64::from(p[k][j].abs());
+                }
+                mean /= n as f32;
+                let (err, bound) = (f64::from(x - mean).abs(), factor * abs / nf);
+                // Every input zero: the sum must be exactly zero.
+                let ratio = if bound > 0.0 {
+                    err / bound
+                } else if err == 0.0 {
+                    0.0
+                } else {
+                    f64::INFINITY
+                };
+                worst = worst.max(ratio);
+            }
+        }
+    }
+    worst
+}
+
+/// The largest `|got − mean|` over every element and step, `mean` being the rank-order
+/// f32 mean of the unrounded gradients.
+#[allow(dead_code)] // the mpi_sum example's report; not needed by tests/summed.rs
+pub fn max_abs_error(n: usize, got: &[Vec<Vec<f32>>]) -> f32 {
+    let mut worst = 0f32;
+    for (s, g) in got.iter().enumerate() {
+        let parts: Vec<Vec<Vec<f32>>> = (0..n).map(|r| grads(r, s)).collect();
+        for (k, o) in g.iter().enumerate() {
+            for (j, &x) in o.iter().enumerate() {
+                let mut mean = parts[0][k][j];
+                for p in &parts[1..] {
+                    mean += p[k][j];
+                }
+                worst = worst.max((x - mean / n as f32).abs());
+            }
+        }
+    }
+    worst
 }

@@ -7,11 +7,13 @@
 
 mod bf16;
 mod method;
+mod momentum;
 mod ternary;
 mod vsa;
 
-pub use bf16::{Bf16Codec, bf16_to_f32, f32_to_bf16};
+pub use bf16::{Bf16Codec, bf16_add, bf16_to_f32, f32_to_bf16};
 pub use method::MethodCodec;
+pub use momentum::MomentumCodec;
 pub use ternary::{DEFAULT_TERNARY_BLOCK, TernaryCodec, TernaryPacking};
 pub use vsa::VsaCodec;
 
@@ -181,6 +183,17 @@ pub trait GradientCodec {
     /// not have the layout given at construction. This crate's codecs validate everything
     /// before writing, so `out` is untouched on error.
     fn decode(&mut self, ctx: Context, payload: &[u8], out: &mut [Vec<f32>]) -> Result<()>;
+    /// Turns the exchange's result of a gathered step (the mean over ranks of the decoded
+    /// payloads, summed in rank order) into what the exchange returns, after every rank's
+    /// payload was decoded. The default returns the mean unchanged; [`MomentumCodec`]
+    /// replaces it by the AdamW direction of its scheme.
+    ///
+    /// # Errors
+    /// Codec-specific (the same on every rank for the same payloads); `mean` and the state
+    /// are unchanged on error.
+    fn finish(&mut self, _ctx: Context, _mean: &mut [Vec<f32>]) -> Result<()> {
+        Ok(())
+    }
     /// Makes the state staged by the last `encode` permanent.
     fn commit(&mut self) {}
     /// Discards the state staged by the last `encode`.

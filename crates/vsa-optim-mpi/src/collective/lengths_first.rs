@@ -87,6 +87,25 @@ pub trait GatherPrimitives {
         sum_in_rank_order(&all, buf);
         Ok(())
     }
+    /// Sums `buf` over all ranks in place as `bf16` (see
+    /// [`Collective::all_reduce_sum_bf16`]). The default implementation all-gathers the
+    /// `bf16` values and adds them in rank order (bit-deterministic); `MpiComm` calls
+    /// `MPI_Allreduce` with a user-defined operation.
+    ///
+    /// # Errors
+    /// Transport errors.
+    fn all_reduce_sum_bf16(&mut self, buf: &mut [f32]) -> Result<()> {
+        let n = self.size();
+        let mine: Vec<u8> = buf
+            .iter()
+            .flat_map(|&x| f32_to_bf16(x).to_le_bytes())
+            .collect();
+        let lens = vec![mine.len() as u64; n];
+        let mut all = vec![0u8; n * mine.len()];
+        self.all_gather_known(&mine, &lens, &mut all)?;
+        bf16_sum_in_rank_order(&all, buf);
+        Ok(())
+    }
 }
 
 /// A [`Collective`] over [`GatherPrimitives`] that agrees on the message lengths first.
@@ -209,6 +228,10 @@ impl<P: GatherPrimitives> Collective for LengthsFirst<P> {
 
     fn all_reduce_sum_f32(&mut self, buf: &mut [f32]) -> Result<()> {
         self.inner.all_reduce_sum_f32(buf)
+    }
+
+    fn all_reduce_sum_bf16(&mut self, buf: &mut [f32]) -> Result<()> {
+        self.inner.all_reduce_sum_bf16(buf)
     }
 
     fn byte_limit(&self) -> u64 {

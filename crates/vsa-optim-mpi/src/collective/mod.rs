@@ -10,6 +10,7 @@
 //! of them) instead of by one rank while the others wait. [`SingleProcess`] is the world of
 //! one rank, for single-machine runs and for tests of everything above the transport.
 
+use crate::codec::{bf16_add, bf16_to_f32, f32_to_bf16};
 use crate::error::{Error, Result};
 
 /// A group of ranks that can all-gather byte strings.
@@ -92,6 +93,37 @@ pub trait Collective {
             });
         }
         sum_in_rank_order(&all.bytes, buf);
+        Ok(())
+    }
+
+    /// Sums `buf` over all ranks in place as `bf16` (every rank passes the same length, and
+    /// every value is a `bf16` widened to `f32`, as [`Bf16Codec`](crate::Bf16Codec) makes
+    /// them): the `bf16` all-reduce mode. Every pair is combined by
+    /// [`bf16_add`](crate::bf16_add) (an `f32` addition rounded to `bf16`), so `N` ranks
+    /// round `N − 1` times. The default implementation all-gathers the `bf16` values and
+    /// adds them in rank order, `bf16(bf16(b₀ + b₁) + b₂) …`, bit-deterministic; `MpiWorld`
+    /// calls `MPI_Allreduce` with a user-defined commutative operation, whose pairing is
+    /// MPI's choice (reproducible only for a fixed rank count and MPI build).
+    ///
+    /// # Errors
+    /// [`Error::MalformedGather`] when a rank sent another length; transport errors.
+    fn all_reduce_sum_bf16(&mut self, buf: &mut [f32]) -> Result<()> {
+        let mine: Vec<u8> = buf
+            .iter()
+            .flat_map(|&x| f32_to_bf16(x).to_le_bytes())
+            .collect();
+        let mut all = Gathered::default();
+        self.all_gather_bytes(&mine, &mut all)?;
+        let lens = &all.lens;
+        if lens.len() != self.size() || lens.iter().any(|&l| l != mine.len()) {
+            return Err(Error::MalformedGather {
+                reason: format!(
+                    "a bf16 all-reduce of {} bytes per rank received parts of {lens:?} bytes",
+                    mine.len()
+                ),
+            });
+        }
+        bf16_sum_in_rank_order(&all.bytes, buf);
         Ok(())
     }
 
@@ -240,6 +272,25 @@ fn sum_in_rank_order(all: &[u8], buf: &mut [f32]) {
     }
 }
 
+/// `buf = bf16(bf16(p₀ + p₁) + p₂) …` ([`bf16_add`]) over the little-endian `bf16` parts
+/// of `all`, each `buf.len()` values long, in rank order.
+fn bf16_sum_in_rank_order(all: &[u8], buf: &mut [f32]) {
+    let part = 2 * buf.len();
+    if part == 0 {
+        return;
+    }
+    let mut acc = vec![0u16; buf.len()];
+    for (r, p) in all.chunks_exact(part).enumerate() {
+        for (a, c) in acc.iter_mut().zip(p.chunks_exact(2)) {
+            let x = u16::from_le_bytes([c[0], c[1]]);
+            *a = if r == 0 { x } else { bf16_add(*a, x) };
+        }
+    }
+    for (b, &a) in buf.iter_mut().zip(&acc) {
+        *b = bf16_to_f32(a);
+    }
+}
+
 /// A borrowed collective is a collective, so a caller can lend its world to an exchange and
 /// keep it for what comes after (a final barrier, an abort).
 impl<C: Collective + ?Sized> Collective for &mut C {
@@ -265,6 +316,10 @@ impl<C: Collective + ?Sized> Collective for &mut C {
 
     fn all_reduce_sum_f32(&mut self, buf: &mut [f32]) -> Result<()> {
         (**self).all_reduce_sum_f32(buf)
+    }
+
+    fn all_reduce_sum_bf16(&mut self, buf: &mut [f32]) -> Result<()> {
+        (**self).all_reduce_sum_bf16(buf)
     }
 
     fn byte_limit(&self) -> u64 {
@@ -314,6 +369,15 @@ impl Collective for SingleProcess {
     }
 
     fn all_reduce_sum_f32(&mut self, _buf: &mut [f32]) -> Result<()> {
+        self.calls += 1;
+        Ok(())
+    }
+
+    fn all_reduce_sum_bf16(&mut self, buf: &mut [f32]) -> Result<()> {
+        // One rank: the sum is the value itself, rounded to bf16 as the wire would.
+        for x in buf.iter_mut() {
+            *x = bf16_to_f32(f32_to_bf16(*x));
+        }
         self.calls += 1;
         Ok(())
     }

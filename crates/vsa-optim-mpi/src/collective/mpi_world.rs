@@ -1,13 +1,14 @@
 //! The rsmpi transport ([`MpiWorld`], [`MpiComm`]), behind the `mpi` feature.
 
 use mpi::Count;
-use mpi::collective::SystemOperation;
-use mpi::datatype::{Partition, PartitionMut};
+use mpi::collective::{SystemOperation, UserOperation};
+use mpi::datatype::{DynBuffer, DynBufferMut, Partition, PartitionMut};
 use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator, CommunicatorCollectives};
 
 use super::{AllToAll, GatherPrimitives, LengthsFirst, MPI_COUNT_LIMIT};
+use crate::codec::{bf16_add, bf16_to_f32, f32_to_bf16};
 use crate::error::{Error, Result};
 
 /// `MPI_COMM_WORLD` through rsmpi: the all-gather of byte strings agrees on the lengths
@@ -29,6 +30,8 @@ pub struct MpiComm {
     recv_counts: Vec<Count>,
     recv_displs: Vec<Count>,
     reduce_send: Vec<f32>,
+    bf16_send: Vec<u16>,
+    bf16_recv: Vec<u16>,
     calls: u64,
 }
 
@@ -104,6 +107,38 @@ impl GatherPrimitives for MpiComm {
         self.calls += 1;
         Ok(())
     }
+
+    /// `MPI_Allreduce` of the `bf16` bits (`MPI_UNSIGNED_SHORT`) with a user-defined
+    /// commutative operation that [`bf16_add`]s each pair (rsmpi's `user-operations`
+    /// feature: the closure is called through a libffi trampoline). MPI has no `bf16`
+    /// type and its built-in sum would add the bits as integers.
+    fn all_reduce_sum_bf16(&mut self, buf: &mut [f32]) -> Result<()> {
+        count(buf.len() as u64)?;
+        self.bf16_send.clear();
+        self.bf16_send.extend(buf.iter().map(|&x| f32_to_bf16(x)));
+        self.bf16_recv.clear();
+        self.bf16_recv.resize(buf.len(), 0);
+        let op = UserOperation::commutative(add_bf16_pairs);
+        self.world
+            .all_reduce_into(&self.bf16_send[..], &mut self.bf16_recv[..], &op);
+        for (b, &h) in buf.iter_mut().zip(&self.bf16_recv) {
+            *b = bf16_to_f32(h);
+        }
+        self.calls += 1;
+        Ok(())
+    }
+}
+
+/// The user-defined operation of the `bf16` all-reduce: `inout[i] = bf16_add(in[i],
+/// inout[i])`. MPI calls it only with the buffers' type, `u16` (`MPI_UNSIGNED_SHORT`); a
+/// panic inside it would abort the job (rsmpi), so another type leaves `inout` as it is,
+/// which cannot happen with the one call site above.
+fn add_bf16_pairs(input: DynBuffer<'_>, inout: DynBufferMut<'_>) {
+    if let (Some(x), Some(y)) = (input.downcast::<u16>(), inout.downcast::<u16>()) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y = bf16_add(x, *y);
+        }
+    }
 }
 
 /// MPI counts and displacements of parts of lengths `lens`, in order.
@@ -140,6 +175,8 @@ impl LengthsFirst<MpiComm> {
             recv_counts: Vec::new(),
             recv_displs: Vec::new(),
             reduce_send: Vec::new(),
+            bf16_send: Vec::new(),
+            bf16_recv: Vec::new(),
             calls: 0,
         };
         Ok(Self::new(comm, MPI_COUNT_LIMIT))

@@ -165,7 +165,8 @@ impl<C: Collective> GradientExchange<C> {
     /// # Errors
     /// [`Error::InvalidConfig`] for an empty layout or an empty parameter, or (on every rank)
     /// a reduction the codec does not support: [`Reduction::Sum`] needs a codec with a
-    /// linear message ([`GradientCodec::linear`]), [`Reduction::Allreduce`] the `f32` mode;
+    /// linear message ([`GradientCodec::linear`]), [`Reduction::Allreduce`] the `f32` or
+    /// `bf16` mode;
     /// [`Error::ConfigMismatch`] (on every rank) when ranks disagree on the world size, mode,
     /// seed, layout, codec, user fingerprint or reduction; transport errors.
     pub fn with_reduction(
@@ -212,13 +213,13 @@ impl<C: Collective> GradientExchange<C> {
         let supported = match reduction {
             Reduction::Gather => true,
             Reduction::Sum => codec.linear().is_some(),
-            Reduction::Allreduce => codec.mode() == ExchangeMode::F32,
+            Reduction::Allreduce => matches!(codec.mode(), ExchangeMode::F32 | ExchangeMode::Bf16),
         };
         if !supported {
             return Err(config_error(
                 "reduction",
                 match reduction {
-                    Reduction::Allreduce => "allreduce with the f32 mode",
+                    Reduction::Allreduce => "allreduce with the f32 or bf16 mode",
                     _ => "sum with a linear codec (f32, bf16, count sketch, random-k)",
                 },
                 format!("{reduction} with {}", codec.mode()),
@@ -496,6 +497,11 @@ impl<C: Collective> GradientExchange<C> {
         for a in &mut self.acc {
             divide(a, n);
         }
+        let ctx = Context {
+            step,
+            rank: self.rank(),
+        };
+        self.codec.finish(ctx, &mut self.acc)?;
         for (o, a) in out.iter_mut().zip(&self.acc) {
             o.copy_from_slice(a);
         }

@@ -24,10 +24,13 @@ pub enum Reduction {
     /// the sketches. The sum is decoded once (for the count sketch: the median and top-k of
     /// the summed sketch). `bf16` sums in `f32` and sends the reduced chunks as `bf16`.
     Sum,
-    /// The native sum all-reduce ([`Collective::all_reduce_sum_f32`], `MPI_Allreduce` under
-    /// MPI) of the raw `f32` gradient: the fastest standard path, for the `f32` mode only.
-    /// MPI picks the summation tree, so the bits are reproducible only for a fixed rank
-    /// count and MPI build (and message size); use `Gather` or `Sum` for bit-determinism.
+    /// The native sum all-reduce (`MPI_Allreduce` under MPI): the fastest standard path,
+    /// for the `f32` mode ([`Collective::all_reduce_sum_f32`], MPI's built-in sum) and the
+    /// `bf16` mode ([`Collective::all_reduce_sum_bf16`], a user-defined operation that adds
+    /// each pair in `f32` and rounds the sum to `bf16`, so `N` ranks round `N − 1` times
+    /// where `Sum` rounds once). MPI picks the summation tree, so the bits are
+    /// reproducible only for a fixed rank count and MPI build (and message size); use
+    /// `Gather` or `Sum` for bit-determinism.
     Allreduce,
 }
 

@@ -82,10 +82,13 @@ impl<C: Collective> GradientExchange<C> {
 
         match self.reduction {
             Reduction::Allreduce => {
-                self.collective.all_reduce_sum_f32(&mut self.linear)?;
+                match wire {
+                    LinearWire::F32 => self.collective.all_reduce_sum_f32(&mut self.linear)?,
+                    LinearWire::Bf16 => self.collective.all_reduce_sum_bf16(&mut self.linear)?,
+                }
                 // Nominal: a bandwidth-optimal all-reduce moves 2(N − 1)/N of the message
                 // each way; MPI picks the algorithm.
-                let moved = (2 * (n as u64 - 1) * 4 * m) / n as u64;
+                let moved = (2 * (n as u64 - 1) * wire.bytes() as u64 * m) / n as u64;
                 self.stats.bytes_sent += moved;
                 self.stats.bytes_received += moved;
             }
