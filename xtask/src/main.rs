@@ -18,9 +18,10 @@
 //!   (`ternary_report --write docs/benchmarks.md` in release: the quick-start case, real-gradient
 //!   errors and the 600-step digits column; with `--long` the 2400-step digits and char-LM
 //!   columns instead; ARGS such as `--rows`, `--seeds`, `--lrs`, `--parts` pass through).
-//! - `cargo xtask mpi [--quick]`: data-parallel runs under `mpirun` (1, 2 and 4 ranks, modes
-//!   f32, ternary and vsa, digits MLP and char-LM), checked against the single-process
-//!   reference; writes the "Data-parallel training" section of `docs/benchmarks.md`. Needs
+//! - `cargo xtask mpi [--quick]`: data-parallel runs under `mpirun` (1, 2 and 4 ranks; f32,
+//!   ternary and vsa, and at 2 and 4 ranks f32 and bf16 gathered, summed and over
+//!   `MPI_Allreduce`, random-k, count sketch and top-k + EF; digits MLP and char-LM), checked
+//!   against the single-process reference where the bits must match; writes the "Data-parallel training" section of `docs/benchmarks.md`. Needs
 //!   OpenMPI (`apt-get install -y --no-install-recommends libopenmpi-dev openmpi-bin
 //!   libclang-dev clang`).
 //! - `cargo xtask mpi --rate-limited [RATE]`: the char-LM on 4 ranks over a loopback shaped
