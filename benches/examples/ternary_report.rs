@@ -36,9 +36,14 @@ type Micro = Vec<Vec<Vec<f32>>>;
 enum Row {
     F32,
     Bf16,
-    Ternary { trits: u8, new: bool },
+    Ternary {
+        trits: u8,
+        new: bool,
+    },
     /// The new default blocks with the subtractive-dither decode (`docs/ternary.md` §3.3).
-    Dither { trits: u8 },
+    Dither {
+        trits: u8,
+    },
 }
 
 impl Row {
@@ -352,9 +357,10 @@ fn main() -> Result<()> {
         Some(list) => list
             .split(',')
             .map(|id| {
-                Row::all().into_iter().find(|r| r.id() == id).ok_or_else(|| {
-                    candle_core::Error::Msg(format!("--train-rows: no row {id:?}"))
-                })
+                Row::all()
+                    .into_iter()
+                    .find(|r| r.id() == id)
+                    .ok_or_else(|| candle_core::Error::Msg(format!("--train-rows: no row {id:?}")))
             })
             .collect::<Result<_>>()?,
     };
