@@ -129,18 +129,17 @@ fn centred(r: u16) -> f32 {
 /// half `i mod 2` (low first) of word `⌊i/2⌋`, as in the stochastic scheme.
 fn draws_at(key: RngKey, e0: usize, out: &mut [u16]) {
     let mut rng = key.stream_at((e0 / 2) as u64);
-    let mut i = e0;
     let mut word = 0u32;
-    for o in out.iter_mut() {
-        if i % 2 == 0 || i == e0 {
+    for (i, o) in (e0..).zip(out.iter_mut()) {
+        let low = i.is_multiple_of(2);
+        if low || i == e0 {
             word = rand_core::RngCore::next_u32(&mut rng);
         }
-        *o = if i % 2 == 0 {
+        *o = if low {
             word as u16
         } else {
             (word >> 16) as u16
         };
-        i += 1;
     }
 }
 
@@ -397,7 +396,7 @@ mod tests {
     fn step_equals_an_untiled_reference() {
         let draw = |key: RngKey, i: usize| -> u16 {
             let w = rand_core::RngCore::next_u32(&mut key.stream_at((i / 2) as u64));
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 w as u16
             } else {
                 (w >> 16) as u16
@@ -452,10 +451,10 @@ mod tests {
                             (a * m + b * g[i]).clamp(-f32::MAX, f32::MAX)
                         })
                         .collect();
-                    for bi in 0..nb {
+                    for (bi, sb) in rs.iter_mut().enumerate() {
                         let e = bi * block..((bi + 1) * block).min(len);
                         let s = v[e.clone()].iter().fold(0f32, |m, x| m.max(x.abs()));
-                        rs[bi] = s;
+                        *sb = s;
                         for i in e {
                             rq[i] = 0;
                             if s > 0.0 {
