@@ -25,7 +25,7 @@ use vsa_optim_bench::ternary_runs::{
 };
 use vsa_optim_bench::workloads::{Regime, Workload, workload_settings};
 use vsa_optim_rs::ternary::TernaryConfig;
-use vsa_optim_rs::ternary_quant::{AccumulatorConfig, PackedAccumulator};
+use vsa_optim_rs::ternary_quant::{AccumulatorConfig, PackedAccumulator, Rounding};
 use vsa_optim_rs::{AdamW, ParamSet, ParamsAdamW};
 
 /// Micro-batch gradients: micro-batches × parameters × elements.
@@ -36,7 +36,14 @@ type Micro = Vec<Vec<Vec<f32>>>;
 enum Row {
     F32,
     Bf16,
-    Ternary { trits: u8, new: bool },
+    Ternary {
+        trits: u8,
+        new: bool,
+    },
+    /// The new default blocks with the subtractive-dither decode (`docs/ternary.md` §3.3).
+    Dither {
+        trits: u8,
+    },
 }
 
 impl Row {
@@ -47,17 +54,19 @@ impl Row {
             for new in [false, true] {
                 rows.push(Row::Ternary { trits, new });
             }
+            rows.push(Row::Dither { trits });
         }
         rows
     }
 
     /// The short id of `--rows`: `f32`, `bf16`, or the trit count and `e` (earlier) or `n`
-    /// (new), e.g. `2n`.
+    /// (new) or `s` (new blocks, subtractive dither), e.g. `2n`, `2s`.
     fn id(self) -> String {
         match self {
             Self::F32 => "f32".into(),
             Self::Bf16 => "bf16".into(),
             Self::Ternary { trits, new } => format!("{trits}{}", if new { 'n' } else { 'e' }),
+            Self::Dither { trits } => format!("{trits}s"),
         }
     }
 
@@ -70,6 +79,9 @@ impl Row {
             }
             Self::Ternary { trits, new: true } => {
                 format!("{trits} trit(s), 8-bit scale per 25 (new)")
+            }
+            Self::Dither { trits } => {
+                format!("{trits} trit(s), 8-bit scale per 25, subtractive dither")
             }
         }
     }
@@ -87,6 +99,11 @@ impl Row {
                     ..base
                 })
             }
+            Self::Dither { trits } => Some(AccumulatorConfig {
+                trits_per_element: trits,
+                rounding: Rounding::SUBTRACTIVE,
+                ..AccumulatorConfig::default()
+            }),
             _ => None,
         }
     }
@@ -95,12 +112,13 @@ impl Row {
         match self {
             Self::F32 => Accumulation::ExactF32,
             Self::Bf16 => Accumulation::Bf16,
-            Self::Ternary { .. } => {
+            Self::Ternary { .. } | Self::Dither { .. } => {
                 let c = self.config().unwrap_or_default();
                 Accumulation::Ternary(TernaryConfig {
                     scale_granularity: c.scale_granularity,
                     scale_format: c.scale_format,
                     trits_per_element: c.trits_per_element,
+                    rounding: c.rounding,
                     ..TernaryConfig::default()
                 })
             }
@@ -112,7 +130,7 @@ impl Row {
         match self {
             Self::F32 => 32.0,
             Self::Bf16 => 16.0,
-            Self::Ternary { .. } => self
+            Self::Ternary { .. } | Self::Dither { .. } => self
                 .config()
                 .and_then(|c| PackedAccumulator::new(1 << 20, c).ok())
                 .map_or(f64::NAN, |a| a.bits_per_element()),
@@ -123,6 +141,16 @@ impl Row {
 /// The mean of `micro` (micro-batches × parameters × elements) as the row accumulates it,
 /// with `seed` selecting the window's randomness.
 fn row_mean(row: Row, micro: &[Vec<Vec<f32>>], seed: u64) -> Vec<Vec<f32>> {
+    row_mean_with(row, micro, seed, None)
+}
+
+/// [`row_mean`], with the row's rounding replaced by `rounding` where given.
+fn row_mean_with(
+    row: Row,
+    micro: &[Vec<Vec<f32>>],
+    seed: u64,
+    rounding: Option<Rounding>,
+) -> Vec<Vec<f32>> {
     let k = micro.len();
     match row {
         Row::F32 => (0..micro[0].len())
@@ -147,8 +175,12 @@ fn row_mean(row: Row, micro: &[Vec<Vec<f32>>], seed: u64) -> Vec<Vec<f32>> {
                 s.iter().map(|&x| bf16_value(x) / k as f32).collect()
             })
             .collect(),
-        Row::Ternary { .. } => {
+        Row::Ternary { .. } | Row::Dither { .. } => {
             let base = row.config().unwrap_or_default();
+            let base = AccumulatorConfig {
+                rounding: rounding.unwrap_or(base.rounding),
+                ..base
+            };
             (0..micro[0].len())
                 .map(|p| {
                     let cfg = AccumulatorConfig {
@@ -195,7 +227,8 @@ fn exact_mean(micro: &[Vec<Vec<f32>>]) -> Vec<Vec<f64>> {
 }
 
 /// Mean over `reps` windows of `compare(row mean, exact)`, and of the floor: one
-/// quantization of the exact mean with the same configuration.
+/// stochastic quantization of the exact mean with the same trits, blocks and scales (for
+/// the dithered rows too, so that every row's ratio is to the floor).
 fn errors(row: Row, micro: &[Vec<Vec<f32>>], reps: u64) -> [f64; 4] {
     let m = exact_mean(micro);
     let m32: Vec<Vec<Vec<f32>>> = vec![
@@ -204,14 +237,15 @@ fn errors(row: Row, micro: &[Vec<Vec<f32>>], reps: u64) -> [f64; 4] {
             .collect(),
     ];
     let mut out = [0f64; 4];
-    let reps = if matches!(row, Row::Ternary { .. }) {
+    let reps = if matches!(row, Row::Ternary { .. } | Row::Dither { .. }) {
         reps
     } else {
         1
     };
     for seed in 0..reps {
         let (e, c, _) = compare(&row_mean(row, micro, seed), &m);
-        let (f, fc, _) = compare(&row_mean(row, &m32, seed), &m);
+        let floor = row_mean_with(row, &m32, seed, Some(Rounding::Stochastic));
+        let (f, fc, _) = compare(&floor, &m);
         for (o, v) in out.iter_mut().zip([e, c, f, fc]) {
             *o += v / reps as f64;
         }
@@ -317,7 +351,19 @@ fn main() -> Result<()> {
     }
     let rows = Row::all();
     let mut out = String::new();
-    out.push_str("Regenerate: `cargo run -p vsa-optim-bench --example ternary_report -- --write docs/benchmarks.md` (dev profile; all randomness seeded).\n");
+    out.push_str("Regenerate: `cargo run --release -p vsa-optim-bench --example ternary_report -- --write docs/benchmarks.md` (all randomness seeded; `--train-rows f32,1n,…` limits the training table to those rows). Rows marked *subtractive dither* use `Rounding::Subtractive` (`docs/ternary.md` §3.3); the floor is one stochastic quantization of the exact mean with the row's trits, blocks and scales.\n");
+    let train_rows: Vec<Row> = match flag_value(&args, "--train-rows") {
+        None => rows.clone(),
+        Some(list) => list
+            .split(',')
+            .map(|id| {
+                Row::all()
+                    .into_iter()
+                    .find(|r| r.id() == id)
+                    .ok_or_else(|| candle_core::Error::Msg(format!("--train-rows: no row {id:?}")))
+            })
+            .collect::<Result<_>>()?,
+    };
     quickstart(&rows, &mut out);
 
     // 2. Real gradients.
@@ -342,7 +388,7 @@ fn main() -> Result<()> {
         let f = |i: usize| cells.map(|c| format!("{:.3}", c[i])).join(" | ");
         let ratio = cells
             .map(|c| {
-                if matches!(row, Row::Ternary { .. }) {
+                if matches!(row, Row::Ternary { .. } | Row::Dither { .. }) {
                     format!("{:.2}", c[0] / c[2])
                 } else {
                     "—".into()
@@ -366,10 +412,17 @@ fn main() -> Result<()> {
         (600, vec![0, 1, 2], LR_GRID.to_vec())
     };
     let task = DigitsTask::new(Some(64), 8, &dev)?;
+    if train_rows.len() < rows.len() {
+        let ids: Vec<String> = train_rows.iter().map(|r| r.id()).collect();
+        out.push_str(&format!(
+            "\n**Training table limited** (`--train-rows {}`): the other rows of this column were not run by this command.\n",
+            ids.join(",")
+        ));
+    }
     out.push_str(&training_table(
         &task,
         Metric::DigitsAccuracy,
-        &rows,
+        &train_rows,
         train_steps,
         &seeds,
         &lrs,
@@ -543,7 +596,7 @@ fn long_columns(args: &[String], quick: bool, dev: &Device, write: Option<&str>)
                 Row::all()
                     .into_iter()
                     .find(|r| r.id() == id)
-                    .ok_or_else(|| bad("--rows (f32, bf16, 1e, 1n, 2e, …, 5n)", id))
+                    .ok_or_else(|| bad("--rows (f32, bf16, 1e, 1n, 1s, 2e, …, 5s)", id))
             })
             .collect::<Result<_>>()?,
     };

@@ -67,7 +67,11 @@ pub fn config_label(c: &TernaryConfig) -> String {
     } else {
         format!(", {} trits", c.trits_per_element)
     };
-    format!("ternary {kind}, {g}{f}{t}")
+    let d = match c.rounding {
+        vsa_optim_rs::ternary_quant::Rounding::Stochastic => "",
+        vsa_optim_rs::ternary_quant::Rounding::Subtractive { .. } => ", subtractive dither",
+    };
+    format!("ternary {kind}, {g}{f}{t}{d}")
 }
 
 /// `x` rounded to the nearest `bf16` (ties to even), as its 16 bits (finite `x`).

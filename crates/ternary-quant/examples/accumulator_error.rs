@@ -146,6 +146,7 @@ fn main() -> ternary_quant::Result<()> {
                     scale_granularity: *gran,
                     trits_per_element: 1,
                     scale_format: *fmt,
+                    rounding: ternary_quant::Rounding::Stochastic,
                 };
                 let mut acc = PackedAccumulator::new(n, cfg)?;
                 for g in gs {

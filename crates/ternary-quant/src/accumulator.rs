@@ -18,6 +18,7 @@
 //! scales are the default, is derived in `docs/ternary.md`.
 
 use crate::acc_step::{Choice, Scratch, Step, TILE, Tile};
+use crate::dither::{self, Rounding};
 use crate::error::{Error, Result, check_len};
 use crate::levels::{check_trits_per_element, decode_levels_f32, levels_bytes, max_level};
 use crate::pack::{BASE3_ZERO, check_base3};
@@ -70,6 +71,11 @@ pub struct AccumulatorConfig {
     /// How block scales are held; default [`ScaleFormat::Log8`].
     #[cfg_attr(feature = "serde", serde(default = "f32_scales"))]
     pub scale_format: ScaleFormat,
+    /// How the held levels are rounded and read back: [`Rounding::Stochastic`] (default) or
+    /// the subtractive-dither decode [`Rounding::Subtractive`] (`docs/ternary.md` §3.3).
+    /// States written before it existed load as `Stochastic`.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub rounding: Rounding,
 }
 
 #[cfg(feature = "serde")]
@@ -93,6 +99,7 @@ impl Default for AccumulatorConfig {
             scale_granularity: ScaleGranularity::PerBlock(DEFAULT_COMPACT_BLOCK),
             trits_per_element: 1,
             scale_format: ScaleFormat::Log8,
+            rounding: Rounding::Stochastic,
         }
     }
 }
@@ -126,7 +133,8 @@ impl AccumulatorConfig {
                 actual: format!("PerBlock({b})"),
             });
         }
-        check_trits_per_element(self.trits_per_element)
+        check_trits_per_element(self.trits_per_element)?;
+        self.rounding.validate(self.stochastic)
     }
 }
 
@@ -295,6 +303,23 @@ impl PackedAccumulator {
         let gmax = checked_max_abs("grad", grad)?;
         // From here on nothing can fail.
         let k = self.count + 1;
+        if let Rounding::Subtractive { .. } = self.config.rounding {
+            let held = dither::Held {
+                block: self.block,
+                n: self.config.trits_per_element,
+                count: self.count,
+                seed: self.config.seed,
+                tensor_id: self.config.tensor_id,
+                rounding: self.config.rounding,
+                fmt: self.config.scale_format,
+                trits: &mut self.trits,
+                scales: &mut self.scales,
+                codes: &mut self.codes,
+            };
+            dither::step(held, grad, gmax);
+            self.count = k;
+            return Ok(());
+        }
         let n = self.config.trits_per_element;
         let step = Step {
             n,
@@ -418,6 +443,19 @@ impl PackedAccumulator {
     pub fn mean_into(&self, out: &mut [f32]) -> Result<()> {
         check_len("out", self.len, out.len())?;
         let n = self.config.trits_per_element;
+        if let Rounding::Subtractive { .. } = self.config.rounding {
+            dither::mean_into(
+                self.block,
+                n,
+                self.count,
+                (self.config.seed, self.config.tensor_id),
+                self.config.rounding,
+                self.config.scale_format,
+                (&self.trits, &self.scales, &self.codes),
+                out,
+            );
+            return Ok(());
+        }
         let nn = usize::from(n);
         let l = max_level(n) as f32;
         for bi in 0..self.len.div_ceil(self.block) {

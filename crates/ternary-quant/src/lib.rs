@@ -65,6 +65,7 @@ mod acc_step;
 mod accumulator;
 #[cfg(feature = "ndarray")]
 mod array;
+mod dither;
 mod error;
 pub mod fused;
 pub mod interop;
@@ -80,6 +81,7 @@ pub use accumulator::{
 };
 #[cfg(feature = "ndarray")]
 pub use array::{quantize_absmean_array, quantize_stochastic_array};
+pub use dither::Rounding;
 pub use error::{Error, Result};
 pub use fused::{
     dequantize_base3_into, dequantize_planes_into, quantize_absmean_base3_into,

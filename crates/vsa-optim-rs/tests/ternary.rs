@@ -696,3 +696,62 @@ fn version_1_checkpoints_still_load() {
     );
     assert_eq!(b.config(), a.config());
 }
+
+/// The subtractive-dither option through the builder: validated (a `lambda` outside
+/// `[0, 2]`, or dither without stochastic rounding, is `InvalidConfig` naming `rounding`),
+/// and a checkpoint taken mid-window resumes bit-identically (the draws the decode needs are
+/// regenerated from the count).
+#[test]
+fn subtractive_dither_option_validates_and_checkpoints() {
+    use vsa_optim_rs::ternary_quant::Rounding;
+    let d = Device::Cpu;
+    let p = shapes(&[("w", &[40, 9]), ("b", &[9])]);
+    let cfg = TernaryConfig::builder()
+        .accumulation_steps(4)
+        .trits_per_element(2)
+        .subtractive_dither()
+        .seed(5)
+        .build();
+    assert_eq!(cfg.rounding, Rounding::SUBTRACTIVE);
+    for bad in [
+        TernaryConfig::builder()
+            .rounding(Rounding::Subtractive { lambda: 3.0 })
+            .build(),
+        TernaryConfig::builder()
+            .subtractive_dither()
+            .use_stochastic_rounding(false)
+            .build(),
+    ] {
+        assert!(matches!(
+            TernaryGradientAccumulator::new(&p, bad, &d),
+            Err(Error::InvalidConfig {
+                parameter: "rounding",
+                ..
+            })
+        ));
+    }
+    let mut a = TernaryGradientAccumulator::new(&p, cfg, &d).unwrap();
+    a.accumulate(&det_inputs(&p, 0)).unwrap();
+    a.accumulate(&det_inputs(&p, 1)).unwrap();
+    let dir = std::env::temp_dir().join(format!("tern-dither-{}", std::process::id()));
+    a.save(&dir).unwrap();
+    let mut b = TernaryGradientAccumulator::new(&p, cfg, &d).unwrap();
+    b.load(&dir).unwrap();
+    std::fs::remove_file(&dir).ok();
+    assert_eq!(b.state(), a.state());
+    for acc in [&mut a, &mut b] {
+        acc.accumulate(&det_inputs(&p, 2)).unwrap();
+        acc.accumulate(&det_inputs(&p, 3)).unwrap();
+    }
+    assert_eq!(hash_mean(&a), hash_mean(&b));
+    // The dithered mean differs from the plain one on the same draws' positions.
+    let plain = TernaryConfig {
+        rounding: Rounding::Stochastic,
+        ..cfg
+    };
+    let mut c = TernaryGradientAccumulator::new(&p, plain, &d).unwrap();
+    for k in 0..4 {
+        c.accumulate(&det_inputs(&p, k)).unwrap();
+    }
+    assert_ne!(hash_mean(&a), hash_mean(&c));
+}

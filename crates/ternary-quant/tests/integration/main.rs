@@ -1,5 +1,6 @@
 //! Integration tests, compiled as one binary.
 mod common;
+mod dither;
 mod golden;
 mod roundtrip;
 mod stats;

@@ -151,6 +151,7 @@ impl TernaryCodec {
                 scale_granularity: ScaleGranularity::PerBlock(self.block),
                 trits_per_element: self.trits,
                 scale_format: ScaleFormat::F32,
+                rounding: ternary_quant::Rounding::Stochastic,
             };
             let mut acc = PackedAccumulator::new(g.len(), config)?;
             acc.accumulate(g)?;

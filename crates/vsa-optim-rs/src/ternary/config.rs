@@ -1,7 +1,9 @@
 //! [`TernaryConfig`] and its builder.
 
 use serde::{Deserialize, Serialize};
-use ternary_quant::{AccumulatorConfig, DEFAULT_COMPACT_BLOCK, ScaleFormat, ScaleGranularity};
+use ternary_quant::{
+    AccumulatorConfig, DEFAULT_COMPACT_BLOCK, Rounding, ScaleFormat, ScaleGranularity,
+};
 
 use super::window_seed;
 use crate::error::{Result, config_error};
@@ -30,6 +32,11 @@ pub struct TernaryConfig {
     /// [`ScaleFormat::F32`] is the earlier 32-bit scale).
     #[serde(default = "f32_scales")]
     pub scale_format: ScaleFormat,
+    /// How levels are rounded and read back (default [`Rounding::Stochastic`];
+    /// [`Rounding::Subtractive`] decodes with the regenerated draw, lower error at 2+ trits:
+    /// `docs/ternary.md` §3.3). Checkpoints written before it existed load as `Stochastic`.
+    #[serde(default)]
+    pub rounding: Rounding,
 }
 
 fn one_trit() -> u8 {
@@ -50,6 +57,7 @@ impl Default for TernaryConfig {
             scale_granularity: ScaleGranularity::PerBlock(DEFAULT_COMPACT_BLOCK),
             trits_per_element: 1,
             scale_format: ScaleFormat::Log8,
+            rounding: Rounding::Stochastic,
         }
     }
 }
@@ -67,7 +75,9 @@ impl TernaryConfig {
     /// # Errors
     /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) naming the field: `accumulation_steps = 0`, a
     /// `PerBlock(n)` scale block that is not a positive multiple of 5, or
-    /// `trits_per_element` outside {1, 2, 3, 5}.
+    /// `trits_per_element` outside {1, 2, 3, 5}, or a `rounding` that
+    /// [`Rounding::validate`] rejects (a `lambda` outside `[0, 2]`, or `Subtractive`
+    /// without stochastic rounding).
     pub fn validate(&self) -> Result<()> {
         if self.accumulation_steps == 0 {
             return Err(config_error("accumulation_steps", "at least 1", 0));
@@ -88,6 +98,17 @@ impl TernaryConfig {
                 self.trits_per_element,
             ));
         }
+        if self
+            .rounding
+            .validate(self.use_stochastic_rounding)
+            .is_err()
+        {
+            return Err(config_error(
+                "rounding",
+                "Stochastic, or Subtractive { lambda in [0, 2] } with use_stochastic_rounding",
+                format!("{:?}", self.rounding),
+            ));
+        }
         Ok(())
     }
 
@@ -101,6 +122,7 @@ impl TernaryConfig {
             scale_granularity: self.scale_granularity,
             trits_per_element: self.trits_per_element,
             scale_format: self.scale_format,
+            rounding: self.rounding,
         }
     }
 }
@@ -148,6 +170,18 @@ impl TernaryConfigBuilder {
     pub fn scale_format(mut self, f: ScaleFormat) -> Self {
         self.config.scale_format = f;
         self
+    }
+
+    /// Sets [`TernaryConfig::rounding`] (checked by [`TernaryConfig::validate`]).
+    pub fn rounding(mut self, r: Rounding) -> Self {
+        self.config.rounding = r;
+        self
+    }
+
+    /// Shorthand for `rounding(Rounding::SUBTRACTIVE)`: the subtractive-dither decode with
+    /// `λ = 1` (`docs/ternary.md` §3.3).
+    pub fn subtractive_dither(self) -> Self {
+        self.rounding(Rounding::SUBTRACTIVE)
     }
 
     /// Shorthand for `scale_granularity(ScaleGranularity::PerBlock(block))`.
