@@ -28,7 +28,7 @@ use vsa_optim_rs::compress::{
     BundleQuantization as Q, Reconstruction as R, VSAConfig, VSAGradientCompressor,
 };
 use vsa_optim_rs::grad_sketch::{
-    AdamConfig, CompressorConfig, FetchSgdConfig, Method, MomentumConfig,
+    AdamConfig, CompressorConfig, FetchSgdConfig, Method, MomentumConfig, ValueCoding as V,
 };
 
 fn quality_tables(name: &str, grads: &[HostGradient], seeds: u64) {
@@ -454,6 +454,8 @@ fn write_named_section(
 /// (1-bit-Adam style), at ≈10× and ≈100× fewer bytes (warm-up steps counted).
 fn charlm_codecs() -> Vec<(&'static str, Codec)> {
     let topk = |k_fraction| Method::TopK { k_fraction };
+    let packed = |k_fraction, values| Method::TopKPacked { k_fraction, values };
+    let rk_packed = |ratio, values| Method::RandomKPacked { ratio, values };
     vec![
         ("1×", Codec::Exact),
         ("≈10×", method(topk(0.05), true, 0)),
@@ -461,6 +463,11 @@ fn charlm_codecs() -> Vec<(&'static str, Codec)> {
         ("≈100×", method(topk(0.004), true, 0)),
         ("≈100×", momentum(topk(0.001), true, 1)),
         ("≈100×", method(Method::RandomK { ratio: 0.01 }, false, 0)),
+        ("≈100×", momentum(packed(0.01, V::Sign), true, 1)),
+        ("≈100×", momentum(packed(0.008, V::Sign), true, 1)),
+        ("≈100×", momentum(packed(0.004, V::Bf16), true, 1)),
+        ("≈100×", momentum(rk_packed(0.1, V::Sign), true, 1)),
+        ("≈100×", method(packed(0.03, V::Sign), true, 0)),
     ]
 }
 
