@@ -202,10 +202,12 @@ fn bad_packed_input_is_refused_and_changes_nothing() {
     }
     // A non-finite scale.
     let mut nan = msg.clone();
-    if let Part::PackedSparse { values, .. } = &mut nan.parts[2] {
-        if let PackedValues::Sign { scale, .. } = values {
-            *scale = f32::NAN;
-        }
+    if let Part::PackedSparse {
+        values: PackedValues::Sign { scale, .. },
+        ..
+    } = &mut nan.parts[2]
+    {
+        *scale = f32::NAN;
     }
     assert!(c.decompress(&nan).is_err());
     // A gradient that overflows bf16 is a typed error, and nothing changes.

@@ -217,7 +217,7 @@ impl PackedValues {
             ValueCoding::Sign => {
                 let scale = r.finite_f32s(1, who)?[0];
                 let b = r.take(n.div_ceil(8), who)?;
-                if n % 8 != 0 && b.last().is_some_and(|&x| x >> (n % 8) != 0) {
+                if !n.is_multiple_of(8) && b.last().is_some_and(|&x| x >> (n % 8) != 0) {
                     return Err(invalid(format!("{who}: sign padding bits are not zero")));
                 }
                 let negative = (0..n).map(|i| b[i / 8] >> (i % 8) & 1 == 1).collect();
