@@ -5,14 +5,16 @@
 //! cargo run --release -p vsa-optim-bench --example compress_report -- train [steps, default 600]
 //! cargo run --release -p vsa-optim-bench --example compress_report -- memory
 //! cargo run -p vsa-optim-bench --example compress_report -- methods [steps, default 600] [--write] [--only=TEXT]
-//! cargo run --release -p vsa-optim-bench --example compress_report -- charlm [steps, default 150] [--write] [--only=TEXT]… [--seeds=N] [--lrs=A,B,…] [--cache]
+//! cargo run --release -p vsa-optim-bench --example compress_report -- charlm [steps, default 150] [--write] [--only=TEXT]… [--seeds=N] [--lrs=A,B,…] [--cache [--fill-seed=S]] [--cached-only]
 //! ```
 //!
 //! `charlm` is the same side-by-side on the demo's char-LM (mini regime: batch 16, 150
 //! steps), tuned for the lowest validation loss; `--write` replaces its own section.
 //! `--cache` keeps every run's result under `target/compress_report_cache/charlm/` and
 //! reuses it, so several processes (each with its own `--only=`) can share the grid and a
-//! last `charlm --write --cache` assembles the table.
+//! last `charlm --write --cache` assembles the table; `--fill-seed=S` (with `--cache`)
+//! measures only seed `S`, to spread one codec's seeds over processes (never writes);
+//! `--cached-only` measures nothing and builds the table from the cached runs alone.
 //!
 //! `methods` is the learning-rate-tuned side-by-side of every codec (issue 14); `--write`
 //! replaces the compression section of `docs/benchmarks.md` with its tables.
@@ -243,6 +245,16 @@ fn main() {
                 .map_or(CHARLM_LRS.to_vec(), |l| {
                     l.split(',').filter_map(|x| x.parse().ok()).collect()
                 });
+            if args.iter().any(|a| a == "--cached-only") {
+                charlm_from_cache(
+                    steps,
+                    args.iter().any(|a| a == "--write"),
+                    &only,
+                    seeds,
+                    &lrs,
+                );
+                return;
+            }
             charlm_main(
                 steps,
                 args.iter().any(|a| a == "--write"),
@@ -250,6 +262,8 @@ fn main() {
                 seeds,
                 &lrs,
                 args.iter().any(|a| a == "--cache"),
+                args.iter()
+                    .find_map(|a| a.strip_prefix("--fill-seed=")?.parse().ok()),
             );
         }
         _ => eprintln!("usage: compress_report quality|train|memory|methods|charlm"),
@@ -543,6 +557,100 @@ fn charlm_markdown(
     s
 }
 
+/// `charlm --cached-only`: the table from the runs in the cache alone, measuring nothing.
+/// Each (codec, learning rate) is averaged over the seeds `0..seeds` found in the cache; a
+/// codec's best rate is the one with the lowest such mean, and the row says over how many
+/// seeds (a codec or rate with none is left out).
+fn charlm_from_cache(steps: usize, write: bool, only: &[&str], seeds: u64, lrs: &[f64]) {
+    let mut s = String::new();
+    let mut lines = Vec::new();
+    let (mut runs, mut secs, mut exact) = (0usize, 0f64, f64::NAN);
+    for (budget, c) in charlm_codecs() {
+        if !(only.is_empty() || only.iter().any(|o| c.label().contains(o))) {
+            continue;
+        }
+        let mut best: Option<(f64, Vec<CodecRun>)> = None;
+        let mut grid = Vec::new();
+        for &lr in lrs {
+            let found: Vec<CodecRun> = (0..seeds)
+                .filter_map(|seed| cache_read(&cache_path(&c.label(), lr, seed, steps), &c.label()))
+                .collect();
+            if found.is_empty() {
+                grid.push("—".to_string());
+                continue;
+            }
+            runs += found.len();
+            secs += found.iter().map(|r| r.train_secs).sum::<f64>();
+            let mean = found.iter().map(|r| r.test_loss).sum::<f64>() / found.len() as f64;
+            grid.push(format!("{mean:.3} ({})", found.len()));
+            if best.as_ref().is_none_or(|b| {
+                mean < b.1.iter().map(|r| r.test_loss).sum::<f64>() / b.1.len() as f64
+            }) {
+                best = Some((lr, found));
+            }
+        }
+        let Some((lr, found)) = best else { continue };
+        let k = found.len() as f64;
+        let loss = found.iter().map(|r| r.test_loss).sum::<f64>() / k;
+        let bytes = found.iter().map(|r| r.mean_bytes).sum::<f64>() / k;
+        let diverged = found.iter().filter(|r| r.diverged).count();
+        let min = found.iter().map(|r| r.test_loss).fold(f64::MAX, f64::min);
+        let max = found.iter().map(|r| r.test_loss).fold(f64::MIN, f64::max);
+        if budget == "1×" {
+            exact = loss;
+        }
+        lines.push((
+            budget,
+            c.label(),
+            found[0].f32_bytes as f64 / bytes,
+            lr,
+            loss,
+            min,
+            max,
+            grid,
+            found.len(),
+            diverged,
+        ));
+    }
+    s.push_str(&format!(
+        "The demo's char-LM (`CharLmConfig::default()`: 2 blocks, width 128, context 64; \
+         Shakespeare, batch 16, the demo's mini regime), AdamW, {steps} steps; seeds from \
+         0..{seeds} (weights, data order and compressor keys); validation loss on the demo's \
+         32 held-out windows after the last step. Grid {lrs:?}; each cell of *val loss at \
+         each lr* is the mean over the seeds measured at that rate (their number in \
+         parentheses, — for none), and a codec's best rate is the lowest such mean. *Fewer \
+         bytes*: the f32 gradient ÷ the mean serialised bytes per step, warm-up steps \
+         included. *Δ*: relative to exact at its best rate. **Partial:** the machine (2 \
+         cores shared with four other jobs; one 150-step run took up to 30 min of wall \
+         time) did not allow every codec 3 seeds × 3 rates, so the table is assembled with \
+         `charlm --cached-only --write` from the {runs} runs ({secs:.0} s of training) that \
+         `charlm --cache` processes measured; rows with fewer than 3 seeds or a single rate \
+         are not tuned. The full table is `cargo run --release -p vsa-optim-bench --example \
+         compress_report -- charlm --write`.\n\n"
+    ));
+    s.push_str("| budget | codec | fewer bytes | best lr | seeds | val loss (mean) | min | max | Δ vs exact | val loss at each lr of the grid | diverged runs |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (budget, label, fewer, lr, loss, min, max, grid, n, diverged) in lines {
+        s.push_str(&format!(
+            "| {budget} | {label} | {fewer:.1}× | {lr} | {n} | {loss:.4} | {min:.4} | {max:.4} | {:+.2}% | {} | {diverged}/{n} |\n",
+            100.0 * (loss / exact - 1.0),
+            grid.join(" / "),
+        ));
+    }
+    println!("{s}");
+    if write {
+        write_named_section(
+            LM_BEGIN,
+            LM_END,
+            "Gradient compression on the char-LM: validation loss at equal bytes",
+            "cargo run --release -p vsa-optim-bench --example compress_report -- charlm --write",
+            &s,
+        )
+        .expect("write docs/benchmarks.md");
+        eprintln!("wrote docs/benchmarks.md");
+    }
+}
+
 /// Where `--cache` keeps one file per char-LM run (codec label, lr, seed, steps), so that
 /// several processes of this command can share the grid and a last `--write` assembles the
 /// table from what they measured. Delete the folder to measure everything again.
@@ -599,7 +707,17 @@ fn cache_write(path: &std::path::Path, label: &str, r: &CodecRun) -> std::io::Re
     std::fs::write(path, format!("{label}\n{}\n", w.join(" ")))
 }
 
-fn charlm_main(steps: usize, write: bool, only: &[&str], seeds: u64, lrs: &[f64], cache: bool) {
+fn charlm_main(
+    steps: usize,
+    write: bool,
+    only: &[&str],
+    seeds: u64,
+    lrs: &[f64],
+    cache: bool,
+    fill_seed: Option<u64>,
+) {
+    // `--fill-seed=S` only measures seed `S` into the cache: its table is not meaningful.
+    let write = write && fill_seed.is_none();
     let task = CharLmTask::new(CharLmConfig::default(), 16, 1, 32, &Device::Cpu).expect("char lm");
     // `--only=TEXT`: the codecs whose label contains TEXT (`--only=exact` for exact).
     let list: Vec<_> = charlm_codecs()
@@ -621,6 +739,18 @@ fn charlm_main(steps: usize, write: bool, only: &[&str], seeds: u64, lrs: &[f64]
                 if cache && let Some(r) = cache_read(&path, &c.label()) {
                     cached += 1;
                     return Ok(r);
+                }
+                if fill_seed.is_some_and(|s| s != seed) {
+                    // Not this process's seed: a placeholder, never written or cached.
+                    return Ok(CodecRun {
+                        test_accuracy: f64::NAN,
+                        test_loss: f64::NAN,
+                        mean_bytes: f64::NAN,
+                        last_bytes: 0,
+                        train_secs: 0.0,
+                        f32_bytes: 0,
+                        diverged: false,
+                    });
                 }
                 let r = train_task_codec(&task, c, steps, lr, seed)?;
                 if cache {
