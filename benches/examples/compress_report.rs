@@ -564,7 +564,7 @@ fn charlm_markdown(
 fn charlm_from_cache(steps: usize, write: bool, only: &[&str], seeds: u64, lrs: &[f64]) {
     let mut s = String::new();
     let mut lines = Vec::new();
-    let (mut runs, mut secs, mut exact) = (0usize, 0f64, f64::NAN);
+    let (mut runs, mut secs, mut exact, mut longest) = (0usize, 0f64, f64::NAN, 0f64);
     for (budget, c) in charlm_codecs() {
         if !(only.is_empty() || only.iter().any(|o| c.label().contains(o))) {
             continue;
@@ -581,6 +581,7 @@ fn charlm_from_cache(steps: usize, write: bool, only: &[&str], seeds: u64, lrs: 
             }
             runs += found.len();
             secs += found.iter().map(|r| r.train_secs).sum::<f64>();
+            longest = found.iter().map(|r| r.train_secs).fold(longest, f64::max);
             let mean = found.iter().map(|r| r.test_loss).sum::<f64>() / found.len() as f64;
             grid.push(format!("{mean:.3} ({})", found.len()));
             if best.as_ref().is_none_or(|b| {
@@ -621,12 +622,13 @@ fn charlm_from_cache(steps: usize, write: bool, only: &[&str], seeds: u64, lrs: 
          parentheses, — for none), and a codec's best rate is the lowest such mean. *Fewer \
          bytes*: the f32 gradient ÷ the mean serialised bytes per step, warm-up steps \
          included. *Δ*: relative to exact at its best rate. **Partial:** the machine (2 \
-         cores shared with four other jobs; one 150-step run took up to 30 min of wall \
-         time) did not allow every codec 3 seeds × 3 rates, so the table is assembled with \
-         `charlm --cached-only --write` from the {runs} runs ({secs:.0} s of training) that \
-         `charlm --cache` processes measured; rows with fewer than 3 seeds or a single rate \
-         are not tuned. The full table is `cargo run --release -p vsa-optim-bench --example \
-         compress_report -- charlm --write`.\n\n"
+         cores shared with other jobs; one 150-step run took up to {:.0} min of wall time \
+         here) did not allow every codec 3 seeds × 3 rates, so the table is assembled with \
+         `charlm --cached-only --write` from the {runs} runs ({secs:.0} s of training in \
+         all) that parallel `charlm --cache` processes measured; rows with fewer than 3 \
+         seeds or a single rate are not tuned. The full table is `cargo run --release -p vsa-optim-bench --example \
+         compress_report -- charlm --write`.\n\n",
+        longest / 60.0
     ));
     s.push_str("| budget | codec | fewer bytes | best lr | seeds | val loss (mean) | min | max | Δ vs exact | val loss at each lr of the grid | diverged runs |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
