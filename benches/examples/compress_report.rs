@@ -472,7 +472,9 @@ fn write_named_section(
 }
 
 /// The char-LM side-by-side: exact, error feedback on the gradient, and on the momentum
-/// (1-bit-Adam style), at ≈10× and ≈100× fewer bytes (warm-up steps counted).
+/// (1-bit-Adam style), at ≈10× and ≈100× fewer bytes (warm-up steps counted); at ≈100× the
+/// momentum with the 8-byte top-k wire and with the compact wires (top-k with sign or bf16
+/// values, random-k with sign values), each sized for ≈100× with its one exact step.
 fn charlm_codecs() -> Vec<(&'static str, Codec)> {
     let topk = |k_fraction| Method::TopK { k_fraction };
     let packed = |k_fraction, values| Method::TopKPacked { k_fraction, values };
