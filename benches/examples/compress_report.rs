@@ -5,11 +5,16 @@
 //! cargo run --release -p vsa-optim-bench --example compress_report -- train [steps, default 600]
 //! cargo run --release -p vsa-optim-bench --example compress_report -- memory
 //! cargo run -p vsa-optim-bench --example compress_report -- methods [steps, default 600] [--write] [--only=TEXT]
-//! cargo run --release -p vsa-optim-bench --example compress_report -- charlm [steps, default 150] [--write] [--only=TEXT]
+//! cargo run --release -p vsa-optim-bench --example compress_report -- charlm [steps, default 150] [--write] [--only=TEXT]… [--seeds=N] [--lrs=A,B,…] [--cache [--fill-seed=S]] [--cached-only]
 //! ```
 //!
 //! `charlm` is the same side-by-side on the demo's char-LM (mini regime: batch 16, 150
 //! steps), tuned for the lowest validation loss; `--write` replaces its own section.
+//! `--cache` keeps every run's result under `target/compress_report_cache/charlm/` and
+//! reuses it, so several processes (each with its own `--only=`) can share the grid and a
+//! last `charlm --write --cache` assembles the table; `--fill-seed=S` (with `--cache`)
+//! measures only seed `S`, to spread one codec's seeds over processes (never writes);
+//! `--cached-only` measures nothing and builds the table from the cached runs alone.
 //!
 //! `methods` is the learning-rate-tuned side-by-side of every codec (issue 14); `--write`
 //! replaces the compression section of `docs/benchmarks.md` with its tables.
@@ -19,8 +24,8 @@
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use vsa_optim_bench::compress_runs::{
-    Codec, GradientPath, HostGradient, Objective, TunedRow, peak_rss_kib, quality, rss_kib,
-    task_gradients, train_digits, train_task_codec, tuned_table, tuned_table_with,
+    Codec, CodecRun, GradientPath, HostGradient, Objective, TunedRow, peak_rss_kib, quality,
+    rss_kib, task_gradients, train_digits, train_task_codec, tuned_table, tuned_table_with,
 };
 use vsa_optim_bench::models::CharLmConfig;
 use vsa_optim_bench::tasks::{CharLmTask, DigitsTask};
@@ -28,7 +33,7 @@ use vsa_optim_rs::compress::{
     BundleQuantization as Q, Reconstruction as R, VSAConfig, VSAGradientCompressor,
 };
 use vsa_optim_rs::grad_sketch::{
-    AdamConfig, CompressorConfig, FetchSgdConfig, Method, MomentumConfig,
+    AdamConfig, CompressorConfig, FetchSgdConfig, Method, MomentumConfig, ValueCoding as V,
 };
 
 fn quality_tables(name: &str, grads: &[HostGradient], seeds: u64) {
@@ -237,15 +242,28 @@ fn main() {
             let lrs: Vec<f64> = args
                 .iter()
                 .find_map(|a| a.strip_prefix("--lrs="))
-                .map_or(LRS.to_vec(), |l| {
+                .map_or(CHARLM_LRS.to_vec(), |l| {
                     l.split(',').filter_map(|x| x.parse().ok()).collect()
                 });
+            if args.iter().any(|a| a == "--cached-only") {
+                charlm_from_cache(
+                    steps,
+                    args.iter().any(|a| a == "--write"),
+                    &only,
+                    seeds,
+                    &lrs,
+                );
+                return;
+            }
             charlm_main(
                 steps,
                 args.iter().any(|a| a == "--write"),
                 &only,
                 seeds,
                 &lrs,
+                args.iter().any(|a| a == "--cache"),
+                args.iter()
+                    .find_map(|a| a.strip_prefix("--fill-seed=")?.parse().ok()),
             );
         }
         _ => eprintln!("usage: compress_report quality|train|memory|methods|charlm"),
@@ -254,6 +272,9 @@ fn main() {
 
 /// The learning-rate grid every codec is tuned on.
 const LRS: [f64; 5] = [5e-4, 1e-3, 2e-3, 4e-3, 8e-3];
+
+/// The char-LM's grid: every codec's best rate at 150 steps lies inside it.
+const CHARLM_LRS: [f64; 3] = [1e-3, 2e-3, 4e-3];
 
 fn method(method: Method, error_feedback: bool, dense_warmup_steps: u64) -> Codec {
     Codec::Method(CompressorConfig {
@@ -451,9 +472,13 @@ fn write_named_section(
 }
 
 /// The char-LM side-by-side: exact, error feedback on the gradient, and on the momentum
-/// (1-bit-Adam style), at ≈10× and ≈100× fewer bytes (warm-up steps counted).
+/// (1-bit-Adam style), at ≈10× and ≈100× fewer bytes (warm-up steps counted); at ≈100× the
+/// momentum with the 8-byte top-k wire and with the compact wires (top-k with sign or bf16
+/// values, random-k with sign values), each sized for ≈100× with its one exact step.
 fn charlm_codecs() -> Vec<(&'static str, Codec)> {
     let topk = |k_fraction| Method::TopK { k_fraction };
+    let packed = |k_fraction, values| Method::TopKPacked { k_fraction, values };
+    let rk_packed = |ratio, values| Method::RandomKPacked { ratio, values };
     vec![
         ("1×", Codec::Exact),
         ("≈10×", method(topk(0.05), true, 0)),
@@ -461,6 +486,9 @@ fn charlm_codecs() -> Vec<(&'static str, Codec)> {
         ("≈100×", method(topk(0.004), true, 0)),
         ("≈100×", momentum(topk(0.001), true, 1)),
         ("≈100×", method(Method::RandomK { ratio: 0.01 }, false, 0)),
+        ("≈100×", momentum(packed(0.009, V::Sign), true, 1)),
+        ("≈100×", momentum(packed(0.0035, V::Bf16), true, 1)),
+        ("≈100×", momentum(rk_packed(0.09, V::Sign), true, 1)),
     ]
 }
 
@@ -471,12 +499,14 @@ fn charlm_markdown(
     lrs: &[f64],
     secs: f64,
     partial: bool,
+    cached: usize,
 ) -> String {
     let mut s = String::new();
     let exact = rows
         .iter()
         .find(|r| r.budget == "1×")
         .map_or(f64::NAN, |r| r.test_loss);
+    let runs: usize = rows.iter().map(|r| r.runs).sum();
     s.push_str(&format!(
         "The demo's char-LM (`CharLmConfig::default()`: 2 blocks, width 128, context 64; \
          Shakespeare, batch 16, the demo's mini regime), AdamW, {steps} steps, seeds \
@@ -484,15 +514,25 @@ fn charlm_markdown(
          32 held-out windows after the last step. Every codec is tuned on the learning-rate \
          grid {lrs:?} for the lowest mean validation loss. *Fewer bytes*: the f32 gradient ÷ \
          the mean serialised bytes per step, warm-up steps included. *Δ*: relative to exact. \
-         Whole run: {secs:.0} s on a shared 2-core machine.{}\n\n",
-        if partial {
-            " **Partial:** only the codecs, seeds and learning rates listed were measured in \
-             this run. The full table (6 codecs, 3 seeds, the grid [0.0005, 0.001, 0.002, \
-             0.004, 0.008]: 90 runs of 40 s to 5 min each on this shared machine, depending \
-             on its load) is `cargo run --release -p vsa-optim-bench --example \
-             compress_report -- charlm --write`."
+         {runs} runs, {secs:.0} s of training in all on a shared 2-core machine{}.{}\n\n",
+        if cached > 0 {
+            format!(
+                " ({cached} of them measured by earlier processes of this command with \
+                 `--cache`, read back from `target/compress_report_cache/charlm/`)"
+            )
         } else {
-            ""
+            String::new()
+        },
+        if partial {
+            format!(
+                " **Partial:** only the codecs, seeds and learning rates listed were measured \
+                 in this run. The full table ({} codecs, 3 seeds, the grid {CHARLM_LRS:?}) is \
+                 `cargo run --release -p vsa-optim-bench --example compress_report -- charlm \
+                 --write`.",
+                charlm_codecs().len()
+            )
+        } else {
+            String::new()
         }
     ));
     s.push_str("| budget | codec | fewer bytes | best lr | val loss (mean) | min | max | Δ vs exact | val loss at each lr of the grid | diverged runs |\n");
@@ -519,17 +559,200 @@ fn charlm_markdown(
     s
 }
 
-fn charlm_main(steps: usize, write: bool, only: &[&str], seeds: u64, lrs: &[f64]) {
-    let t0 = std::time::Instant::now();
+/// `charlm --cached-only`: the table from the runs in the cache alone, measuring nothing.
+/// Each (codec, learning rate) is averaged over the seeds `0..seeds` found in the cache; a
+/// codec's best rate is the one with the lowest such mean among the rates measured on the
+/// most seeds, and the row says over how many seeds (a codec or rate with none is left
+/// out).
+fn charlm_from_cache(steps: usize, write: bool, only: &[&str], seeds: u64, lrs: &[f64]) {
+    let mut s = String::new();
+    let mut lines = Vec::new();
+    let (mut runs, mut secs, mut longest) = (0usize, 0f64, 0f64);
+    // Exact's loss per seed at its best rate: each row's Δ is over the same seeds.
+    let mut exact: Vec<Option<f64>> = vec![None; seeds as usize];
+    for (budget, c) in charlm_codecs() {
+        if !(only.is_empty() || only.iter().any(|o| c.label().contains(o))) {
+            continue;
+        }
+        let mut best: Option<(f64, Vec<(u64, CodecRun)>)> = None;
+        let mut grid = Vec::new();
+        for &lr in lrs {
+            let found: Vec<(u64, CodecRun)> = (0..seeds)
+                .filter_map(|seed| {
+                    let r = cache_read(&cache_path(&c.label(), lr, seed, steps), &c.label())?;
+                    Some((seed, r))
+                })
+                .collect();
+            if found.is_empty() {
+                grid.push("—".to_string());
+                continue;
+            }
+            runs += found.len();
+            secs += found.iter().map(|(_, r)| r.train_secs).sum::<f64>();
+            longest = found
+                .iter()
+                .map(|(_, r)| r.train_secs)
+                .fold(longest, f64::max);
+            let mean = found.iter().map(|(_, r)| r.test_loss).sum::<f64>() / found.len() as f64;
+            grid.push(format!("{mean:.3} ({})", found.len()));
+            // Only rates measured on the most seeds compete (a mean over fewer seeds is not
+            // comparable), then the lowest mean wins.
+            if best.as_ref().is_none_or(|b| {
+                let b_mean = b.1.iter().map(|(_, r)| r.test_loss).sum::<f64>() / b.1.len() as f64;
+                (found.len(), -mean) > (b.1.len(), -b_mean)
+            }) {
+                best = Some((lr, found));
+            }
+        }
+        let Some((lr, found)) = best else { continue };
+        let k = found.len() as f64;
+        let loss = found.iter().map(|(_, r)| r.test_loss).sum::<f64>() / k;
+        let bytes = found.iter().map(|(_, r)| r.mean_bytes).sum::<f64>() / k;
+        let diverged = found.iter().filter(|(_, r)| r.diverged).count();
+        let min = found
+            .iter()
+            .map(|(_, r)| r.test_loss)
+            .fold(f64::MAX, f64::min);
+        let max = found
+            .iter()
+            .map(|(_, r)| r.test_loss)
+            .fold(f64::MIN, f64::max);
+        if budget == "1×" {
+            for (seed, r) in &found {
+                exact[*seed as usize] = Some(r.test_loss);
+            }
+        }
+        let same: Option<f64> = found.iter().map(|(seed, _)| exact[*seed as usize]).sum();
+        let delta = same.map_or(f64::NAN, |e| 100.0 * (loss / (e / k) - 1.0));
+        lines.push((
+            budget,
+            c.label(),
+            found[0].1.f32_bytes as f64 / bytes,
+            lr,
+            loss,
+            min,
+            max,
+            grid,
+            found.len(),
+            diverged,
+            delta,
+        ));
+    }
+    s.push_str(&format!(
+        "The demo's char-LM (`CharLmConfig::default()`: 2 blocks, width 128, context 64; \
+         Shakespeare, batch 16, the demo's mini regime), AdamW, {steps} steps; seeds from \
+         0..{seeds} (weights, data order and compressor keys); validation loss on the demo's \
+         32 held-out windows after the last step. Grid {lrs:?}; each cell of *val loss at \
+         each lr* is the mean over the seeds measured at that rate (their number in \
+         parentheses, — for none); a codec's best rate is the lowest such mean among \
+         the rates measured on the most seeds. *Fewer \
+         bytes*: the f32 gradient ÷ the mean serialised bytes per step, warm-up steps \
+         included. *Δ*: relative to exact's mean over the same seeds, at exact's best rate. **Partial:** the machine (2 \
+         cores shared with other jobs; one 150-step run took up to {:.0} min of wall time \
+         here) did not allow every codec 3 seeds × 3 rates, so the table is assembled with \
+         `charlm --cached-only --write` from the {runs} runs ({secs:.0} s of training in \
+         all) that parallel `charlm --cache` processes measured; rows with fewer than 3 \
+         seeds or a single rate are not tuned. The full table is `cargo run --release -p vsa-optim-bench --example \
+         compress_report -- charlm --write`.\n\n",
+        longest / 60.0
+    ));
+    s.push_str("| budget | codec | fewer bytes | best lr | seeds | val loss (mean) | min | max | Δ vs exact | val loss at each lr of the grid | diverged runs |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (budget, label, fewer, lr, loss, min, max, grid, n, diverged, delta) in lines {
+        s.push_str(&format!(
+            "| {budget} | {label} | {fewer:.1}× | {lr} | {n} | {loss:.4} | {min:.4} | {max:.4} | {delta:+.2}% | {} | {diverged}/{n} |\n",
+            grid.join(" / "),
+        ));
+    }
+    println!("{s}");
+    if write {
+        write_named_section(
+            LM_BEGIN,
+            LM_END,
+            "Gradient compression on the char-LM: validation loss at equal bytes",
+            "cargo run --release -p vsa-optim-bench --example compress_report -- charlm --write",
+            &s,
+        )
+        .expect("write docs/benchmarks.md");
+        eprintln!("wrote docs/benchmarks.md");
+    }
+}
+
+/// Where `--cache` keeps one file per char-LM run (codec label, lr, seed, steps), so that
+/// several processes of this command can share the grid and a last `--write` assembles the
+/// table from what they measured. Delete the folder to measure everything again.
+fn cache_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/compress_report_cache/charlm")
+}
+
+fn cache_path(label: &str, lr: f64, seed: u64, steps: usize) -> std::path::PathBuf {
+    let key = format!("{label}|{lr:e}|{seed}|{steps}");
+    // FNV-1a.
+    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    cache_dir().join(format!("{h:016x}.txt"))
+}
+
+fn cache_read(path: &std::path::Path, label: &str) -> Option<CodecRun> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != label {
+        return None;
+    }
+    let w: Vec<u64> = lines
+        .next()?
+        .split(' ')
+        .map(|x| u64::from_str_radix(x, 16).ok())
+        .collect::<Option<_>>()?;
+    let [acc, loss, bytes, last, secs, f32_bytes, diverged] = w[..] else {
+        return None;
+    };
+    Some(CodecRun {
+        test_accuracy: f64::from_bits(acc),
+        test_loss: f64::from_bits(loss),
+        mean_bytes: f64::from_bits(bytes),
+        last_bytes: usize::try_from(last).ok()?,
+        train_secs: f64::from_bits(secs),
+        f32_bytes: usize::try_from(f32_bytes).ok()?,
+        diverged: diverged != 0,
+    })
+}
+
+fn cache_write(path: &std::path::Path, label: &str, r: &CodecRun) -> std::io::Result<()> {
+    std::fs::create_dir_all(cache_dir())?;
+    let words = [
+        r.test_accuracy.to_bits(),
+        r.test_loss.to_bits(),
+        r.mean_bytes.to_bits(),
+        r.last_bytes as u64,
+        r.train_secs.to_bits(),
+        r.f32_bytes as u64,
+        u64::from(r.diverged),
+    ];
+    let w: Vec<String> = words.iter().map(|x| format!("{x:x}")).collect();
+    std::fs::write(path, format!("{label}\n{}\n", w.join(" ")))
+}
+
+fn charlm_main(
+    steps: usize,
+    write: bool,
+    only: &[&str],
+    seeds: u64,
+    lrs: &[f64],
+    cache: bool,
+    fill_seed: Option<u64>,
+) {
+    // `--fill-seed=S` only measures seed `S` into the cache: its table is not meaningful.
+    let write = write && fill_seed.is_none();
     let task = CharLmTask::new(CharLmConfig::default(), 16, 1, 32, &Device::Cpu).expect("char lm");
+    // `--only=TEXT`: the codecs whose label contains TEXT (`--only=exact` for exact).
     let list: Vec<_> = charlm_codecs()
         .into_iter()
-        .filter(|(b, c)| {
-            *b == "1×" || only.is_empty() || only.iter().any(|o| c.label().contains(o))
-        })
+        .filter(|(_, c)| only.is_empty() || only.iter().any(|o| c.label().contains(o)))
         .collect();
-    let partial = list.len() < charlm_codecs().len() || seeds < 3 || lrs != LRS;
-    let mut rows = Vec::new();
+    let partial = list.len() < charlm_codecs().len() || seeds < 3 || lrs != CHARLM_LRS;
+    let (mut rows, mut secs, mut cached) = (Vec::new(), 0f64, 0usize);
     // One codec at a time; with --write the section is rewritten after each, so a run cut
     // short still leaves what it measured.
     for codec in &list {
@@ -538,8 +761,32 @@ fn charlm_main(steps: usize, write: bool, only: &[&str], seeds: u64, lrs: &[f64]
             lrs,
             seeds,
             Objective::Loss,
-            |c, lr, seed| train_task_codec(&task, c, steps, lr, seed),
+            |c, lr, seed| {
+                let path = cache_path(&c.label(), lr, seed, steps);
+                if cache && let Some(r) = cache_read(&path, &c.label()) {
+                    cached += 1;
+                    return Ok(r);
+                }
+                if fill_seed.is_some_and(|s| s != seed) {
+                    // Not this process's seed: a placeholder, never written or cached.
+                    return Ok(CodecRun {
+                        test_accuracy: f64::NAN,
+                        test_loss: f64::NAN,
+                        mean_bytes: f64::NAN,
+                        last_bytes: 0,
+                        train_secs: 0.0,
+                        f32_bytes: 0,
+                        diverged: false,
+                    });
+                }
+                let r = train_task_codec(&task, c, steps, lr, seed)?;
+                if cache {
+                    cache_write(&path, &c.label(), &r).expect("write the run cache");
+                }
+                Ok(r)
+            },
             |label, lr, seed, r| {
+                secs += r.train_secs;
                 eprintln!(
                     "{label} lr {lr} seed {seed}: val loss {:.4} bytes {:.0} ({:.1} s){}",
                     r.test_loss,
@@ -551,14 +798,7 @@ fn charlm_main(steps: usize, write: bool, only: &[&str], seeds: u64, lrs: &[f64]
         )
         .expect("runs");
         rows.extend(row);
-        let md = charlm_markdown(
-            &rows,
-            steps,
-            seeds,
-            lrs,
-            t0.elapsed().as_secs_f64(),
-            partial,
-        );
+        let md = charlm_markdown(&rows, steps, seeds, lrs, secs, partial, cached);
         println!("{md}");
         if write {
             write_named_section(

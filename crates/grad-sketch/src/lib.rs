@@ -89,7 +89,7 @@ pub use error::{Error, Result};
 pub use methods::{
     AdamConfig, AdamMoments, Compressor, CompressorConfig, CompressorState, FetchSgd,
     FetchSgdConfig, FetchSgdState, Message, Method, MomentumCompressor, MomentumConfig,
-    MomentumState, Part,
+    MomentumState, PackedValues, Part, ValueCoding,
 };
 pub use params::{Param, Params};
 pub use sketch::MIN_SLOTS;

@@ -101,6 +101,30 @@ pub fn all_methods() -> Vec<Method> {
     ]
 }
 
+/// One configuration of each compact-wire method ([`Method::TopKPacked`] with every value
+/// coding, [`Method::RandomKPacked`] with sign values), for the same per-method tests.
+pub fn packed_methods() -> Vec<Method> {
+    use crate::ValueCoding as V;
+    vec![
+        Method::TopKPacked {
+            k_fraction: 0.05,
+            values: V::Sign,
+        },
+        Method::TopKPacked {
+            k_fraction: 0.05,
+            values: V::Bf16,
+        },
+        Method::TopKPacked {
+            k_fraction: 0.03,
+            values: V::F32,
+        },
+        Method::RandomKPacked {
+            ratio: 0.1,
+            values: V::Sign,
+        },
+    ]
+}
+
 /// FNV-1a of `bytes` (`vsa_core::rng::fnv1a`), for golden hashes.
 pub fn fnv(bytes: &[u8]) -> u64 {
     vsa_core::rng::fnv1a(bytes.iter().copied())

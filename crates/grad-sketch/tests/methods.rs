@@ -3,9 +3,16 @@
 //! warm-up, determinism, and bad input with state snapshots.
 
 use grad_sketch::methods::MAX_ROWS;
-use grad_sketch::{Compressor, CompressorConfig, Error, Message, Method, Part};
+use grad_sketch::{Compressor, CompressorConfig, Error, Message, Method, PackedValues, Part};
 
-use grad_sketch::test_support::{all_methods, cos, gauss, grads, shapes};
+use grad_sketch::test_support::{cos, gauss, grads, packed_methods, shapes};
+
+/// Every method of the shared table plus the compact-wire ones.
+fn all_methods() -> Vec<Method> {
+    let mut m = grad_sketch::test_support::all_methods();
+    m.extend(packed_methods());
+    m
+}
 
 fn cfg(method: Method, ef: bool) -> CompressorConfig {
     CompressorConfig {
@@ -390,6 +397,16 @@ fn bad_input_is_a_typed_error_and_changes_nothing() {
             Part::Sparse { indices, .. } => indices.swap(0, 1),
             Part::LowRank { p, .. } => {
                 p.pop();
+            }
+            Part::PackedSparse { indices, .. } => indices.swap(0, 1),
+            Part::PackedValues(v) => {
+                *v = match v {
+                    PackedValues::Sign { scale, .. } => PackedValues::F32(vec![*scale]),
+                    _ => PackedValues::Sign {
+                        scale: 1.0,
+                        negative: vec![false; v.len()],
+                    },
+                }
             }
         }
         let mut out = vec![vec![7f32; 50], vec![7f32; 2000], vec![7f32; 231]];

@@ -5,6 +5,7 @@ use vsa_core::rng::{fnv1a, key_from_name, mix, splitmix64};
 
 use super::kernels;
 use super::message::{Message, Part};
+use super::packed::PackedValues;
 use super::{CompressorConfig, MAX_ROWS, Method};
 use crate::error::{Error, Result, invalid};
 use crate::params::Params;
@@ -50,6 +51,30 @@ pub struct Compressor {
     pub(super) step: u64,
 }
 
+/// Indices strictly increasing and below `numel`.
+fn check_indices(who: &str, indices: &[u32], numel: usize) -> Result<()> {
+    let increasing = indices.windows(2).all(|w| w[0] < w[1]);
+    if !increasing || indices.last().is_some_and(|&j| j as usize >= numel) {
+        return Err(invalid(format!(
+            "{who}: indices must be strictly increasing and below {numel}"
+        )));
+    }
+    Ok(())
+}
+
+/// The packed values use the configured coding.
+fn check_coding(who: &str, coding: super::ValueCoding, values: &PackedValues) -> Result<()> {
+    if values.coding() == coding {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{who}: expected {} values, got {}",
+            coding.label(),
+            values.coding().label()
+        )))
+    }
+}
+
 fn ceil_frac(f: f64, n: usize) -> usize {
     ((f * n as f64).ceil() as usize).clamp(1, n)
 }
@@ -85,8 +110,8 @@ impl Compressor {
                     plan.width = ((ratio * numel as f64 / rows as f64).ceil() as usize).max(1);
                     plan.k = ceil_frac(k_fraction, numel);
                 }
-                Method::RandomK { .. } => {}
-                Method::TopK { k_fraction } => {
+                Method::RandomK { .. } | Method::RandomKPacked { .. } => {}
+                Method::TopK { k_fraction } | Method::TopKPacked { k_fraction, .. } => {
                     if u32::try_from(numel).is_err() {
                         return Err(crate::error::config_error(
                             "method",
@@ -143,6 +168,12 @@ impl Compressor {
             Method::RandomK { ratio } => [ratio.to_bits(), 0, 0],
             Method::TopK { k_fraction } => [k_fraction.to_bits(), 0, 0],
             Method::PowerSgd { rank } => [rank as u64, 0, 0],
+            Method::TopKPacked { k_fraction, values } => {
+                [k_fraction.to_bits(), u64::from(values.code()), 0]
+            }
+            Method::RandomKPacked { ratio, values } => {
+                [ratio.to_bits(), u64::from(values.code()), 0]
+            }
         };
         for w in words {
             b.extend_from_slice(&w.to_le_bytes());
@@ -232,6 +263,25 @@ impl Compressor {
                         .map(|(_, &x)| x)
                         .collect(),
                 )
+            }
+            Method::RandomKPacked { ratio, values } => {
+                let key = Self::step_key(&plan, step);
+                let kept: Vec<f32> = v
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| kernels::keep(key, *j, ratio))
+                    .map(|(_, &x)| x)
+                    .collect();
+                Part::PackedValues(PackedValues::encode(values, &kept))
+            }
+            Method::TopKPacked { values: coding, .. } => {
+                kernels::top_k(v, plan.k, &mut self.scratch.order);
+                let indices = self.scratch.order.clone();
+                let kept: Vec<f32> = indices.iter().map(|&j| v[j as usize]).collect();
+                Part::PackedSparse {
+                    indices,
+                    values: PackedValues::encode(coding, &kept),
+                }
             }
             Method::TopK { .. } => {
                 kernels::top_k(v, plan.k, &mut self.scratch.order);
@@ -351,14 +401,27 @@ impl Compressor {
             (Method::TopK { .. }, Part::Sparse { indices, values }) => {
                 len("top-k indices", plan.k, indices.len())?;
                 len("top-k values", plan.k, values.len())?;
-                let increasing = indices.windows(2).all(|w| w[0] < w[1]);
-                if !increasing || indices.last().is_some_and(|&j| j as usize >= plan.numel) {
-                    return Err(invalid(format!(
-                        "{who}: indices must be strictly increasing and below {}",
-                        plan.numel
-                    )));
-                }
-                Ok(())
+                check_indices(&who, indices, plan.numel)
+            }
+            (Method::TopKPacked { values: coding, .. }, Part::PackedSparse { indices, values }) => {
+                len("top-k indices", plan.k, indices.len())?;
+                len("top-k values", plan.k, values.len())?;
+                check_coding(&who, coding, values)?;
+                check_indices(&who, indices, plan.numel)
+            }
+            (
+                Method::RandomKPacked {
+                    ratio,
+                    values: coding,
+                },
+                Part::PackedValues(v),
+            ) => {
+                let key = Self::step_key(plan, step);
+                let kept = (0..plan.numel)
+                    .filter(|&j| kernels::keep(key, j, ratio))
+                    .count();
+                len("random-k", kept, v.len())?;
+                check_coding(&who, coding, v)
             }
             (Method::PowerSgd { rank }, Part::LowRank { p, q }) => match plan.mat {
                 Some((a, b)) => {
@@ -414,6 +477,29 @@ impl Compressor {
                 out.fill(0.0);
                 for (&j, &x) in indices.iter().zip(values) {
                     out[j as usize] = x;
+                }
+            }
+            (_, Part::PackedSparse { indices, values }) => {
+                out.fill(0.0);
+                for (i, &j) in indices.iter().enumerate() {
+                    out[j as usize] = values.get(i);
+                }
+            }
+            (Method::RandomKPacked { ratio, .. }, Part::PackedValues(v)) => {
+                let key = Self::step_key(plan, step);
+                let scale = if self.config.error_feedback {
+                    1.0
+                } else {
+                    (1.0 / ratio) as f32
+                };
+                let mut i = 0;
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = if kernels::keep(key, j, ratio) && i < v.len() {
+                        i += 1;
+                        v.get(i - 1) * scale
+                    } else {
+                        0.0
+                    };
                 }
             }
             (Method::PowerSgd { rank }, Part::LowRank { p, q }) => {

@@ -1,5 +1,6 @@
 //! The [`Compressor`](super::Compressor)'s message and its little-endian byte format.
 
+use super::packed::{self, PackedValues};
 use crate::bytes::{Reader, put_f32s, put_u32};
 use crate::error::{Result, invalid};
 
@@ -26,6 +27,17 @@ pub enum Part {
         /// `Q`, `b·r` values.
         q: Vec<f32>,
     },
+    /// Packed top-k ([`Method::TopKPacked`](super::Method::TopKPacked)): strictly
+    /// increasing indices (sent as Rice-coded gaps) and their coded values.
+    PackedSparse {
+        /// Element indices, strictly increasing.
+        indices: Vec<u32>,
+        /// The values at those indices.
+        values: PackedValues,
+    },
+    /// Packed random-k ([`Method::RandomKPacked`](super::Method::RandomKPacked)): the
+    /// coded values of the keyed selection, in index order.
+    PackedValues(PackedValues),
 }
 
 impl Part {
@@ -35,6 +47,8 @@ impl Part {
             Self::Values(_) => 1,
             Self::Sparse { .. } => 2,
             Self::LowRank { .. } => 3,
+            Self::PackedSparse { .. } => 4,
+            Self::PackedValues(_) => 5,
         }
     }
 
@@ -44,6 +58,8 @@ impl Part {
             Self::Dense(v) | Self::Values(v) => 4 + 4 * v.len(),
             Self::Sparse { indices, values } => 4 + 4 * indices.len() + 4 * values.len(),
             Self::LowRank { p, q } => 8 + 4 * (p.len() + q.len()),
+            Self::PackedSparse { indices, values } => packed::sparse_byte_len(indices, values),
+            Self::PackedValues(v) => packed::values_byte_len(v),
         }
     }
 
@@ -53,6 +69,7 @@ impl Part {
             Self::Dense(v) | Self::Values(v) => fin(v),
             Self::Sparse { values, .. } => fin(values),
             Self::LowRank { p, q } => fin(p) && fin(q),
+            Self::PackedSparse { values, .. } | Self::PackedValues(values) => values.all_finite(),
         }
     }
 }
@@ -93,9 +110,15 @@ impl Message {
 
     /// The little-endian layout: the header (magic `b"GSKM"`, version 1, method code,
     /// 2 reserved zero bytes, fingerprint u64, step u64, elements u64, part count u32), then
-    /// per part a kind byte (0 dense, 1 values, 2 sparse, 3 low rank) and: dense/values →
-    /// `u32` length and the f32 values; sparse → `u32 k`, `k` u32 indices, `k` f32 values;
-    /// low rank → `u32 |P|`, `u32 |Q|`, the values of `P` then `Q`.
+    /// per part a kind byte (0 dense, 1 values, 2 sparse, 3 low rank, 4 packed sparse,
+    /// 5 packed values) and: dense/values → `u32` length and the f32 values; sparse →
+    /// `u32 k`, `k` u32 indices, `k` f32 values; low rank → `u32 |P|`, `u32 |Q|`, the values
+    /// of `P` then `Q`; packed sparse → `u32 k`, the value coding byte (0 f32, 1 bf16,
+    /// 2 sign), the Rice parameter byte `r`, `u32 L`, `L` bytes of Rice-coded index gaps
+    /// (LSB first, zero-padded), then the values; packed values → `u32 n`, the coding byte,
+    /// the values. Coded values: f32 → 4 bytes each; bf16 → 2 bytes each; sign → an f32
+    /// scale and `⌈n/8⌉` bytes of sign bits (bit `i % 8` of byte `i / 8`, 1 = negative,
+    /// padding zero).
     ///
     /// # Errors
     /// [`Error::InvalidCompressed`](crate::Error::InvalidCompressed) for a length above
@@ -151,6 +174,10 @@ impl Message {
                     put_f32s(out, p);
                     put_f32s(out, q);
                 }
+                Part::PackedSparse { indices, values } => {
+                    packed::write_sparse(out, indices, values)?;
+                }
+                Part::PackedValues(v) => packed::write_values(out, v)?,
             }
         }
         Ok(())
@@ -203,6 +230,11 @@ impl Message {
                     let q = r.finite_f32s(nq, &who)?;
                     Part::LowRank { p, q }
                 }
+                4 => {
+                    let (indices, values) = packed::read_sparse(&mut r, &who)?;
+                    Part::PackedSparse { indices, values }
+                }
+                5 => Part::PackedValues(packed::read_values(&mut r, &who)?),
                 k => return Err(invalid(format!("{who}: kind {k} is unknown"))),
             };
             parts.push(part);

@@ -30,6 +30,7 @@ mod fetch;
 mod kernels;
 mod message;
 mod momentum;
+mod packed;
 mod state;
 
 pub use adam::{AdamConfig, AdamMoments};
@@ -37,6 +38,7 @@ pub use compressor::Compressor;
 pub use fetch::{FETCH_SGD_CODE, FetchSgd, FetchSgdConfig, FetchSgdState};
 pub use message::{Message, Part};
 pub use momentum::{MomentumCompressor, MomentumConfig, MomentumState};
+pub use packed::{PackedValues, ValueCoding};
 pub use state::CompressorState;
 
 use crate::error::{Result, config_error};
@@ -83,6 +85,28 @@ pub enum Method {
         /// `r ≥ 1`.
         rank: usize,
     },
+    /// Top-k on the compact wire: the same `k = ⌈k_fraction·n⌉` coordinates as
+    /// [`TopK`](Self::TopK), the indices as Rice-coded gaps (at most `log₂(n/k) + 3` bits
+    /// each) and the values coded by `values`; with [`ValueCoding::Sign`] about
+    /// `(log₂(n/k) + 4)/8` bytes per kept coordinate instead of 8. Error feedback keeps
+    /// what the value coding loses. The wire format is derived in the `packed` module docs
+    /// and `docs/compression.md`.
+    TopKPacked {
+        /// `k / n` in `(0, 1]`.
+        k_fraction: f64,
+        /// How the kept values are sent.
+        values: ValueCoding,
+    },
+    /// Random-k ([`RandomK`](Self::RandomK)'s shared-seed mask, no indices) with the values
+    /// coded by `values`: with [`ValueCoding::Sign`], 1 bit per kept coordinate plus one
+    /// scale per parameter. Without error feedback the decoded values are scaled by
+    /// `1/ratio`.
+    RandomKPacked {
+        /// Selection probability in `(0, 1]`.
+        ratio: f64,
+        /// How the kept values are sent.
+        values: ValueCoding,
+    },
 }
 
 impl Method {
@@ -93,6 +117,9 @@ impl Method {
             Self::RandomK { .. } => 2,
             Self::TopK { .. } => 3,
             Self::PowerSgd { .. } => 4,
+            // 5 is FetchSGD's.
+            Self::TopKPacked { .. } => 6,
+            Self::RandomKPacked { .. } => 7,
         }
     }
 
@@ -107,6 +134,15 @@ impl Method {
             Self::RandomK { ratio } => format!("random-k ρ={ratio}"),
             Self::TopK { k_fraction } => format!("top-k k/n={k_fraction}"),
             Self::PowerSgd { rank } => format!("PowerSGD rank {rank}"),
+            Self::TopKPacked { k_fraction, values } => {
+                format!(
+                    "top-k k/n={k_fraction} packed (Rice gaps, {})",
+                    values.label()
+                )
+            }
+            Self::RandomKPacked { ratio, values } => {
+                format!("random-k ρ={ratio} packed ({})", values.label())
+            }
         }
     }
 }
@@ -170,7 +206,10 @@ impl CompressorConfig {
                 check_fraction("k_fraction", k_fraction)?;
             }
             Method::RandomK { ratio } => check_fraction("ratio", ratio)?,
-            Method::TopK { k_fraction } => check_fraction("k_fraction", k_fraction)?,
+            Method::TopK { k_fraction } | Method::TopKPacked { k_fraction, .. } => {
+                check_fraction("k_fraction", k_fraction)?;
+            }
+            Method::RandomKPacked { ratio, .. } => check_fraction("ratio", ratio)?,
             Method::PowerSgd { rank } => {
                 if rank == 0 || u32::try_from(rank).is_err() {
                     return Err(config_error("rank", format!("1 ..= {}", u32::MAX), rank));

@@ -79,7 +79,10 @@ impl GradientCodec for MethodCodec {
     fn linear(&self) -> Option<LinearWire> {
         match self.compressor.config().method {
             Method::CountSketch { .. } | Method::RandomK { .. } => Some(LinearWire::F32),
-            Method::TopK { .. } | Method::PowerSgd { .. } => None,
+            Method::TopK { .. }
+            | Method::PowerSgd { .. }
+            | Method::TopKPacked { .. }
+            | Method::RandomKPacked { .. } => None,
         }
     }
 
