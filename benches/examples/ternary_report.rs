@@ -21,12 +21,16 @@ use vsa_optim_bench::harness::grad_map;
 use vsa_optim_bench::models::CharLmConfig;
 use vsa_optim_bench::tasks::{CharLmTask, DigitsTask, Task};
 use vsa_optim_bench::ternary_runs::{
-    Accumulation, DigitsRunSettings, bf16_bits, bf16_value, mean_sd, train_task,
+    Accumulation, DigitsRunSettings, bf16_bits, bf16_value, train_task,
 };
 use vsa_optim_bench::workloads::{Regime, Workload, workload_settings};
 use vsa_optim_rs::ternary::TernaryConfig;
 use vsa_optim_rs::ternary_quant::{AccumulatorConfig, PackedAccumulator};
 use vsa_optim_rs::{AdamW, ParamSet, ParamsAdamW};
+
+#[path = "ternary_report/table.rs"]
+mod table;
+use table::{Column, Metric, RowResult, Table};
 
 /// Micro-batch gradients: micro-batches × parameters × elements.
 type Micro = Vec<Vec<Vec<f32>>>;
@@ -366,7 +370,7 @@ fn main() -> Result<()> {
         (600, vec![0, 1, 2], LR_GRID.to_vec())
     };
     let task = DigitsTask::new(Some(64), 8, &dev)?;
-    out.push_str(&training_table(
+    let table = training_table(
         &task,
         Metric::DigitsAccuracy,
         &rows,
@@ -374,7 +378,8 @@ fn main() -> Result<()> {
         &seeds,
         &lrs,
         |_| Ok(()),
-    )?);
+    )?;
+    out.push_str(&table.render(Metric::DigitsAccuracy, &Row::F32.label()));
     print!("{out}");
     if let Some(path) = write {
         write_section(&path, "ternary-frontier", &out)?;
@@ -403,18 +408,9 @@ fn write_section(path: &str, name: &str, out: &str) -> Result<()> {
 /// The shared learning-rate grid of every training column.
 const LR_GRID: [f64; 5] = [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2];
 
-/// What a training column reports.
-#[derive(Clone, Copy, PartialEq)]
-enum Metric {
-    /// Digits test accuracy in percent (higher is better; Δ in points).
-    DigitsAccuracy,
-    /// Char-LM validation cross-entropy in nats (lower is better; Δ in percent).
-    CharLmLoss,
-}
-
 /// One training column: every row trained for `steps` on `task` at every learning rate of
 /// `lrs` and every seed; the row's learning rate is the one with the best mean over the
-/// seeds.
+/// seeds. `after_row` sees the table so far after every row.
 fn training_table(
     task: &dyn Task,
     metric: Metric,
@@ -422,36 +418,18 @@ fn training_table(
     steps: usize,
     seeds: &[u64],
     lrs: &[f64],
-    mut after_row: impl FnMut(&str) -> Result<()>,
-) -> Result<String> {
-    let mut out = String::new();
-    let k = task.micro_batches();
-    match metric {
-        Metric::DigitsAccuracy => {
-            out.push_str(&format!(
-                "\n#### Digits test accuracy, {steps} steps of {k} micro-batches of 8, seeds {seeds:?}, AdamW lr tuned per row on {lrs:?}\n\n"
-            ));
-            out.push_str("| accumulator | bytes held (digits MLP, 9 610 parameters) | best lr | test acc. % per seed | mean ± sd | Δ vs f32 (points) | mean at each lr |\n|---|---|---|---|---|---|---|\n");
-        }
-        Metric::CharLmLoss => {
-            out.push_str(&format!(
-                "\n#### Char-LM validation loss (nats/char), {steps} steps of {k} micro-batches ({}), seeds {seeds:?}, AdamW lr tuned per row on {lrs:?}\n\n",
-                task.name()
-            ));
-            out.push_str("| accumulator | bytes held | best lr | val. loss per seed | mean ± sd | Δ vs f32 (%) | mean at each lr |\n|---|---|---|---|---|---|---|\n");
-        }
-    }
-    let better = |a: f64, b: f64| match metric {
-        Metric::DigitsAccuracy => a > b,
-        Metric::CharLmLoss => a < b,
+    mut after_row: impl FnMut(&Table) -> Result<()>,
+) -> Result<Table> {
+    let mut table = Table {
+        settings: settings_line(task, metric, steps, seeds),
+        lrs: lrs.to_vec(),
+        rows: Vec::new(),
     };
-    let mut exact_best = f64::NAN;
     for &row in rows {
-        let mut best: Option<(f64, f64, Vec<f64>, usize)> = None;
-        let mut per_lr = Vec::new();
+        let mut runs = Vec::new();
+        let mut bytes = 0;
         for &lr in lrs {
             let mut vals = Vec::new();
-            let mut bytes = 0;
             for &seed in seeds {
                 let t0 = std::time::Instant::now();
                 let r = train_task(
@@ -473,49 +451,35 @@ fn training_table(
                 vals.push(v);
                 bytes = r.accumulator_bytes;
             }
-            let (m, _) = mean_sd(&vals);
-            per_lr.push(match metric {
-                Metric::DigitsAccuracy => format!("{m:.2}"),
-                Metric::CharLmLoss => format!("{m:.4}"),
-            });
-            if best.as_ref().is_none_or(|b| better(m, b.0)) {
-                best = Some((m, lr, vals, bytes));
-            }
+            runs.push((lr, vals));
         }
-        let Some((m, lr, vals, bytes)) = best else {
+        if runs.is_empty() {
             continue;
-        };
-        if matches!(row, Row::F32) {
-            exact_best = m;
         }
-        let (_, sd) = mean_sd(&vals);
-        let (per_seed, mean, delta) = match metric {
-            Metric::DigitsAccuracy => (
-                vals.iter().map(|a| format!("{a:.2}")).collect::<Vec<_>>(),
-                format!("{m:.2} ± {sd:.2}"),
-                format!("{:+.2}", m - exact_best),
-            ),
-            Metric::CharLmLoss => (
-                vals.iter().map(|a| format!("{a:.4}")).collect::<Vec<_>>(),
-                format!("{m:.4} ± {sd:.4}"),
-                format!("{:+.2}", 100.0 * (m - exact_best) / exact_best),
-            ),
-        };
-        out.push_str(&format!(
-            "| {} | {bytes} | {lr:e} | {} | {mean} | {} | {} |\n",
+        table.rows.push(RowResult::new(
             row.label(),
-            per_seed.join(", "),
-            if exact_best.is_nan() {
-                "—".into()
-            } else {
-                delta
-            },
-            per_lr.join(" / ")
+            bytes.to_string(),
+            metric,
+            &runs,
         ));
         eprintln!("{} done", row.label());
-        after_row(&out)?;
+        after_row(&table)?;
     }
-    Ok(out)
+    Ok(table)
+}
+
+/// A training column's settings line up to its learning-rate grid: what `--merge` compares.
+fn settings_line(task: &dyn Task, metric: Metric, steps: usize, seeds: &[u64]) -> String {
+    let k = task.micro_batches();
+    match metric {
+        Metric::DigitsAccuracy => format!(
+            "#### Digits test accuracy, {steps} steps of {k} micro-batches of 8, seeds {seeds:?}, AdamW lr tuned per row"
+        ),
+        Metric::CharLmLoss => format!(
+            "#### Char-LM validation loss (nats/char), {steps} steps of {k} micro-batches ({}), seeds {seeds:?}, AdamW lr tuned per row",
+            task.name()
+        ),
+    }
 }
 
 /// The value after `flag` in `args`, if any.
@@ -532,7 +496,10 @@ fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
 /// (default 3), `--lrs a,b,…` (default the shared grid [`LR_GRID`]) and
 /// `--parts digits,charlm` (default both). With `--write PATH` each
 /// section is rewritten after every finished row (marked incomplete until its last row), so
-/// an interrupted run leaves what it measured.
+/// an interrupted run leaves what it measured. With `--merge` as well, the rows already in
+/// the section are kept (checked before anything runs: same settings line, and the same
+/// grid unless every row run is already there, whose grid is then extended), the rows run
+/// are added or replace theirs, and the section names every command that wrote it.
 fn long_columns(args: &[String], quick: bool, dev: &Device, write: Option<&str>) -> Result<()> {
     let bad = |what: &str, v: &str| candle_core::Error::Msg(format!("{what}: cannot use {v:?}"));
     let rows: Vec<Row> = match flag_value(args, "--rows") {
@@ -575,53 +542,29 @@ fn long_columns(args: &[String], quick: bool, dev: &Device, write: Option<&str>)
             })
             .collect::<Result<_>>()?,
     };
+    let merge = args.iter().any(|a| a == "--merge");
+    if merge && write.is_none() {
+        return Err(bad("--merge", "without --write PATH"));
+    }
     let mut given: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     if let Some(i) = given.iter().position(|a| *a == "--write") {
         given.drain(i..(i + 2).min(given.len()));
     }
+    let command = format!(
+        "cargo run --release -p vsa-optim-bench --example ternary_report -- {} --write docs/benchmarks.md",
+        given.join(" ")
+    );
+    let labels: Vec<String> = rows.iter().map(|r| r.label()).collect();
+    let order: Vec<String> = Row::all().into_iter().map(Row::label).collect();
+    let exact = Row::F32.label();
+    // Every task built, and with `--merge` every section read and checked, before anything runs.
+    let mut jobs: Vec<Job<'_>> = Vec::new();
     for part in parts.split(',') {
-        let t0 = std::time::Instant::now();
-        let section = match part {
-            "digits" => "ternary-frontier-digits2400",
-            _ => "ternary-frontier-charlm",
-        };
-        let head = format!(
-            "Regenerate: `cargo run --release -p vsa-optim-bench --example ternary_report -- {} --write docs/benchmarks.md` \
-             (the full column: `-- --long --parts {part} --write docs/benchmarks.md`; all randomness seeded).\n",
-            given.join(" ")
-        );
-        let total = rows.len();
-        let mut done = 0usize;
-        let mut progress = |table: &str| -> Result<()> {
-            done += 1;
-            if let Some(path) = write {
-                let note = if done < total {
-                    format!(
-                        "\n**Incomplete:** {done} of {total} rows measured so far ({:.0} s); the run was still going or was stopped.\n",
-                        t0.elapsed().as_secs_f64()
-                    )
-                } else {
-                    format!(
-                        "\nWall clock of this command: {:.0} s (release; shared 2-core machine unless stated otherwise).\n",
-                        t0.elapsed().as_secs_f64()
-                    )
-                };
-                write_section(path, section, &format!("{head}{table}{note}"))?;
-            }
-            Ok(())
-        };
-        let table = if part == "digits" {
+        let (section, metric, steps, task): (_, _, _, Box<dyn Task>) = if part == "digits" {
             let steps = if quick { 120 } else { 2400 };
             let task = DigitsTask::new(Some(64), 8, dev)?;
-            training_table(
-                &task,
-                Metric::DigitsAccuracy,
-                &rows,
-                steps,
-                &seeds,
-                &lrs,
-                &mut progress,
-            )?
+            let section = "ternary-frontier-digits2400";
+            (section, Metric::DigitsAccuracy, steps, Box::new(task))
         } else {
             // The demo's accumulated char-LM regime: its micro-batches, windows and step count.
             let ws = workload_settings(Workload::CharLm, Regime::Large, quick);
@@ -632,17 +575,91 @@ fn long_columns(args: &[String], quick: bool, dev: &Device, write: Option<&str>)
                 ws.eval_windows,
                 dev,
             )?;
-            training_table(
-                &task,
-                Metric::CharLmLoss,
-                &rows,
-                ws.steps,
-                &seeds,
-                &lrs,
-                &mut progress,
-            )?
+            let section = "ternary-frontier-charlm";
+            (section, Metric::CharLmLoss, ws.steps, Box::new(task))
         };
-        print!("{head}{table}");
+        let old = match write.filter(|_| merge) {
+            None => None,
+            Some(path) => {
+                let text = read_section(path, section)?;
+                let msg = |e: String| candle_core::Error::Msg(format!("--merge, {section}: {e}"));
+                let col = Column::parse(&text).map_err(msg)?;
+                let settings = settings_line(task.as_ref(), metric, steps, &seeds);
+                if let Some(why) = col.table.refuse_merge(&settings, &lrs, &labels) {
+                    return Err(msg(why));
+                }
+                Some(col)
+            }
+        };
+        jobs.push((part, section, metric, steps, task, old));
+    }
+    for (part, section, metric, steps, task, old) in jobs {
+        let t0 = std::time::Instant::now();
+        let full = format!("-- --long --parts {part} --write docs/benchmarks.md");
+        let (mut commands, walls) = old
+            .as_ref()
+            .map_or((vec![], vec![]), |c| (c.commands.clone(), c.walls.clone()));
+        commands.push(command.clone());
+        // The section: this run's rows merged into the kept ones.
+        let column = |table: &Table| -> Result<Column> {
+            let table = match &old {
+                None => table.clone(),
+                Some(c) => c.table.merge(table, metric, &order).map_err(|e| {
+                    eprint!("{}", table.render(metric, &exact));
+                    candle_core::Error::Msg(format!("--merge, {section}: {e}"))
+                })?,
+            };
+            Ok(Column {
+                commands: commands.clone(),
+                walls: walls.clone(),
+                table,
+            })
+        };
+        let total = rows.len();
+        let mut done = 0usize;
+        let table = training_table(task.as_ref(), metric, &rows, steps, &seeds, &lrs, |table| {
+            done += 1;
+            let Some(path) = write else { return Ok(()) };
+            let secs = t0.elapsed().as_secs_f64();
+            let mut col = column(table)?;
+            let running = (done < total).then_some((done, total, secs));
+            if running.is_none() {
+                col.walls.push(format!("{secs:.0} s"));
+            }
+            write_section(path, section, &col.render(metric, &exact, &full, running))
+        })?;
+        let mut col = column(&table)?;
+        col.walls
+            .push(format!("{:.0} s", t0.elapsed().as_secs_f64()));
+        print!("{}", col.render(metric, &exact, &full, None));
     }
     Ok(())
+}
+
+/// One long column to run: part, section, metric, steps, task, and with `--merge` the section
+/// as it was.
+type Job<'a> = (
+    &'a str,
+    &'a str,
+    Metric,
+    usize,
+    Box<dyn Task>,
+    Option<Column>,
+);
+
+/// The text between the `name` section's markers in `path`.
+fn read_section(path: &str, name: &str) -> Result<String> {
+    let (begin, end) = (
+        format!("<!-- {name}:begin -->"),
+        format!("<!-- {name}:end -->"),
+    );
+    let doc = std::fs::read_to_string(path)?;
+    match (doc.find(&begin), doc.find(&end)) {
+        (Some(i), Some(j)) if i + begin.len() <= j => {
+            Ok(doc[i + begin.len()..j].trim_start_matches('\n').to_string())
+        }
+        _ => Err(candle_core::Error::Msg(format!(
+            "{path}: missing {begin} / {end} markers"
+        ))),
+    }
 }
