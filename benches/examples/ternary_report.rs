@@ -557,6 +557,18 @@ fn long_columns(args: &[String], quick: bool, dev: &Device, write: Option<&str>)
     let labels: Vec<String> = rows.iter().map(|r| r.label()).collect();
     let order: Vec<String> = Row::all().into_iter().map(Row::label).collect();
     let exact = Row::F32.label();
+    // With `--merge`, the section as it stands, checked against this run.
+    let kept = |section: &str, settings: &str| -> Result<Option<Column>> {
+        let Some(path) = write.filter(|_| merge) else {
+            return Ok(None);
+        };
+        let msg = |e: String| candle_core::Error::Msg(format!("--merge, {section}: {e}"));
+        let col = Column::parse(&read_section(path, section)?).map_err(msg)?;
+        match col.table.refuse_merge(settings, &lrs, &labels) {
+            Some(why) => Err(msg(why)),
+            None => Ok(Some(col)),
+        }
+    };
     // Every task built, and with `--merge` every section read and checked, before anything runs.
     let mut jobs: Vec<Job<'_>> = Vec::new();
     for part in parts.split(',') {
@@ -578,30 +590,26 @@ fn long_columns(args: &[String], quick: bool, dev: &Device, write: Option<&str>)
             let section = "ternary-frontier-charlm";
             (section, Metric::CharLmLoss, ws.steps, Box::new(task))
         };
-        let old = match write.filter(|_| merge) {
-            None => None,
-            Some(path) => {
-                let text = read_section(path, section)?;
-                let msg = |e: String| candle_core::Error::Msg(format!("--merge, {section}: {e}"));
-                let col = Column::parse(&text).map_err(msg)?;
-                let settings = settings_line(task.as_ref(), metric, steps, &seeds);
-                if let Some(why) = col.table.refuse_merge(&settings, &lrs, &labels) {
-                    return Err(msg(why));
-                }
-                Some(col)
-            }
-        };
-        jobs.push((part, section, metric, steps, task, old));
+        let settings = settings_line(task.as_ref(), metric, steps, &seeds);
+        kept(section, &settings)?;
+        jobs.push((part, section, metric, steps, task, settings));
     }
-    for (part, section, metric, steps, task, old) in jobs {
+    for (part, section, metric, steps, task, settings) in jobs {
         let t0 = std::time::Instant::now();
         let full = format!("-- --long --parts {part} --write docs/benchmarks.md");
-        let (mut commands, walls) = old
-            .as_ref()
-            .map_or((vec![], vec![]), |c| (c.commands.clone(), c.walls.clone()));
-        commands.push(command.clone());
-        // The section: this run's rows merged into the kept ones.
-        let column = |table: &Table| -> Result<Column> {
+        // The section: this run's rows merged into the kept ones, read again before every
+        // write (so that `--merge` runs of different rows may go side by side).
+        let column = |table: &Table, wall: Option<String>| -> Result<Column> {
+            let old = kept(section, &settings)?;
+            let (mut commands, mut walls) = old
+                .as_ref()
+                .map_or((vec![], vec![]), |c| (c.commands.clone(), c.walls.clone()));
+            if let Some(i) = commands.iter().position(|c| *c == command) {
+                commands.remove(i);
+                walls.remove(i);
+            }
+            commands.push(command.clone());
+            walls.extend(wall);
             let table = match &old {
                 None => table.clone(),
                 Some(c) => c.table.merge(table, metric, &order).map_err(|e| {
@@ -610,8 +618,8 @@ fn long_columns(args: &[String], quick: bool, dev: &Device, write: Option<&str>)
                 })?,
             };
             Ok(Column {
-                commands: commands.clone(),
-                walls: walls.clone(),
+                commands,
+                walls,
                 table,
             })
         };
@@ -621,31 +629,22 @@ fn long_columns(args: &[String], quick: bool, dev: &Device, write: Option<&str>)
             done += 1;
             let Some(path) = write else { return Ok(()) };
             let secs = t0.elapsed().as_secs_f64();
-            let mut col = column(table)?;
             let running = (done < total).then_some((done, total, secs));
-            if running.is_none() {
-                col.walls.push(format!("{secs:.0} s"));
-            }
+            let wall = running.is_none().then(|| format!("{secs:.0} s"));
+            let col = column(table, wall)?;
             write_section(path, section, &col.render(metric, &exact, &full, running))
         })?;
-        let mut col = column(&table)?;
-        col.walls
-            .push(format!("{:.0} s", t0.elapsed().as_secs_f64()));
-        print!("{}", col.render(metric, &exact, &full, None));
+        let wall = format!("{:.0} s", t0.elapsed().as_secs_f64());
+        print!(
+            "{}",
+            column(&table, Some(wall))?.render(metric, &exact, &full, None)
+        );
     }
     Ok(())
 }
 
-/// One long column to run: part, section, metric, steps, task, and with `--merge` the section
-/// as it was.
-type Job<'a> = (
-    &'a str,
-    &'a str,
-    Metric,
-    usize,
-    Box<dyn Task>,
-    Option<Column>,
-);
+/// One long column to run: part, section, metric, steps, task and settings line.
+type Job<'a> = (&'a str, &'a str, Metric, usize, Box<dyn Task>, String);
 
 /// The text between the `name` section's markers in `path`.
 fn read_section(path: &str, name: &str) -> Result<String> {
