@@ -21,12 +21,19 @@ use vsa_optim_bench::harness::grad_map;
 use vsa_optim_bench::models::CharLmConfig;
 use vsa_optim_bench::tasks::{CharLmTask, DigitsTask, Task};
 use vsa_optim_bench::ternary_runs::{
-    Accumulation, DigitsRunSettings, bf16_bits, bf16_value, mean_sd, train_task,
+    Accumulation, DigitsRunSettings, bf16_bits, bf16_value, train_task,
 };
 use vsa_optim_bench::workloads::{Regime, Workload, workload_settings};
 use vsa_optim_rs::ternary::TernaryConfig;
 use vsa_optim_rs::ternary_quant::{AccumulatorConfig, PackedAccumulator, Rounding};
 use vsa_optim_rs::{AdamW, ParamSet, ParamsAdamW};
+
+#[path = "ternary_report/long.rs"]
+mod long;
+#[path = "ternary_report/table.rs"]
+mod table;
+use long::{flag_value, long_columns};
+use table::{Column, Metric, RowResult, Table};
 
 /// Micro-batch gradients: micro-batches × parameters × elements.
 type Micro = Vec<Vec<Vec<f32>>>;
@@ -419,7 +426,7 @@ fn main() -> Result<()> {
             ids.join(",")
         ));
     }
-    out.push_str(&training_table(
+    let table = training_table(
         &task,
         Metric::DigitsAccuracy,
         &train_rows,
@@ -427,7 +434,8 @@ fn main() -> Result<()> {
         &seeds,
         &lrs,
         |_| Ok(()),
-    )?);
+    )?;
+    out.push_str(&table.render(Metric::DigitsAccuracy, &Row::F32.label()));
     print!("{out}");
     if let Some(path) = write {
         write_section(&path, "ternary-frontier", &out)?;
@@ -456,18 +464,9 @@ fn write_section(path: &str, name: &str, out: &str) -> Result<()> {
 /// The shared learning-rate grid of every training column.
 const LR_GRID: [f64; 5] = [1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2];
 
-/// What a training column reports.
-#[derive(Clone, Copy, PartialEq)]
-enum Metric {
-    /// Digits test accuracy in percent (higher is better; Δ in points).
-    DigitsAccuracy,
-    /// Char-LM validation cross-entropy in nats (lower is better; Δ in percent).
-    CharLmLoss,
-}
-
 /// One training column: every row trained for `steps` on `task` at every learning rate of
 /// `lrs` and every seed; the row's learning rate is the one with the best mean over the
-/// seeds.
+/// seeds. `after_row` sees the table so far after every row.
 fn training_table(
     task: &dyn Task,
     metric: Metric,
@@ -475,36 +474,18 @@ fn training_table(
     steps: usize,
     seeds: &[u64],
     lrs: &[f64],
-    mut after_row: impl FnMut(&str) -> Result<()>,
-) -> Result<String> {
-    let mut out = String::new();
-    let k = task.micro_batches();
-    match metric {
-        Metric::DigitsAccuracy => {
-            out.push_str(&format!(
-                "\n#### Digits test accuracy, {steps} steps of {k} micro-batches of 8, seeds {seeds:?}, AdamW lr tuned per row on {lrs:?}\n\n"
-            ));
-            out.push_str("| accumulator | bytes held (digits MLP, 9 610 parameters) | best lr | test acc. % per seed | mean ± sd | Δ vs f32 (points) | mean at each lr |\n|---|---|---|---|---|---|---|\n");
-        }
-        Metric::CharLmLoss => {
-            out.push_str(&format!(
-                "\n#### Char-LM validation loss (nats/char), {steps} steps of {k} micro-batches ({}), seeds {seeds:?}, AdamW lr tuned per row on {lrs:?}\n\n",
-                task.name()
-            ));
-            out.push_str("| accumulator | bytes held | best lr | val. loss per seed | mean ± sd | Δ vs f32 (%) | mean at each lr |\n|---|---|---|---|---|---|---|\n");
-        }
-    }
-    let better = |a: f64, b: f64| match metric {
-        Metric::DigitsAccuracy => a > b,
-        Metric::CharLmLoss => a < b,
+    mut after_row: impl FnMut(&Table) -> Result<()>,
+) -> Result<Table> {
+    let mut table = Table {
+        settings: settings_line(task, metric, steps, seeds),
+        lrs: lrs.to_vec(),
+        rows: Vec::new(),
     };
-    let mut exact_best = f64::NAN;
     for &row in rows {
-        let mut best: Option<(f64, f64, Vec<f64>, usize)> = None;
-        let mut per_lr = Vec::new();
+        let mut runs = Vec::new();
+        let mut bytes = 0;
         for &lr in lrs {
             let mut vals = Vec::new();
-            let mut bytes = 0;
             for &seed in seeds {
                 let t0 = std::time::Instant::now();
                 let r = train_task(
@@ -526,176 +507,33 @@ fn training_table(
                 vals.push(v);
                 bytes = r.accumulator_bytes;
             }
-            let (m, _) = mean_sd(&vals);
-            per_lr.push(match metric {
-                Metric::DigitsAccuracy => format!("{m:.2}"),
-                Metric::CharLmLoss => format!("{m:.4}"),
-            });
-            if best.as_ref().is_none_or(|b| better(m, b.0)) {
-                best = Some((m, lr, vals, bytes));
-            }
+            runs.push((lr, vals));
         }
-        let Some((m, lr, vals, bytes)) = best else {
+        if runs.is_empty() {
             continue;
-        };
-        if matches!(row, Row::F32) {
-            exact_best = m;
         }
-        let (_, sd) = mean_sd(&vals);
-        let (per_seed, mean, delta) = match metric {
-            Metric::DigitsAccuracy => (
-                vals.iter().map(|a| format!("{a:.2}")).collect::<Vec<_>>(),
-                format!("{m:.2} ± {sd:.2}"),
-                format!("{:+.2}", m - exact_best),
-            ),
-            Metric::CharLmLoss => (
-                vals.iter().map(|a| format!("{a:.4}")).collect::<Vec<_>>(),
-                format!("{m:.4} ± {sd:.4}"),
-                format!("{:+.2}", 100.0 * (m - exact_best) / exact_best),
-            ),
-        };
-        out.push_str(&format!(
-            "| {} | {bytes} | {lr:e} | {} | {mean} | {} | {} |\n",
+        table.rows.push(RowResult::new(
             row.label(),
-            per_seed.join(", "),
-            if exact_best.is_nan() {
-                "—".into()
-            } else {
-                delta
-            },
-            per_lr.join(" / ")
+            bytes.to_string(),
+            metric,
+            &runs,
         ));
         eprintln!("{} done", row.label());
-        after_row(&out)?;
+        after_row(&table)?;
     }
-    Ok(out)
+    Ok(table)
 }
 
-/// The value after `flag` in `args`, if any.
-fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == flag)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-}
-
-/// `--long`: the 2400-step digits column (section `ternary-frontier-digits2400`) and the
-/// char-LM column (validation loss at the demo's step count for the accumulated char-LM
-/// regime; section `ternary-frontier-charlm`), for `--rows` (default all), `--seeds N`
-/// (default 3), `--lrs a,b,…` (default the shared grid [`LR_GRID`]) and
-/// `--parts digits,charlm` (default both). With `--write PATH` each
-/// section is rewritten after every finished row (marked incomplete until its last row), so
-/// an interrupted run leaves what it measured.
-fn long_columns(args: &[String], quick: bool, dev: &Device, write: Option<&str>) -> Result<()> {
-    let bad = |what: &str, v: &str| candle_core::Error::Msg(format!("{what}: cannot use {v:?}"));
-    let rows: Vec<Row> = match flag_value(args, "--rows") {
-        None => Row::all(),
-        Some(list) => list
-            .split(',')
-            .map(|id| {
-                Row::all()
-                    .into_iter()
-                    .find(|r| r.id() == id)
-                    .ok_or_else(|| bad("--rows (f32, bf16, 1e, 1n, 1s, 2e, …, 5s)", id))
-            })
-            .collect::<Result<_>>()?,
-    };
-    let seeds: u64 = match flag_value(args, "--seeds") {
-        None => 3,
-        Some(v) => v
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| bad("--seeds", v))?,
-    };
-    let parts = flag_value(args, "--parts").unwrap_or("digits,charlm");
-    for p in parts.split(',') {
-        if p != "digits" && p != "charlm" {
-            return Err(bad("--parts (digits, charlm)", p));
-        }
+/// A training column's settings line up to its learning-rate grid: what `--merge` compares.
+fn settings_line(task: &dyn Task, metric: Metric, steps: usize, seeds: &[u64]) -> String {
+    let k = task.micro_batches();
+    match metric {
+        Metric::DigitsAccuracy => format!(
+            "#### Digits test accuracy, {steps} steps of {k} micro-batches of 8, seeds {seeds:?}, AdamW lr tuned per row"
+        ),
+        Metric::CharLmLoss => format!(
+            "#### Char-LM validation loss (nats/char), {steps} steps of {k} micro-batches ({}), seeds {seeds:?}, AdamW lr tuned per row",
+            task.name()
+        ),
     }
-    let seeds: Vec<u64> = (0..if quick { 1 } else { seeds }).collect();
-    let lrs: Vec<f64> = match flag_value(args, "--lrs") {
-        None if quick => vec![2e-3],
-        None => LR_GRID.to_vec(),
-        Some(list) => list
-            .split(',')
-            .map(|v| {
-                v.parse::<f64>()
-                    .ok()
-                    .filter(|x| x.is_finite() && *x > 0.0)
-                    .ok_or_else(|| bad("--lrs", v))
-            })
-            .collect::<Result<_>>()?,
-    };
-    let mut given: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
-    if let Some(i) = given.iter().position(|a| *a == "--write") {
-        given.drain(i..(i + 2).min(given.len()));
-    }
-    for part in parts.split(',') {
-        let t0 = std::time::Instant::now();
-        let section = match part {
-            "digits" => "ternary-frontier-digits2400",
-            _ => "ternary-frontier-charlm",
-        };
-        let head = format!(
-            "Regenerate: `cargo run --release -p vsa-optim-bench --example ternary_report -- {} --write docs/benchmarks.md` \
-             (the full column: `-- --long --parts {part} --write docs/benchmarks.md`; all randomness seeded).\n",
-            given.join(" ")
-        );
-        let total = rows.len();
-        let mut done = 0usize;
-        let mut progress = |table: &str| -> Result<()> {
-            done += 1;
-            if let Some(path) = write {
-                let note = if done < total {
-                    format!(
-                        "\n**Incomplete:** {done} of {total} rows measured so far ({:.0} s); the run was still going or was stopped.\n",
-                        t0.elapsed().as_secs_f64()
-                    )
-                } else {
-                    format!(
-                        "\nWall clock of this command: {:.0} s (release; shared 2-core machine unless stated otherwise).\n",
-                        t0.elapsed().as_secs_f64()
-                    )
-                };
-                write_section(path, section, &format!("{head}{table}{note}"))?;
-            }
-            Ok(())
-        };
-        let table = if part == "digits" {
-            let steps = if quick { 120 } else { 2400 };
-            let task = DigitsTask::new(Some(64), 8, dev)?;
-            training_table(
-                &task,
-                Metric::DigitsAccuracy,
-                &rows,
-                steps,
-                &seeds,
-                &lrs,
-                &mut progress,
-            )?
-        } else {
-            // The demo's accumulated char-LM regime: its micro-batches, windows and step count.
-            let ws = workload_settings(Workload::CharLm, Regime::Large, quick);
-            let task = CharLmTask::new(
-                CharLmConfig::default(),
-                ws.batch.unwrap_or(8),
-                ws.micro,
-                ws.eval_windows,
-                dev,
-            )?;
-            training_table(
-                &task,
-                Metric::CharLmLoss,
-                &rows,
-                ws.steps,
-                &seeds,
-                &lrs,
-                &mut progress,
-            )?
-        };
-        print!("{head}{table}");
-    }
-    Ok(())
 }
