@@ -32,7 +32,7 @@ use vsa_optim_rs::{AdamW, ParamSet, ParamsAdamW};
 mod long;
 #[path = "ternary_report/table.rs"]
 mod table;
-use long::{flag_value, long_columns};
+use long::{long_columns, rows_flag};
 use table::{Column, Metric, RowResult, Table};
 
 /// Micro-batch gradients: micro-batches × parameters × elements.
@@ -359,18 +359,7 @@ fn main() -> Result<()> {
     let rows = Row::all();
     let mut out = String::new();
     out.push_str("Regenerate: `cargo run --release -p vsa-optim-bench --example ternary_report -- --write docs/benchmarks.md` (all randomness seeded; `--train-rows f32,1n,…` limits the training table to those rows). Rows marked *subtractive dither* use `Rounding::Subtractive` (`docs/ternary.md` §3.3); the floor is one stochastic quantization of the exact mean with the row's trits, blocks and scales.\n");
-    let train_rows: Vec<Row> = match flag_value(&args, "--train-rows") {
-        None => rows.clone(),
-        Some(list) => list
-            .split(',')
-            .map(|id| {
-                Row::all()
-                    .into_iter()
-                    .find(|r| r.id() == id)
-                    .ok_or_else(|| candle_core::Error::Msg(format!("--train-rows: no row {id:?}")))
-            })
-            .collect::<Result<_>>()?,
-    };
+    let train_rows = rows_flag(&args, "--train-rows")?;
     quickstart(&rows, &mut out);
 
     // 2. Real gradients.

@@ -114,21 +114,27 @@ fn demo(args: &[String]) -> Result<(), String> {
     run(demo_command(args))
 }
 
+/// `cargo run --release -p vsa-optim-bench --example NAME --`, ready for the example's flags.
+fn report_example(name: &str) -> Command {
+    let mut c = cargo();
+    c.args([
+        "run",
+        "--release",
+        "-p",
+        "vsa-optim-bench",
+        "--example",
+        name,
+        "--",
+    ]);
+    c
+}
+
 fn bench(args: &[String]) -> Result<(), String> {
     if args.first().is_some_and(|a| a == "--peers") {
         return peers::peers(&root(), cargo(), &args[1..]);
     }
     if args.first().is_some_and(|a| a == "--blocks") {
-        let mut c = cargo();
-        c.args([
-            "run",
-            "--release",
-            "-p",
-            "vsa-optim-bench",
-            "--example",
-            "blocks_report",
-            "--",
-        ]);
+        let mut c = report_example("blocks_report");
         if args.len() > 1 {
             c.args(&args[1..]);
         } else {
@@ -138,16 +144,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         return run(c);
     }
     if args.first().is_some_and(|a| a == "--ternary") {
-        let mut c = cargo();
-        c.args([
-            "run",
-            "--release",
-            "-p",
-            "vsa-optim-bench",
-            "--example",
-            "ternary_report",
-            "--",
-        ]);
+        let mut c = report_example("ternary_report");
         c.args(&args[1..]);
         c.args(["--write", "docs/benchmarks.md"]);
         return run(c);

@@ -3,6 +3,26 @@
 
 use super::*;
 
+/// The rows named by `flag` (`f32,bf16,1e,1n,1s,…,5s`), or every row when the flag is absent.
+pub(super) fn rows_flag(args: &[String], flag: &str) -> Result<Vec<Row>> {
+    match flag_value(args, flag) {
+        None => Ok(Row::all()),
+        Some(list) => list
+            .split(',')
+            .map(|id| {
+                Row::all()
+                    .into_iter()
+                    .find(|r| r.id() == id)
+                    .ok_or_else(|| {
+                        candle_core::Error::Msg(format!(
+                            "{flag}: no row {id:?} (f32, bf16, 1e, 1n, 1s, 2e, …, 5s)"
+                        ))
+                    })
+            })
+            .collect(),
+    }
+}
+
 /// The value after `flag` in `args`, if any.
 pub(super) fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
     args.iter()
@@ -28,18 +48,7 @@ pub(super) fn long_columns(
     write: Option<&str>,
 ) -> Result<()> {
     let bad = |what: &str, v: &str| candle_core::Error::Msg(format!("{what}: cannot use {v:?}"));
-    let rows: Vec<Row> = match flag_value(args, "--rows") {
-        None => Row::all(),
-        Some(list) => list
-            .split(',')
-            .map(|id| {
-                Row::all()
-                    .into_iter()
-                    .find(|r| r.id() == id)
-                    .ok_or_else(|| bad("--rows (f32, bf16, 1e, 1n, 1s, 2e, …, 5s)", id))
-            })
-            .collect::<Result<_>>()?,
-    };
+    let rows = rows_flag(args, "--rows")?;
     let seeds: u64 = match flag_value(args, "--seeds") {
         None => 3,
         Some(v) => v
