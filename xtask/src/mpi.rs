@@ -225,7 +225,7 @@ pub(crate) fn mpi(args: &[String]) -> Result<(), String> {
             .into());
     }
     build_mpi_train()?;
-    let load_before = sh("cut -d' ' -f1 /proc/loadavg");
+    let load_before = crate::rate::load_average();
     let out_dir = root().join("target").join("bench-mpi");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
     let mut runs = Vec::new();
@@ -369,7 +369,7 @@ pub(crate) fn mpi(args: &[String]) -> Result<(), String> {
         mpi = sh("mpirun --version | head -1"),
         cpu = sh("lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1"),
         cores = sh("nproc"),
-        load_after = sh("cut -d' ' -f1 /proc/loadavg"),
+        load_after = crate::rate::load_average(),
     );
     for (workload, title) in [
         ("digits", "Digits MLP, full batch"),

@@ -334,7 +334,7 @@ pub fn rate_limited(rate: &str) -> Result<(), String> {
 
 /// `doc` with its rate-limited section replaced by `md` (appended when absent).
 /// The 1-minute load average (first field of `/proc/loadavg`), or `unknown`.
-fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|l| l.split_whitespace().next().map(str::to_owned))
