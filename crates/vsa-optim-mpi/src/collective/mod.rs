@@ -81,17 +81,7 @@ pub trait Collective {
     /// [`Error::MalformedGather`] when a rank sent another length; transport errors.
     fn all_reduce_sum_f32(&mut self, buf: &mut [f32]) -> Result<()> {
         let mine: Vec<u8> = buf.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let mut all = Gathered::default();
-        self.all_gather_bytes(&mine, &mut all)?;
-        let lens = &all.lens;
-        if lens.len() != self.size() || lens.iter().any(|&l| l != mine.len()) {
-            return Err(Error::MalformedGather {
-                reason: format!(
-                    "an all-reduce of {} bytes per rank received parts of {lens:?} bytes",
-                    mine.len()
-                ),
-            });
-        }
+        let all = gather_equal_parts(self, &mine, "an all-reduce")?;
         sum_in_rank_order(&all.bytes, buf);
         Ok(())
     }
@@ -112,17 +102,7 @@ pub trait Collective {
             .iter()
             .flat_map(|&x| f32_to_bf16(x).to_le_bytes())
             .collect();
-        let mut all = Gathered::default();
-        self.all_gather_bytes(&mine, &mut all)?;
-        let lens = &all.lens;
-        if lens.len() != self.size() || lens.iter().any(|&l| l != mine.len()) {
-            return Err(Error::MalformedGather {
-                reason: format!(
-                    "a bf16 all-reduce of {} bytes per rank received parts of {lens:?} bytes",
-                    mine.len()
-                ),
-            });
-        }
+        let all = gather_equal_parts(self, &mine, "a bf16 all-reduce")?;
         bf16_sum_in_rank_order(&all.bytes, buf);
         Ok(())
     }
@@ -255,6 +235,27 @@ fn parts_for_me(
         }
     }
     Ok(())
+}
+
+/// All-gathers `mine` and checks that every rank sent a part of the same length (the default
+/// all-reduces); `what` names the operation in the error.
+fn gather_equal_parts<C: Collective + ?Sized>(
+    c: &mut C,
+    mine: &[u8],
+    what: &str,
+) -> Result<Gathered> {
+    let mut all = Gathered::default();
+    c.all_gather_bytes(mine, &mut all)?;
+    let lens = &all.lens;
+    if lens.len() != c.size() || lens.iter().any(|&l| l != mine.len()) {
+        return Err(Error::MalformedGather {
+            reason: format!(
+                "{what} of {} bytes per rank received parts of {lens:?} bytes",
+                mine.len()
+            ),
+        });
+    }
+    Ok(all)
 }
 
 /// `buf = ((p₀ + p₁) + p₂) + …` over the little-endian `f32` parts of `all`, each
