@@ -28,10 +28,13 @@ use vsa_optim_rs::ternary::TernaryConfig;
 use vsa_optim_rs::ternary_quant::{AccumulatorConfig, PackedAccumulator, Rounding};
 use vsa_optim_rs::{AdamW, ParamSet, ParamsAdamW};
 
+#[path = "ternary_report/grads.rs"]
+mod grads;
 #[path = "ternary_report/long.rs"]
 mod long;
 #[path = "ternary_report/table.rs"]
 mod table;
+use grads::{gradient_table, real_gradients};
 use long::{long_columns, rows_flag};
 use table::{Column, Metric, RowResult, Table};
 
@@ -303,48 +306,6 @@ fn quickstart(rows: &[Row], out: &mut String) {
     }
 }
 
-/// Micro-batch gradients (8 rows each) for k = 4, 8, 16 at `steps` of an exact k = 8 run.
-fn real_gradients(steps: &[usize], dev: &Device) -> Result<Vec<(usize, usize, Micro)>> {
-    let task8 = DigitsTask::new(Some(64), 8, dev)?;
-    let others = [
-        (4usize, DigitsTask::new(Some(32), 4, dev)?),
-        (16, DigitsTask::new(Some(128), 16, dev)?),
-    ];
-    let (varmap, model) = task8.build(0)?;
-    let (set, vars) = ParamSet::from_varmap(&varmap)?;
-    let mut opt = AdamW::from_varmap(&varmap, ParamsAdamW::default())?;
-    let host = |task: &DigitsTask, step: usize, j: usize| -> Result<Vec<Vec<f32>>> {
-        let loss = task.micro_loss(model.as_ref(), step, j, 0)?;
-        let g = grad_map(&varmap, &loss.backward()?)?;
-        Ok(set.to_host_f32(&g)?)
-    };
-    let mut out = Vec::new();
-    let last = steps.iter().copied().max().unwrap_or(0);
-    for step in 0..=last {
-        let micro8: Vec<Vec<Vec<f32>>> = (0..8)
-            .map(|j| host(&task8, step, j))
-            .collect::<Result<_>>()?;
-        if steps.contains(&step) {
-            for (k, t) in &others {
-                let micro = (0..*k).map(|j| host(t, step, j)).collect::<Result<_>>()?;
-                out.push((step, *k, micro));
-            }
-            out.push((step, 8, micro8.clone()));
-        }
-        let mean = exact_mean(&micro8);
-        let mut store = candle_core::backprop::GradStore::default();
-        for (v, m) in vars.iter().zip(&mean) {
-            let m: Vec<f32> = m.iter().map(|&x| x as f32).collect();
-            store.insert(
-                v.as_tensor(),
-                candle_core::Tensor::from_vec(m, v.dims(), v.device())?,
-            );
-        }
-        opt.step(&store)?;
-    }
-    Ok(out)
-}
-
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -365,41 +326,15 @@ fn main() -> Result<()> {
     // 2. Real gradients.
     let steps: Vec<usize> = if quick { vec![0] } else { vec![0, 300, 600] };
     let reps = if quick { 2 } else { 8 };
-    let grads = real_gradients(&steps, &dev)?;
+    let task8 = DigitsTask::new(Some(64), 8, &dev)?;
+    let t4 = DigitsTask::new(Some(32), 4, &dev)?;
+    let t16 = DigitsTask::new(Some(128), 16, &dev)?;
+    let lr = ParamsAdamW::default().lr;
+    let grads = real_gradients(&task8, &[(4, &t4), (16, &t16)], lr, &steps)?;
     out.push_str(&format!(
         "\n#### Real digits-MLP micro-batch gradients (8 rows each), mean over steps {steps:?} of an exact run and {reps} windows\n\n"
     ));
-    out.push_str("| accumulator | bits held/element (2^20) | rel. L2 k=4 | k=8 | k=16 | floor (one quantization of the mean) k=4 | k=8 | k=16 | error / floor k=4 | k=8 | k=16 | cosine k=4 | k=8 | k=16 |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-    for &row in &rows {
-        let mut cells = [[0f64; 4]; 3];
-        for (ki, k) in [4usize, 8, 16].into_iter().enumerate() {
-            let sel: Vec<_> = grads.iter().filter(|g| g.1 == k).collect();
-            for g in &sel {
-                let e = errors(row, &g.2, reps);
-                for (c, v) in cells[ki].iter_mut().zip(e) {
-                    *c += v / sel.len() as f64;
-                }
-            }
-        }
-        let f = |i: usize| cells.map(|c| format!("{:.3}", c[i])).join(" | ");
-        let ratio = cells
-            .map(|c| {
-                if matches!(row, Row::Ternary { .. } | Row::Dither { .. }) {
-                    format!("{:.2}", c[0] / c[2])
-                } else {
-                    "—".into()
-                }
-            })
-            .join(" | ");
-        out.push_str(&format!(
-            "| {} | {:.2} | {} | {} | {ratio} | {} |\n",
-            row.label(),
-            row.bits(),
-            f(0),
-            f(2),
-            f(1)
-        ));
-    }
+    out.push_str(&gradient_table(&rows, &grads, reps));
 
     // 3. Training.
     let (train_steps, seeds, lrs): (usize, Vec<u64>, Vec<f64>) = if quick {

@@ -1,5 +1,6 @@
 //! `ternary_report --long`: the frontier's long columns (the 2400-step digits column and the
-//! char-LM column), each written into its own section of `docs/benchmarks.md`.
+//! char-LM column) and, on request, the real-gradient table on char-LM gradients, each
+//! written into its own section of `docs/benchmarks.md`.
 
 use super::*;
 
@@ -35,7 +36,10 @@ pub(super) fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> 
 /// char-LM column (validation loss at the demo's step count for the accumulated char-LM
 /// regime; section `ternary-frontier-charlm`), for `--rows` (default all), `--seeds N`
 /// (default 3), `--lrs a,b,…` (default the shared grid [`LR_GRID`]) and
-/// `--parts digits,charlm` (default both). With `--write PATH` each
+/// `--parts digits,charlm,chargrads` (default `digits,charlm`; `chargrads`, the real-gradient
+/// table on char-LM micro-batch gradients of [`grads::chargrad_section`], section
+/// `ternary-frontier-chargrads`, minutes rather than hours, runs first and only when named;
+/// it takes `--rows` and `--quick`, and refuses `--merge`). With `--write PATH` each
 /// section is rewritten after every finished row (marked incomplete until its last row), so
 /// an interrupted run leaves what it measured. With `--merge` as well, the rows already in
 /// the section are kept (checked before anything runs: same settings line, and the same
@@ -59,10 +63,11 @@ pub(super) fn long_columns(
     };
     let parts = flag_value(args, "--parts").unwrap_or("digits,charlm");
     for p in parts.split(',') {
-        if p != "digits" && p != "charlm" {
-            return Err(bad("--parts (digits, charlm)", p));
+        if p != "digits" && p != "charlm" && p != "chargrads" {
+            return Err(bad("--parts (digits, charlm, chargrads)", p));
         }
     }
+    let chargrads = parts.split(',').any(|p| p == "chargrads");
     let seeds: Vec<u64> = (0..if quick { 1 } else { seeds }).collect();
     let lrs: Vec<f64> = match flag_value(args, "--lrs") {
         None if quick => vec![2e-3],
@@ -80,6 +85,9 @@ pub(super) fn long_columns(
     let merge = args.iter().any(|a| a == "--merge");
     if merge && write.is_none() {
         return Err(bad("--merge", "without --write PATH"));
+    }
+    if merge && chargrads {
+        return Err(bad("--merge (a training column only)", "--parts chargrads"));
     }
     let mut given: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
     if let Some(i) = given.iter().position(|a| *a == "--write") {
@@ -106,7 +114,7 @@ pub(super) fn long_columns(
     };
     // Every task built, and with `--merge` every section read and checked, before anything runs.
     let mut jobs: Vec<Job<'_>> = Vec::new();
-    for part in parts.split(',') {
+    for part in parts.split(',').filter(|p| *p != "chargrads") {
         let (section, metric, steps, task): (_, _, _, Box<dyn Task>) = if part == "digits" {
             let steps = if quick { 120 } else { 2400 };
             let task = DigitsTask::new(Some(64), 8, dev)?;
@@ -128,6 +136,17 @@ pub(super) fn long_columns(
         let settings = settings_line(task.as_ref(), metric, steps, &seeds);
         kept(section, &settings)?;
         jobs.push((part, section, metric, steps, task, settings));
+    }
+    if chargrads {
+        const SECTION: &str = "ternary-frontier-chargrads";
+        if let Some(path) = write {
+            read_section(path, SECTION)?;
+        }
+        let out = grads::chargrad_section(&rows, quick, dev, &command)?;
+        print!("{out}");
+        if let Some(path) = write {
+            write_section(path, SECTION, &out)?;
+        }
     }
     for (part, section, metric, steps, task, settings) in jobs {
         let t0 = std::time::Instant::now();
