@@ -14,6 +14,10 @@
 //!    (one quantization of the exact mean with the same configuration).
 //! 3. Digits test accuracy after 600 steps of 8 micro-batches of 8, 3 seeds, the AdamW
 //!    learning rate tuned per row on one shared grid (best mean over the seeds).
+//!
+//! With `--long` instead ([`long::long_columns`]): the 2400-step digits and the char-LM
+//! training columns, and with `--parts chargrads` table 2 on char-LM micro-batch gradients
+//! ([`grads::chargrad_section`]), each in its own section.
 
 use candle_core::{Device, Result};
 use candle_nn::Optimizer;

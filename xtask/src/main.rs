@@ -17,7 +17,8 @@
 //! - `cargo xtask bench --ternary [ARGS]`: only the ternary accumulation frontier
 //!   (`ternary_report --write docs/benchmarks.md` in release: the quick-start case, real-gradient
 //!   errors and the 600-step digits column; with `--long` the 2400-step digits and char-LM
-//!   columns instead; ARGS such as `--rows`, `--seeds`, `--lrs`, `--parts` pass through).
+//!   columns instead; ARGS such as `--rows`, `--seeds`, `--lrs`, `--parts` pass through;
+//!   `--long --parts chargrads` writes the real-gradient table on char-LM gradients).
 //! - `cargo xtask mpi [--quick]`: data-parallel runs under `mpirun` (1, 2 and 4 ranks; f32,
 //!   ternary and vsa, and at 2 and 4 ranks f32 and bf16 gathered, summed and over
 //!   `MPI_Allreduce`, random-k, count sketch and top-k + EF; digits MLP and char-LM), checked
