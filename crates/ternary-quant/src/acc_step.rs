@@ -25,6 +25,7 @@ const TWO_POW_M16: f32 = 1.0 / 65_536.0;
 pub(crate) struct Scratch {
     v: [f32; TILE],
     lv: [f32; TILE],
+    w: [f32; TILE],
     r: [u16; TILE],
     q: [i8; TILE],
     d: [u8; TILE],
@@ -35,6 +36,7 @@ impl Scratch {
         Self {
             v: [0.0; TILE],
             lv: [0.0; TILE],
+            w: [0.0; TILE],
             r: [0; TILE],
             q: [0; TILE],
             d: [0; TILE],
@@ -68,6 +70,29 @@ impl Choice {
             pre,
             inv,
         }
+    }
+}
+
+/// Maps block statistics to [`Choice`]s: one at a time, or a tile's blocks at once
+/// ([`Choose::many`], which an implementation may vectorize; it must equal [`Choose::one`]
+/// on every element).
+pub(crate) trait Choose: Copy {
+    /// The choice for one block statistic.
+    fn one(&self, stat: f32) -> Choice;
+
+    /// `out[j] = self.one(stats[j])`.
+    #[inline(always)]
+    fn many(&self, stats: &[f32], out: &mut [Choice]) {
+        for (o, &st) in out.iter_mut().zip(stats) {
+            *o = self.one(st);
+        }
+    }
+}
+
+impl<F: Fn(f32) -> Choice + Copy> Choose for F {
+    #[inline(always)]
+    fn one(&self, stat: f32) -> Choice {
+        self(stat)
     }
 }
 
@@ -192,14 +217,17 @@ impl Step {
     pub(crate) fn blocks(
         &self,
         tile: Tile<'_>,
-        choose: impl Fn(f32) -> Choice,
+        choose: impl Choose,
         draws: Option<&mut Draws16>,
         scratch: &mut Scratch,
     ) {
         if self.n == 1
             && let Some(dr) = draws
         {
-            return self.blocks_one_trit(tile, choose, dr, scratch);
+            return match tile.block {
+                25 => self.one_trit_fixed::<25>(tile, choose, dr, scratch),
+                _ => self.blocks_one_trit(tile, choose, dr, scratch),
+            };
         }
         let Tile {
             bytes,
@@ -237,9 +265,10 @@ impl Step {
                 values_max(ls, gs, a_u, self.b, vs)
             };
         }
+        let mut chs = [Choice::default(); TILE / 5];
+        choose.many(&stats[..nbk], &mut chs[..nbk]);
         let mut pre_inv = [(0f32, 0f32); TILE / 5];
-        for ((c, &st), pi) in chosen.iter_mut().zip(&stats[..nbk]).zip(&mut pre_inv) {
-            let ch = choose(st);
+        for ((c, ch), pi) in chosen.iter_mut().zip(&chs[..nbk]).zip(&mut pre_inv) {
             *c = (ch.scale, ch.code);
             *pi = (ch.pre, ch.inv);
         }
@@ -278,7 +307,7 @@ impl Step {
     fn blocks_one_trit(
         &self,
         tile: Tile<'_>,
-        choose: impl Fn(f32) -> Choice,
+        choose: impl Choose,
         draws: &mut Draws16,
         scratch: &mut Scratch,
     ) {
@@ -301,7 +330,7 @@ impl Step {
             *v = value(al, g, 1.0, b);
         }
         for (c, vs) in tile.chosen[..nbk].iter_mut().zip(v.chunks_mut(block)) {
-            let ch = choose(max_abs_finite(vs));
+            let ch = choose.one(max_abs_finite(vs));
             *c = (ch.scale, ch.code);
             // `v` becomes `y = (v·pre)·inv` in place: rounding is symmetric, so
             // `|y| = (|v|·pre)·inv`, the rounding loops' value, and `y` keeps `v`'s sign. A
@@ -312,6 +341,68 @@ impl Step {
         }
         for ((d, &y), &r) in d.iter_mut().zip(v.iter()).zip(r.iter()) {
             *d = digit(y, r);
+        }
+        pack_digits(d, tile.bytes);
+    }
+
+    /// [`Step::blocks_one_trit`] for blocks of a fixed length `B` (a multiple of 5; the
+    /// default 25): the decode, the values and the rounding run over the whole tile in wide
+    /// loops, the block maxima with a known trip count, the scale choices of all the tile's
+    /// blocks at once ([`Choose::many`]), and each block's rounding factors are spread over
+    /// its elements so that the rounding `digit((v·pre)·inv, r)` is one loop too. The same
+    /// result: the same expressions per element, in the same order for each element.
+    #[inline(always)]
+    fn one_trit_fixed<const B: usize>(
+        &self,
+        tile: Tile<'_>,
+        choose: impl Choose,
+        draws: &mut Draws16,
+        scratch: &mut Scratch,
+    ) {
+        let (g, old_units) = (tile.g, tile.old_units);
+        let m = g.len();
+        let nbk = m.div_ceil(B);
+        let Scratch { v, lv, w, r, d, .. } = scratch;
+        let (lv, w, v, r, d) = (
+            &mut lv[..m],
+            &mut w[..m],
+            &mut v[..m],
+            &mut r[..m],
+            &mut d[..m],
+        );
+        // `a_u·l` straight from the decode table (`a_u·t` for the trit `t`: the same product).
+        for ((c, bc), &u) in lv.chunks_mut(B).zip(tile.bytes.chunks(B / 5)).zip(old_units) {
+            crate::fused::dequantize_base3_unchecked(bc, self.a * u, c);
+        }
+        draws.fill(r);
+        let b = self.b;
+        for ((v, &al), &g) in v.iter_mut().zip(lv.iter()).zip(g) {
+            *v = value(al, g, 1.0, b);
+        }
+        let mut stats = [0f32; TILE / 5];
+        let (v_b, v_r) = v.as_chunks::<B>();
+        for (st, vs) in stats.iter_mut().zip(v_b) {
+            *st = max_abs_finite(vs);
+        }
+        if !v_r.is_empty() {
+            stats[v_b.len()] = max_abs_finite(v_r);
+        }
+        let mut chs = [Choice::default(); TILE / 5];
+        choose.many(&stats[..nbk], &mut chs[..nbk]);
+        // Each block's factors over its elements (`lv` is free again). A zero scale has
+        // factors 0: `y = ±0`, never kept, so trit 0 as in `Step::blocks`.
+        for (((c, ch), pe), ie) in tile.chosen[..nbk]
+            .iter_mut()
+            .zip(&chs)
+            .zip(lv.chunks_mut(B))
+            .zip(w.chunks_mut(B))
+        {
+            *c = (ch.scale, ch.code);
+            pe.fill(ch.pre);
+            ie.fill(ch.inv);
+        }
+        for ((((o, &x), &rw), &pre), &inv) in d.iter_mut().zip(v.iter()).zip(r.iter()).zip(lv.iter()).zip(w.iter()) {
+            *o = digit((x * pre) * inv, rw);
         }
         pack_digits(d, tile.bytes);
     }
@@ -327,7 +418,7 @@ impl Step {
         bytes: &mut [u8],
         g: &[f32],
         old_unit: f32,
-        choose: impl Fn(f32) -> Choice,
+        choose: impl Choose,
         mut draws: Option<&mut Draws16>,
         scratch: &mut Scratch,
     ) -> (f32, u8) {
@@ -353,7 +444,7 @@ impl Step {
         } else {
             mx
         };
-        let ch = choose(stat);
+        let ch = choose.one(stat);
         let (scale, code) = (ch.scale, ch.code);
         if scale == 0.0 {
             bytes.fill(BASE3_ZERO);

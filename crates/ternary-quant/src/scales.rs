@@ -81,6 +81,8 @@ pub(crate) struct Log8Table {
     scale: [f32; 260],
     /// `8·lg(R)`, `lg` as in [`log8_code`].
     lg_r: f32,
+    /// The reference `R`.
+    r: f32,
     /// `prescale(s(R, c) / L)` for `c <= 254` (see [`crate::quant::prescale`]), `(0, 0)`
     /// for [`ZERO_CODE`]: the rounding factors of each code, so that no block divides.
     pre_inv: [(f32, f32); 256],
@@ -109,6 +111,7 @@ impl Log8Table {
         Self {
             scale,
             lg_r: 8.0 * lg(r),
+            r,
             pre_inv,
         }
     }
@@ -152,6 +155,48 @@ impl Log8Table {
         let c = c0 + (1..5).map(|j| usize::from(w[j] >= m)).sum::<usize>();
         let ok = (c == 0 || self.scale[c] >= m) && self.scale[c + 1] < m && c <= 254;
         ok.then_some(c as u8)
+    }
+
+    /// The accumulator's code of a block statistic `m >= 0` under this table's `R`:
+    /// [`ZERO_CODE`] for `m = 0`, 0 for `m >= R` (a statistic a few ulps above the
+    /// reference), [`Log8Table::code`] otherwise.
+    #[inline(always)]
+    pub(crate) fn capped_code(&self, m: f32) -> u8 {
+        if m >= self.r {
+            if m == 0.0 { ZERO_CODE } else { 0 }
+        } else {
+            self.code(m)
+        }
+    }
+
+    /// [`Log8Table::capped_code`] of every `ms[j]` into `out[j]`, in one branch-free loop
+    /// (the estimate and count of [`Log8Table::code`] for every element, independent of one
+    /// another, so they overlap instead of forming one chain per block); if any element
+    /// fails the estimate's check (only subnormal values can), the whole batch is redone
+    /// element by element with [`Log8Table::capped_code`].
+    #[inline(always)]
+    pub(crate) fn capped_codes(&self, ms: &[f32], out: &mut [u8]) {
+        let mut bad = 0u32;
+        for (o, &m) in out.iter_mut().zip(ms) {
+            let est = (self.lg_r - 8.0 * lg(m)) as i32;
+            let c0 = (est - 2).clamp(0, 254) as usize;
+            let at = |c: usize| self.scale[c.min(259)];
+            let c = c0
+                + usize::from(at(c0 + 1) >= m)
+                + usize::from(at(c0 + 2) >= m)
+                + usize::from(at(c0 + 3) >= m)
+                + usize::from(at(c0 + 4) >= m);
+            let ok = (c == 0 || at(c) >= m) && at(c + 1) < m && c <= 254;
+            let special = m >= self.r || m == 0.0;
+            let sc = if m == 0.0 { ZERO_CODE } else { 0 };
+            *o = if special { sc } else { c as u8 };
+            bad |= u32::from(!(ok || special));
+        }
+        if bad != 0 {
+            for (o, &m) in out.iter_mut().zip(ms) {
+                *o = self.capped_code(m);
+            }
+        }
     }
 
     #[cold]
