@@ -10,12 +10,12 @@
 //! scratch exists ([`Step::block`]).
 
 use crate::levels::{decode_levels_f32, encode_levels};
-use crate::pack::{BASE3_ZERO, pack_digits};
+use crate::pack::{BASE3_ZERO, DECODE_F32X8, digits_to_byte, pack_digits};
 use crate::quant::prescale;
 use crate::rng::Draws16;
 
 /// Elements per stack tile.
-pub(crate) const TILE: usize = 320;
+pub(crate) const TILE: usize = 800;
 
 /// `2^-16`: a 16-bit draw as a uniform in `[0, 1)`.
 const TWO_POW_M16: f32 = 1.0 / 65_536.0;
@@ -24,22 +24,29 @@ const TWO_POW_M16: f32 = 1.0 / 65_536.0;
 /// zeroing them again).
 pub(crate) struct Scratch {
     v: [f32; TILE],
-    lv: [f32; TILE],
+    /// `TILE + 8`: room for eight-lane decode rows at the last element.
+    lv: [f32; TILE + 8],
     w: [f32; TILE],
     r: [u16; TILE],
     q: [i8; TILE],
-    d: [u8; TILE],
+    /// `TILE + 8`: room for eight-byte loads at the last digits.
+    d: [u8; TILE + 8],
+    /// Block statistics and choices of one tile.
+    stats: [f32; TILE / 5],
+    chs: [Choice; TILE / 5],
 }
 
 impl Scratch {
     pub(crate) fn new() -> Self {
         Self {
             v: [0.0; TILE],
-            lv: [0.0; TILE],
+            lv: [0.0; TILE + 8],
             w: [0.0; TILE],
             r: [0; TILE],
             q: [0; TILE],
-            d: [0; TILE],
+            d: [0; TILE + 8],
+            stats: [0.0; TILE / 5],
+            chs: [Choice::default(); TILE / 5],
         }
     }
 }
@@ -163,6 +170,22 @@ fn max_abs_finite(vs: &[f32]) -> f32 {
     }
     let mx = vr.iter().fold(0f32, |m, x| gt(x.abs(), m));
     gt(gt(gt(acc[0], acc[2]), gt(acc[1], acc[3])), mx)
+}
+
+/// [`max_abs_finite`] in eight lanes (one AVX2 `vmaxps`; two SSE2 ones): the same value.
+#[inline(always)]
+fn max_abs_finite8(vs: &[f32]) -> f32 {
+    let gt = |a: f32, b: f32| if a > b { a } else { b };
+    let mut acc = [0f32; 8];
+    let (v8, vr) = vs.as_chunks::<8>();
+    for v in v8 {
+        for j in 0..8 {
+            acc[j] = gt(v[j].abs(), acc[j]);
+        }
+    }
+    let mx = vr.iter().fold(0f32, |m, x| gt(x.abs(), m));
+    let h: [f32; 4] = std::array::from_fn(|j| gt(acc[j], acc[j + 4]));
+    gt(gt(gt(h[0], h[2]), gt(h[1], h[3])), mx)
 }
 
 /// One stochastic trit as a base-3 digit (`q + 1`) from `y = (v·pre)·inv`, the element in
@@ -362,38 +385,52 @@ impl Step {
         let (g, old_units) = (tile.g, tile.old_units);
         let m = g.len();
         let nbk = m.div_ceil(B);
-        let Scratch { v, lv, w, r, d, .. } = scratch;
-        let (lv, w, v, r, d) = (
-            &mut lv[..m],
-            &mut w[..m],
-            &mut v[..m],
-            &mut r[..m],
-            &mut d[..m],
-        );
-        // `a_u·l` straight from the decode table (`a_u·t` for the trit `t`: the same product).
-        for ((c, bc), &u) in lv.chunks_mut(B).zip(tile.bytes.chunks(B / 5)).zip(old_units) {
-            crate::fused::dequantize_base3_unchecked(bc, self.a * u, c);
+        let Scratch {
+            v,
+            lv,
+            w,
+            r,
+            d,
+            stats,
+            chs,
+            ..
+        } = scratch;
+        let lv_all = &mut lv[..];
+        let (w, v, r) = (&mut w[..m], &mut v[..m], &mut r[..m]);
+        let d_all = &mut d[..];
+        // `a_u·l` straight from the decode table (`a_u·t` for the trit `t`: the same
+        // product), eight lanes per byte: byte `k`'s row lands at element `5k`, its three
+        // padding lanes are overwritten by byte `k + 1` (and past the tile, `lv` has room).
+        for (j, (bc, &u)) in tile.bytes.chunks(B / 5).zip(old_units).enumerate() {
+            let a_u = self.a * u;
+            for (k, &byte) in bc.iter().enumerate() {
+                let row = &DECODE_F32X8[usize::from(byte)];
+                let at = j * B + 5 * k;
+                let o: &mut [f32; 8] = (&mut lv_all[at..at + 8]).try_into().expect("room");
+                for (o, &t) in o.iter_mut().zip(row) {
+                    *o = a_u * t;
+                }
+            }
         }
+        let lv = &mut lv_all[..m];
         draws.fill(r);
         let b = self.b;
         for ((v, &al), &g) in v.iter_mut().zip(lv.iter()).zip(g) {
             *v = value(al, g, 1.0, b);
         }
-        let mut stats = [0f32; TILE / 5];
         let (v_b, v_r) = v.as_chunks::<B>();
         for (st, vs) in stats.iter_mut().zip(v_b) {
-            *st = max_abs_finite(vs);
+            *st = max_abs_finite8(vs);
         }
         if !v_r.is_empty() {
-            stats[v_b.len()] = max_abs_finite(v_r);
+            stats[v_b.len()] = max_abs_finite8(v_r);
         }
-        let mut chs = [Choice::default(); TILE / 5];
         choose.many(&stats[..nbk], &mut chs[..nbk]);
         // Each block's factors over its elements (`lv` is free again). A zero scale has
         // factors 0: `y = ±0`, never kept, so trit 0 as in `Step::blocks`.
         for (((c, ch), pe), ie) in tile.chosen[..nbk]
             .iter_mut()
-            .zip(&chs)
+            .zip(chs.iter())
             .zip(lv.chunks_mut(B))
             .zip(w.chunks_mut(B))
         {
@@ -401,10 +438,26 @@ impl Step {
             pe.fill(ch.pre);
             ie.fill(ch.inv);
         }
-        for ((((o, &x), &rw), &pre), &inv) in d.iter_mut().zip(v.iter()).zip(r.iter()).zip(lv.iter()).zip(w.iter()) {
+        let d = &mut d_all[..m];
+        for ((((o, &x), &rw), &pre), &inv) in d
+            .iter_mut()
+            .zip(v.iter())
+            .zip(r.iter())
+            .zip(lv.iter())
+            .zip(w.iter())
+        {
             *o = digit((x * pre) * inv, rw);
         }
-        pack_digits(d, tile.bytes);
+        // Five digits per byte from one eight-byte load (the three bytes past them masked
+        // off; `d` has room past the tile), then `digits_to_byte` as in `pack_digits`.
+        let nb = m / 5;
+        for (k, o) in tile.bytes[..nb].iter_mut().enumerate() {
+            let w: [u8; 8] = d_all[5 * k..5 * k + 8].try_into().expect("room");
+            *o = digits_to_byte(u64::from_le_bytes(w) & 0xff_ffff_ffff);
+        }
+        if m % 5 != 0 {
+            pack_digits(&d_all[5 * nb..m], &mut tile.bytes[nb..]);
+        }
     }
 
     /// Requantizes one block in place. `bytes` are the block's level bytes, `g` its gradient
@@ -553,6 +606,8 @@ mod tests {
                 for (block, m) in [
                     (25usize, 300usize),
                     (25, 290),
+                    (25, TILE),
+                    (25, TILE - 7),
                     (5, 7),
                     (320, 320),
                     (80, 203),
