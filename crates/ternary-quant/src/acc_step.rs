@@ -4,10 +4,13 @@
 //! ([`Step::blocks`]): the held levels are decoded, combined with the gradient into
 //! `v = a·unit_old·level + b·g`, the block statistic is taken (`max|v|`, or `mean|v|` for
 //! deterministic single-trit absmean), a scale is chosen, and `v` is requantized onto `L`
-//! levels per sign with that scale. The default (stochastic, one trit) runs in whole-tile
-//! loops that vectorize ([`Step::blocks`] hands it to `blocks_one_trit`); a larger block is
-//! processed in tiles and decoded twice (statistic, then quantization), so no `O(len)`
-//! scratch exists ([`Step::block`]).
+//! levels per sign with that scale. The default (stochastic, one trit, blocks of 25) runs in
+//! whole-tile loops that vectorize ([`Step::blocks`] hands it to `one_trit_fixed`, other
+//! one-trit blocks to `blocks_one_trit`), with the scale choices of a tile's blocks as one
+//! batch ([`Choose::many`]); a larger block is processed in tiles and decoded twice
+//! (statistic, then quantization), so no `O(len)` scratch exists ([`Step::block`]). The whole
+//! call tree is `#[inline(always)]`, so that under `crate::simd::Isa::run` every loop gets the
+//! lanes of the instruction set detected at run time (eight `f32` lanes with AVX2).
 
 use crate::levels::{decode_levels_f32, encode_levels};
 use crate::pack::{BASE3_ZERO, DECODE_F32X8, digits_to_byte, pack_digits};
