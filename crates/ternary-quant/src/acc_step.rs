@@ -4,21 +4,20 @@
 //! ([`Step::blocks`]): the held levels are decoded, combined with the gradient into
 //! `v = a·unit_old·level + b·g`, the block statistic is taken (`max|v|`, or `mean|v|` for
 //! deterministic single-trit absmean), a scale is chosen, and `v` is requantized onto `L`
-//! levels per sign with that scale. The default (stochastic, one trit, blocks of 25) runs in
-//! whole-tile loops that vectorize ([`Step::blocks`] hands it to `one_trit_fixed`, other
-//! one-trit blocks to `blocks_one_trit`), with the scale choices of a tile's blocks as one
-//! batch ([`Choose::many`]); a larger block is processed in tiles and decoded twice
-//! (statistic, then quantization), so no `O(len)` scratch exists ([`Step::block`]). The whole
-//! call tree is `#[inline(always)]`, so that under `crate::simd::Isa::run` every loop gets the
-//! lanes of the instruction set detected at run time (eight `f32` lanes with AVX2).
+//! levels per sign with that scale. The default (stochastic, one trit) runs in whole-tile
+//! loops that vectorize ([`Step::blocks`] hands it to `blocks_one_trit`); a larger block is
+//! processed in tiles and decoded twice (statistic, then quantization), so no `O(len)`
+//! scratch exists ([`Step::block`]). The call tree is `#[inline(always)]`, so that under
+//! `crate::simd::Isa::run` every loop gets the lanes of the instruction set detected at run
+//! time (eight `f32` lanes with AVX2).
 
 use crate::levels::{decode_levels_f32, encode_levels};
-use crate::pack::{BASE3_ZERO, DECODE_F32X8, digits_to_byte, pack_digits};
+use crate::pack::{BASE3_ZERO, pack_digits};
 use crate::quant::prescale;
 use crate::rng::Draws16;
 
 /// Elements per stack tile.
-pub(crate) const TILE: usize = 800;
+pub(crate) const TILE: usize = 320;
 
 /// `2^-16`: a 16-bit draw as a uniform in `[0, 1)`.
 const TWO_POW_M16: f32 = 1.0 / 65_536.0;
@@ -27,29 +26,20 @@ const TWO_POW_M16: f32 = 1.0 / 65_536.0;
 /// zeroing them again).
 pub(crate) struct Scratch {
     v: [f32; TILE],
-    /// `TILE + 8`: room for eight-lane decode rows at the last element.
-    lv: [f32; TILE + 8],
-    w: [f32; TILE],
+    lv: [f32; TILE],
     r: [u16; TILE],
     q: [i8; TILE],
-    /// `TILE + 8`: room for eight-byte loads at the last digits.
-    d: [u8; TILE + 8],
-    /// Block statistics and choices of one tile.
-    stats: [f32; TILE / 5],
-    chs: [Choice; TILE / 5],
+    d: [u8; TILE],
 }
 
 impl Scratch {
     pub(crate) fn new() -> Self {
         Self {
             v: [0.0; TILE],
-            lv: [0.0; TILE + 8],
-            w: [0.0; TILE],
+            lv: [0.0; TILE],
             r: [0; TILE],
             q: [0; TILE],
-            d: [0; TILE + 8],
-            stats: [0.0; TILE / 5],
-            chs: [Choice::default(); TILE / 5],
+            d: [0; TILE],
         }
     }
 }
@@ -80,29 +70,6 @@ impl Choice {
             pre,
             inv,
         }
-    }
-}
-
-/// Maps block statistics to [`Choice`]s: one at a time, or a tile's blocks at once
-/// ([`Choose::many`], which an implementation may vectorize; it must equal [`Choose::one`]
-/// on every element).
-pub(crate) trait Choose: Copy {
-    /// The choice for one block statistic.
-    fn one(&self, stat: f32) -> Choice;
-
-    /// `out[j] = self.one(stats[j])`.
-    #[inline(always)]
-    fn many(&self, stats: &[f32], out: &mut [Choice]) {
-        for (o, &st) in out.iter_mut().zip(stats) {
-            *o = self.one(st);
-        }
-    }
-}
-
-impl<F: Fn(f32) -> Choice + Copy> Choose for F {
-    #[inline(always)]
-    fn one(&self, stat: f32) -> Choice {
-        self(stat)
     }
 }
 
@@ -175,22 +142,6 @@ fn max_abs_finite(vs: &[f32]) -> f32 {
     gt(gt(gt(acc[0], acc[2]), gt(acc[1], acc[3])), mx)
 }
 
-/// [`max_abs_finite`] in eight lanes (one AVX2 `vmaxps`; two SSE2 ones): the same value.
-#[inline(always)]
-fn max_abs_finite8(vs: &[f32]) -> f32 {
-    let gt = |a: f32, b: f32| if a > b { a } else { b };
-    let mut acc = [0f32; 8];
-    let (v8, vr) = vs.as_chunks::<8>();
-    for v in v8 {
-        for j in 0..8 {
-            acc[j] = gt(v[j].abs(), acc[j]);
-        }
-    }
-    let mx = vr.iter().fold(0f32, |m, x| gt(x.abs(), m));
-    let h: [f32; 4] = std::array::from_fn(|j| gt(acc[j], acc[j + 4]));
-    gt(gt(gt(h[0], h[2]), gt(h[1], h[3])), mx)
-}
-
 /// One stochastic trit as a base-3 digit (`q + 1`) from `y = (v·pre)·inv`, the element in
 /// level units with its sign: [`stochastic_digits`] for one element, branch-free.
 #[inline(always)]
@@ -243,17 +194,14 @@ impl Step {
     pub(crate) fn blocks(
         &self,
         tile: Tile<'_>,
-        choose: impl Choose,
+        choose: impl Fn(f32) -> Choice,
         draws: Option<&mut Draws16>,
         scratch: &mut Scratch,
     ) {
         if self.n == 1
             && let Some(dr) = draws
         {
-            return match tile.block {
-                25 => self.one_trit_fixed::<25>(tile, choose, dr, scratch),
-                _ => self.blocks_one_trit(tile, choose, dr, scratch),
-            };
+            return self.blocks_one_trit(tile, choose, dr, scratch);
         }
         let Tile {
             bytes,
@@ -291,10 +239,9 @@ impl Step {
                 values_max(ls, gs, a_u, self.b, vs)
             };
         }
-        let mut chs = [Choice::default(); TILE / 5];
-        choose.many(&stats[..nbk], &mut chs[..nbk]);
         let mut pre_inv = [(0f32, 0f32); TILE / 5];
-        for ((c, ch), pi) in chosen.iter_mut().zip(&chs[..nbk]).zip(&mut pre_inv) {
+        for ((c, &st), pi) in chosen.iter_mut().zip(&stats[..nbk]).zip(&mut pre_inv) {
+            let ch = choose(st);
             *c = (ch.scale, ch.code);
             *pi = (ch.pre, ch.inv);
         }
@@ -333,7 +280,7 @@ impl Step {
     fn blocks_one_trit(
         &self,
         tile: Tile<'_>,
-        choose: impl Choose,
+        choose: impl Fn(f32) -> Choice,
         draws: &mut Draws16,
         scratch: &mut Scratch,
     ) {
@@ -356,7 +303,7 @@ impl Step {
             *v = value(al, g, 1.0, b);
         }
         for (c, vs) in tile.chosen[..nbk].iter_mut().zip(v.chunks_mut(block)) {
-            let ch = choose.one(max_abs_finite(vs));
+            let ch = choose(max_abs_finite(vs));
             *c = (ch.scale, ch.code);
             // `v` becomes `y = (v·pre)·inv` in place: rounding is symmetric, so
             // `|y| = (|v|·pre)·inv`, the rounding loops' value, and `y` keeps `v`'s sign. A
@@ -371,98 +318,6 @@ impl Step {
         pack_digits(d, tile.bytes);
     }
 
-    /// [`Step::blocks_one_trit`] for blocks of a fixed length `B` (a multiple of 5; the
-    /// default 25): the decode, the values and the rounding run over the whole tile in wide
-    /// loops, the block maxima with a known trip count, the scale choices of all the tile's
-    /// blocks at once ([`Choose::many`]), and each block's rounding factors are spread over
-    /// its elements so that the rounding `digit((v·pre)·inv, r)` is one loop too. The same
-    /// result: the same expressions per element, in the same order for each element.
-    #[inline(always)]
-    fn one_trit_fixed<const B: usize>(
-        &self,
-        tile: Tile<'_>,
-        choose: impl Choose,
-        draws: &mut Draws16,
-        scratch: &mut Scratch,
-    ) {
-        let (g, old_units) = (tile.g, tile.old_units);
-        let m = g.len();
-        let nbk = m.div_ceil(B);
-        let Scratch {
-            v,
-            lv,
-            w,
-            r,
-            d,
-            stats,
-            chs,
-            ..
-        } = scratch;
-        let lv_all = &mut lv[..];
-        let (w, v, r) = (&mut w[..m], &mut v[..m], &mut r[..m]);
-        let d_all = &mut d[..];
-        // `a_u·l` straight from the decode table (`a_u·t` for the trit `t`: the same
-        // product), eight lanes per byte: byte `k`'s row lands at element `5k`, its three
-        // padding lanes are overwritten by byte `k + 1` (and past the tile, `lv` has room).
-        for (j, (bc, &u)) in tile.bytes.chunks(B / 5).zip(old_units).enumerate() {
-            let a_u = self.a * u;
-            for (k, &byte) in bc.iter().enumerate() {
-                let row = &DECODE_F32X8[usize::from(byte)];
-                let at = j * B + 5 * k;
-                let o: &mut [f32; 8] = (&mut lv_all[at..at + 8]).try_into().expect("room");
-                for (o, &t) in o.iter_mut().zip(row) {
-                    *o = a_u * t;
-                }
-            }
-        }
-        let lv = &mut lv_all[..m];
-        draws.fill(r);
-        let b = self.b;
-        for ((v, &al), &g) in v.iter_mut().zip(lv.iter()).zip(g) {
-            *v = value(al, g, 1.0, b);
-        }
-        let (v_b, v_r) = v.as_chunks::<B>();
-        for (st, vs) in stats.iter_mut().zip(v_b) {
-            *st = max_abs_finite8(vs);
-        }
-        if !v_r.is_empty() {
-            stats[v_b.len()] = max_abs_finite8(v_r);
-        }
-        choose.many(&stats[..nbk], &mut chs[..nbk]);
-        // Each block's factors over its elements (`lv` is free again). A zero scale has
-        // factors 0: `y = ±0`, never kept, so trit 0 as in `Step::blocks`.
-        for (((c, ch), pe), ie) in tile.chosen[..nbk]
-            .iter_mut()
-            .zip(chs.iter())
-            .zip(lv.chunks_mut(B))
-            .zip(w.chunks_mut(B))
-        {
-            *c = (ch.scale, ch.code);
-            pe.fill(ch.pre);
-            ie.fill(ch.inv);
-        }
-        let d = &mut d_all[..m];
-        for ((((o, &x), &rw), &pre), &inv) in d
-            .iter_mut()
-            .zip(v.iter())
-            .zip(r.iter())
-            .zip(lv.iter())
-            .zip(w.iter())
-        {
-            *o = digit((x * pre) * inv, rw);
-        }
-        // Five digits per byte from one eight-byte load (the three bytes past them masked
-        // off; `d` has room past the tile), then `digits_to_byte` as in `pack_digits`.
-        let nb = m / 5;
-        for (k, o) in tile.bytes[..nb].iter_mut().enumerate() {
-            let w: [u8; 8] = d_all[5 * k..5 * k + 8].try_into().expect("room");
-            *o = digits_to_byte(u64::from_le_bytes(w) & 0xff_ffff_ffff);
-        }
-        if m % 5 != 0 {
-            pack_digits(&d_all[5 * nb..m], &mut tile.bytes[nb..]);
-        }
-    }
-
     /// Requantizes one block in place. `bytes` are the block's level bytes, `g` its gradient
     /// slice, `old_unit` its current level unit (`scale/L`). `choose` maps the block
     /// statistic to the stored `(scale, code)`; `draws` supplies one 16-bit draw per element
@@ -474,7 +329,7 @@ impl Step {
         bytes: &mut [u8],
         g: &[f32],
         old_unit: f32,
-        choose: impl Choose,
+        choose: impl Fn(f32) -> Choice,
         mut draws: Option<&mut Draws16>,
         scratch: &mut Scratch,
     ) -> (f32, u8) {
@@ -500,7 +355,7 @@ impl Step {
         } else {
             mx
         };
-        let ch = choose.one(stat);
+        let ch = choose(stat);
         let (scale, code) = (ch.scale, ch.code);
         if scale == 0.0 {
             bytes.fill(BASE3_ZERO);
@@ -609,8 +464,6 @@ mod tests {
                 for (block, m) in [
                     (25usize, 300usize),
                     (25, 290),
-                    (25, TILE),
-                    (25, TILE - 7),
                     (5, 7),
                     (320, 320),
                     (80, 203),

@@ -17,7 +17,7 @@
 //! packed levels and the scales. The error of this scheme, and why small blocks with 8-bit
 //! scales are the default, is derived in `docs/ternary.md`.
 
-use crate::acc_step::{Choice, Choose, Scratch, Step, TILE, Tile};
+use crate::acc_step::{Choice, Scratch, Step, TILE, Tile};
 use crate::dither::{self, Rounding};
 use crate::error::{Error, Result, check_len};
 use crate::levels::{check_trits_per_element, decode_levels_f32, levels_bytes, max_level};
@@ -214,65 +214,6 @@ pub struct PackedAccumulator {
     codes: Vec<u8>,
 }
 
-/// The scale choice of one step ([`Choose`]): `F32` scales are the block statistic itself;
-/// `Log8` scales the code of [`Log8Table::capped_code`] (from the table when there is one,
-/// else from [`log8_code`]) and the rounding factors of that code.
-#[derive(Clone, Copy)]
-struct Chooser<'a> {
-    fmt: ScaleFormat,
-    r_new: f32,
-    l: f32,
-    table: Option<&'a Log8Table>,
-}
-
-impl Chooser<'_> {
-    /// The choice of code `c` from the table.
-    #[inline(always)]
-    fn from_table(t: &Log8Table, c: u8) -> Choice {
-        let (pre, inv) = t.pre_inv(c);
-        Choice {
-            scale: t.scale(c),
-            code: c,
-            pre,
-            inv,
-        }
-    }
-}
-
-impl Choose for Chooser<'_> {
-    #[inline(always)]
-    fn one(&self, stat: f32) -> Choice {
-        match (self.fmt, self.table) {
-            (ScaleFormat::F32, _) => Choice::new(stat, 0, self.l),
-            (ScaleFormat::Log8, Some(t)) => Self::from_table(t, t.capped_code(stat)),
-            (ScaleFormat::Log8, None) => {
-                let c = if stat >= self.r_new {
-                    if stat == 0.0 { ZERO_CODE } else { 0 }
-                } else {
-                    log8_code(self.r_new, stat)
-                };
-                Choice::new(log8_scale(self.r_new, c), c, self.l)
-            }
-        }
-    }
-
-    #[inline(always)]
-    fn many(&self, stats: &[f32], out: &mut [Choice]) {
-        if let (ScaleFormat::Log8, Some(t)) = (self.fmt, self.table) {
-            let mut codes = [0u8; TILE / 5];
-            let codes = &mut codes[..stats.len()];
-            t.capped_codes(stats, codes);
-            for (o, &c) in out.iter_mut().zip(codes.iter()) {
-                *o = Self::from_table(t, c);
-            }
-        } else {
-            for (o, &st) in out.iter_mut().zip(stats) {
-                *o = self.one(st);
-            }
-        }
-    }
-}
-
 /// [`PackedAccumulator::step`] as a job for [`Isa::run`].
 struct StepJob<'a> {
     acc: &'a mut PackedAccumulator,
@@ -445,11 +386,27 @@ impl PackedAccumulator {
             let r_old = self.scales[0];
             std::array::from_fn(|c| log8_scale(r_old, c as u8) / l)
         });
-        let choose = Chooser {
-            fmt,
-            r_new,
-            l,
-            table,
+        let choose = move |stat: f32| match fmt {
+            ScaleFormat::F32 => Choice::new(stat, 0, l),
+            ScaleFormat::Log8 => {
+                let c = if stat >= r_new {
+                    if stat == 0.0 { ZERO_CODE } else { 0 }
+                } else {
+                    table.map_or_else(|| log8_code(r_new, stat), |t| t.code(stat))
+                };
+                match table {
+                    Some(t) => {
+                        let (pre, inv) = t.pre_inv(c);
+                        Choice {
+                            scale: t.scale(c),
+                            code: c,
+                            pre,
+                            inv,
+                        }
+                    }
+                    None => Choice::new(log8_scale(r_new, c), c, l),
+                }
+            }
         };
         if self.block <= TILE {
             // Whole blocks per stack tile: one decode, one draw copy, one pack per tile.

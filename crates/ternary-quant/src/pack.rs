@@ -56,24 +56,6 @@ pub(crate) const DECODE_F32: [[f32; 5]; 243] = {
     t
 };
 
-/// `DECODE_F32X8[b]` = [`DECODE_F32`]`[b]` followed by three zeros (and all zeros for the
-/// non-canonical bytes 243–255, so that any byte indexes it): one eight-lane row per byte,
-/// for decoders that write eight lanes at element `5k` and let the next byte's row
-/// overwrite the last three.
-pub(crate) const DECODE_F32X8: [[f32; 8]; 256] = {
-    let mut t = [[0f32; 8]; 256];
-    let mut b = 0;
-    while b < 243 {
-        let mut j = 0;
-        while j < 5 {
-            t[b][j] = DECODE[b][j] as f32;
-            j += 1;
-        }
-        b += 1;
-    }
-    t
-};
-
 /// `BITS_F32[b][j]` = bit `j` of byte `b` as `0.0`/`1.0`: bitplane decoding one byte
 /// (8 trits) per lookup instead of a variable shift per element.
 pub(crate) const BITS_F32: [[f32; 8]; 256] = {

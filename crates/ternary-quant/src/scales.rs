@@ -81,8 +81,6 @@ pub(crate) struct Log8Table {
     scale: [f32; 260],
     /// `8·lg(R)`, `lg` as in [`log8_code`].
     lg_r: f32,
-    /// The reference `R`.
-    r: f32,
     /// `prescale(s(R, c) / L)` for `c <= 254` (see [`crate::quant::prescale`]), `(0, 0)`
     /// for [`ZERO_CODE`]: the rounding factors of each code, so that no block divides.
     pre_inv: [(f32, f32); 256],
@@ -111,7 +109,6 @@ impl Log8Table {
         Self {
             scale,
             lg_r: 8.0 * lg(r),
-            r,
             pre_inv,
         }
     }
@@ -155,49 +152,6 @@ impl Log8Table {
         let c = c0 + (1..5).map(|j| usize::from(w[j] >= m)).sum::<usize>();
         let ok = (c == 0 || self.scale[c] >= m) && self.scale[c + 1] < m && c <= 254;
         ok.then_some(c as u8)
-    }
-
-    /// The accumulator's code of a block statistic `m >= 0` under this table's `R`:
-    /// [`ZERO_CODE`] for `m = 0`, 0 for `m >= R` (a statistic a few ulps above the
-    /// reference), [`Log8Table::code`] otherwise.
-    #[inline(always)]
-    pub(crate) fn capped_code(&self, m: f32) -> u8 {
-        if m >= self.r {
-            if m == 0.0 { ZERO_CODE } else { 0 }
-        } else {
-            self.code(m)
-        }
-    }
-
-    /// [`Log8Table::capped_code`] of every `ms[j]` into `out[j]`, in one branch-free loop
-    /// (the estimate and count of [`Log8Table::code`] for every element, independent of one
-    /// another, so they overlap instead of forming one chain per block); if any element
-    /// fails the estimate's check (only subnormal values can), the whole batch is redone
-    /// element by element with [`Log8Table::capped_code`].
-    #[inline(always)]
-    pub(crate) fn capped_codes(&self, ms: &[f32], out: &mut [u8]) {
-        let mut bad = 0u32;
-        for (o, &m) in out.iter_mut().zip(ms) {
-            let est = (self.lg_r - 8.0 * lg(m)) as i32;
-            let c0 = (est - 2).clamp(0, 254) as usize;
-            let at = |c: usize| self.scale[c.min(259)];
-            let c = c0
-                + usize::from(at(c0 + 1) >= m)
-                + usize::from(at(c0 + 2) >= m)
-                + usize::from(at(c0 + 3) >= m)
-                + usize::from(at(c0 + 4) >= m);
-            // `|` and `&` rather than `||` and `&&`: no branches in the loop.
-            let ok = ((c == 0) | (at(c) >= m)) & (at(c + 1) < m) & (c <= 254);
-            let special = (m >= self.r) | (m == 0.0);
-            let sc = if m == 0.0 { ZERO_CODE } else { 0 };
-            *o = if special { sc } else { c as u8 };
-            bad |= u32::from(!(ok || special));
-        }
-        if bad != 0 {
-            for (o, &m) in out.iter_mut().zip(ms) {
-                *o = self.capped_code(m);
-            }
-        }
     }
 
     #[cold]
@@ -276,53 +230,5 @@ mod tests {
         }
         assert_eq!(log8_scale(1.0, ZERO_CODE), 0.0);
         assert_eq!(log8_code(1.0, 1e-20), MAX_CODE);
-    }
-
-    /// The batch [`Log8Table::capped_codes`] equals [`Log8Table::capped_code`] element by
-    /// element, which is the accumulator's rule (0 at or above `R`, [`ZERO_CODE`] for 0,
-    /// [`log8_code`] otherwise): on statistics spanning the whole code range, at and next to
-    /// the table's scales, above `R`, zero, and subnormal (which fail the estimate's check,
-    /// so their batch takes the element-by-element fallback).
-    #[test]
-    fn batch_codes_equal_the_single_codes() {
-        for r in [f32::from_bits(40), 1e-30, 1.0, 3.7, 1e30, f32::MAX, 0.0] {
-            let t = Log8Table::new(r, 1.0);
-            let mut ms = vec![
-                0.0,
-                r,
-                r * 1.5,
-                f32::MAX,
-                f32::from_bits(1),
-                f32::from_bits(3),
-            ];
-            for c in 0..=254u8 {
-                let s = log8_scale(r, c);
-                ms.extend([s, f32::from_bits(s.to_bits() + 1)]);
-                ms.push(f32::from_bits(s.to_bits().saturating_sub(1)));
-            }
-            ms.extend((0..400).map(|k| r * 0.93f32.powi(k)));
-            let ms: Vec<f32> = ms.into_iter().filter(|m| m.is_finite()).collect();
-            let want: Vec<u8> = ms
-                .iter()
-                .map(|&m| {
-                    if m >= r {
-                        if m == 0.0 { ZERO_CODE } else { 0 }
-                    } else {
-                        log8_code(r, m)
-                    }
-                })
-                .collect();
-            let single: Vec<u8> = ms.iter().map(|&m| t.capped_code(m)).collect();
-            assert_eq!(single, want, "r {r}");
-            // In batches of a tile's size and of odd sizes, so that batches with and
-            // without subnormal members occur.
-            for piece in [160usize, 7, 1] {
-                for (chunk, w) in ms.chunks(piece).zip(want.chunks(piece)) {
-                    let mut got = vec![0u8; chunk.len()];
-                    t.capped_codes(chunk, &mut got);
-                    assert_eq!(got, w, "r {r} piece {piece}");
-                }
-            }
-        }
     }
 }
