@@ -247,9 +247,18 @@ fn restore_in_place_resumes_and_rejects_mismatches() {
 fn every_instruction_set_gives_the_same_bits() {
     let paths = Isa::available();
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // Where the machine has AVX2 the comparison must include it.
-        assert!(paths.len() >= 2, "AVX2 detected but not offered: {paths:?}");
+    {
+        use std::arch::is_x86_feature_detected as has;
+        // Where the machine has x86-64-v3 (pulp's `V3` list) the comparison must include it.
+        let v3 = has!("avx2")
+            && has!("fma")
+            && has!("bmi1")
+            && has!("bmi2")
+            && has!("lzcnt")
+            && has!("popcnt")
+            && has!("sse4.2")
+            && has!("ssse3");
+        assert_eq!(paths.len(), 1 + usize::from(v3), "{paths:?}");
     }
     let grad = |len: usize, k: usize| -> Vec<f32> {
         (0..len)
