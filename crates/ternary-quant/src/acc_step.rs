@@ -7,7 +7,9 @@
 //! levels per sign with that scale. The default (stochastic, one trit) runs in whole-tile
 //! loops that vectorize ([`Step::blocks`] hands it to `blocks_one_trit`); a larger block is
 //! processed in tiles and decoded twice (statistic, then quantization), so no `O(len)`
-//! scratch exists ([`Step::block`]).
+//! scratch exists ([`Step::block`]). The call tree is `#[inline(always)]`, so that under
+//! `crate::simd::Isa::run` every loop gets the lanes of the instruction set detected at run
+//! time (eight `f32` lanes with AVX2).
 
 use crate::levels::{decode_levels_f32, encode_levels};
 use crate::pack::{BASE3_ZERO, pack_digits};
@@ -55,7 +57,7 @@ pub(crate) struct Choice {
 
 impl Choice {
     /// The choice of `scale` (stored as `code`) for levels `1..=l`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new(scale: f32, code: u8, l: f32) -> Self {
         let (pre, inv) = if scale == 0.0 {
             (0.0, 0.0)
@@ -106,7 +108,7 @@ fn tile_bytes(n: usize, t0: usize, t1: usize) -> (usize, usize) {
     (n * t0 / 5, (n * t1).div_ceil(5))
 }
 
-#[inline]
+#[inline(always)]
 fn values(n: u8, bytes: &[u8], g: &[f32], a_u: f32, b: f32, lv: &mut [f32], v: &mut [f32]) {
     let lv = &mut lv[..g.len()];
     decode_levels_f32(n, bytes, lv);
@@ -188,6 +190,7 @@ impl Step {
     /// Requantizes a run of whole blocks of `block` elements (`g.len() <= TILE`; only the
     /// tensor's last block may be short) with one decode, one draw copy and one pack.
     /// Element by element identical to [`Step::block`] on each block in order.
+    #[inline(always)]
     pub(crate) fn blocks(
         &self,
         tile: Tile<'_>,
@@ -273,6 +276,7 @@ impl Step {
     /// block, the values and the rounding run over the whole tile, and only the block maxima,
     /// the scale choice and the scaling into level units (`y = (v·pre)·inv`, in place) are
     /// per block.
+    #[inline(always)]
     fn blocks_one_trit(
         &self,
         tile: Tile<'_>,
@@ -319,6 +323,7 @@ impl Step {
     /// statistic to the stored `(scale, code)`; `draws` supplies one 16-bit draw per element
     /// (consumed even for an all-zero block, so that positions stay element-indexed).
     /// Returns what `choose` returned.
+    #[inline(always)]
     pub(crate) fn block(
         &self,
         bytes: &mut [u8],
@@ -400,7 +405,7 @@ impl Step {
 
 /// Unbiased stochastic rounding of `y = |v|/unit ∈ [0, L]` to `⌊y⌋` or `⌊y⌋ + 1`, the latter
 /// with probability `⌈frac(y)·2^16⌉/2^16` (draw `r` below it), signed like `v`.
-#[inline]
+#[inline(always)]
 fn stochastic_levels(v: &[f32], r: &[u16], pre: f32, inv: f32, l: f32, q: &mut [i8]) {
     for ((o, &x), &rw) in q.iter_mut().zip(v).zip(r) {
         let y = ((x.abs() * pre) * inv).min(l);
@@ -414,7 +419,7 @@ fn stochastic_levels(v: &[f32], r: &[u16], pre: f32, inv: f32, l: f32, q: &mut [
 
 /// [`stochastic_levels`] for `L = 1` without float-to-integer conversions (the same trits:
 /// `⌊y⌋ + [r < frac y]` is `[r < y]` for `y < 1`, and 1 for `y >= 1`).
-#[inline]
+#[inline(always)]
 fn stochastic_trits(v: &[f32], r: &[u16], pre: f32, inv: f32, q: &mut [i8]) {
     for ((o, &x), &rw) in q.iter_mut().zip(v).zip(r) {
         let keep = (f32::from(rw) * TWO_POW_M16 < (x.abs() * pre) * inv) as i8;
@@ -424,7 +429,7 @@ fn stochastic_trits(v: &[f32], r: &[u16], pre: f32, inv: f32, q: &mut [i8]) {
 
 /// [`stochastic_trits`] written as base-3 digits `q + 1` (0, 1 or 2), ready for
 /// [`pack_digits`].
-#[inline]
+#[inline(always)]
 fn stochastic_digits(v: &[f32], r: &[u16], pre: f32, inv: f32, d: &mut [u8]) {
     for ((o, &x), &rw) in d.iter_mut().zip(v).zip(r) {
         let keep = (f32::from(rw) * TWO_POW_M16 < (x.abs() * pre) * inv) as i8;
@@ -433,7 +438,7 @@ fn stochastic_digits(v: &[f32], r: &[u16], pre: f32, inv: f32, d: &mut [u8]) {
 }
 
 /// Deterministic nearest level (half away from zero), signed like `v`.
-#[inline]
+#[inline(always)]
 fn nearest_levels(v: &[f32], pre: f32, inv: f32, l: f32, q: &mut [i8]) {
     for (o, &x) in q.iter_mut().zip(v) {
         let y = ((x.abs() * pre) * inv).min(l);

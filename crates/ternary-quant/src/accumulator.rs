@@ -26,6 +26,7 @@ use crate::quant::checked_max_abs;
 use crate::rng::{Draws16, RngKey};
 pub use crate::scales::ScaleFormat;
 use crate::scales::{Log8Table, ZERO_CODE, log8_code, log8_scale};
+use crate::simd::Isa;
 
 /// The `f32`-scale block: 320 elements = 64 base-3 bytes = 5 bitplane words + one `f32`
 /// (1.7 bits/element at one trit). The block of the transport codecs (e.g. the MPI ternary
@@ -213,6 +214,21 @@ pub struct PackedAccumulator {
     codes: Vec<u8>,
 }
 
+/// [`PackedAccumulator::step`] as a job for [`Isa::run`].
+struct StepJob<'a> {
+    acc: &'a mut PackedAccumulator,
+    grad: &'a [f32],
+}
+
+impl pulp::NullaryFnOnce for StepJob<'_> {
+    type Output = Result<()>;
+
+    #[inline(always)]
+    fn call(self) -> Result<()> {
+        self.acc.step(self.grad)
+    }
+}
+
 fn block_len(len: usize, g: ScaleGranularity) -> usize {
     match g {
         ScaleGranularity::PerTensor => len.div_ceil(5).max(1) * 5,
@@ -293,13 +309,28 @@ impl PackedAccumulator {
     /// Errors, with the state unchanged: [`Error::AccumulationFull`] after
     /// `accumulation_steps` calls without [`reset`](Self::reset),
     /// [`Error::LengthMismatch`], [`Error::NonFinite`]. Does not allocate.
+    ///
+    /// The step runs on the widest instruction set the machine has (AVX2 where detected,
+    /// see `simd.rs`), with the same result bit for bit on every one.
     pub fn accumulate(&mut self, grad: &[f32]) -> Result<()> {
+        self.accumulate_on(Isa::detect(), grad)
+    }
+
+    /// [`accumulate`](Self::accumulate) on the instruction set `isa`.
+    pub(crate) fn accumulate_on(&mut self, isa: Isa, grad: &[f32]) -> Result<()> {
         if self.count >= self.config.accumulation_steps {
             return Err(Error::AccumulationFull {
                 accumulation_steps: self.config.accumulation_steps,
             });
         }
         check_len("grad", self.len, grad.len())?;
+        isa.run(StepJob { acc: self, grad })
+    }
+
+    /// The step after the count and length checks: validates `grad` (finite), then updates
+    /// the state. Inlined into [`Isa::run`]'s context, so its loops get that set's lanes.
+    #[inline(always)]
+    fn step(&mut self, grad: &[f32]) -> Result<()> {
         let gmax = checked_max_abs("grad", grad)?;
         // From here on nothing can fail.
         let k = self.count + 1;

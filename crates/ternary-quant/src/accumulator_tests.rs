@@ -235,3 +235,100 @@ fn restore_in_place_resumes_and_rejects_mismatches() {
         Err(Error::InvalidParameter { param: "len", .. })
     ));
 }
+
+/// Every instruction set the step can run on ([`Isa::available`]: the baseline, and AVX2
+/// where the machine has it) gives the same state bit for bit: trits, codes, scales and the
+/// reference, for 1, 2, 3 and 5 trits, stochastic and deterministic rounding, the
+/// subtractive-dither decode, both scale formats (with and without the Log8 tables, which are
+/// built from 64 blocks on), per-tensor scales and lengths that end in a short block. The
+/// gradients mix magnitudes over 60 octaves, zero blocks and subnormals, so the scale choice
+/// takes its fallback too.
+#[test]
+fn every_instruction_set_gives_the_same_bits() {
+    let paths = Isa::available();
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        // Where the machine has x86-64-v3 (pulp's `V3` list) the comparison must include it.
+        let v3 = has!("avx2")
+            && has!("fma")
+            && has!("bmi1")
+            && has!("bmi2")
+            && has!("lzcnt")
+            && has!("popcnt")
+            && has!("sse4.2")
+            && has!("ssse3");
+        assert_eq!(paths.len(), 1 + usize::from(v3), "{paths:?}");
+    }
+    let grad = |len: usize, k: usize| -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                if (i / 25) % 7 == 3 {
+                    return 0.0;
+                }
+                if (i / 25) % 11 == 5 {
+                    return f32::from_bits((i * 2654435761 % 8_000_000) as u32) * (k as f32);
+                }
+                let oct = ((i * 7 + k * 3) % 60) as i32 - 40;
+                ((i as f32 * 0.618 + k as f32).sin()) * 2f32.powi(oct)
+            })
+            .collect()
+    };
+    let base = AccumulatorConfig {
+        accumulation_steps: 4,
+        seed: 11,
+        tensor_id: 3,
+        ..Default::default()
+    };
+    let mut configs = Vec::new();
+    for trits_per_element in crate::levels::SUPPORTED_TRITS {
+        for stochastic in [true, false] {
+            for (scale_granularity, scale_format) in [
+                (ScaleGranularity::PerBlock(25), ScaleFormat::Log8),
+                (ScaleGranularity::PerBlock(320), ScaleFormat::F32),
+                (ScaleGranularity::PerBlock(80), ScaleFormat::Log8),
+                (ScaleGranularity::PerBlock(640), ScaleFormat::Log8),
+                (ScaleGranularity::PerTensor, ScaleFormat::F32),
+            ] {
+                configs.push(AccumulatorConfig {
+                    trits_per_element,
+                    stochastic,
+                    scale_granularity,
+                    scale_format,
+                    ..base
+                });
+            }
+        }
+        configs.push(AccumulatorConfig {
+            trits_per_element,
+            rounding: Rounding::Subtractive { lambda: 1.0 },
+            ..base
+        });
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for config in configs {
+        // 1,603 elements: 65 blocks of 25 (the tables), one short; 203: 9 blocks, no tables.
+        for len in [1603usize, 203] {
+            let mut reference = PackedAccumulator::new(len, config).unwrap();
+            for k in 0..4 {
+                reference
+                    .accumulate_on(Isa::Baseline, &grad(len, k))
+                    .unwrap();
+            }
+            let want = reference.state();
+            for &isa in &paths {
+                let mut acc = PackedAccumulator::new(len, config).unwrap();
+                for k in 0..4 {
+                    acc.accumulate_on(isa, &grad(len, k)).unwrap();
+                }
+                let got = acc.state();
+                let what = format!("{isa:?} len {len} {config:?}");
+                assert_eq!(got.trits, want.trits, "{what}");
+                assert_eq!(got.codes, want.codes, "{what}");
+                assert_eq!(bits(&got.scales), bits(&want.scales), "{what}");
+                // And the state is not trivial: some level is not zero.
+                assert!(got.trits.iter().any(|&b| b != BASE3_ZERO), "{what}");
+            }
+        }
+    }
+}

@@ -178,7 +178,7 @@ pub fn dequantize_base3_into(bytes: &[u8], scale: f32, out: &mut [f32]) -> Resul
     Ok(())
 }
 
-#[inline]
+#[inline(always)]
 pub(crate) fn dequantize_base3_unchecked(bytes: &[u8], scale: f32, out: &mut [f32]) {
     let (chunks, rem) = out.as_chunks_mut::<5>();
     for (c, &b) in chunks.iter_mut().zip(bytes) {

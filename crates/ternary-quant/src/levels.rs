@@ -105,7 +105,7 @@ pub fn unpack_levels(n: u8, bytes: &[u8], out: &mut [i8]) -> Result<()> {
 
 /// Writes the values of `out.len() <= 320` elements, `n` trits each, read from `bytes`
 /// (which start at an element whose trit offset is a multiple of 5), as `f32`.
-#[inline]
+#[inline(always)]
 pub(crate) fn decode_levels_f32(n: u8, bytes: &[u8], out: &mut [f32]) {
     match n {
         1 => crate::fused::dequantize_base3_unchecked(bytes, 1.0, out),
@@ -121,7 +121,7 @@ pub(crate) fn decode_levels_f32(n: u8, bytes: &[u8], out: &mut [f32]) {
 
 /// [`decode_levels_f32`] for `N` in {2, 3} (a constant, so the per-element digit loops
 /// unroll): 40 elements = `8·N` whole bytes, decoded through a small trit buffer.
-#[inline]
+#[inline(always)]
 fn decode_multi<const N: usize>(bytes: &[u8], out: &mut [f32]) {
     let mut t = [0i8; 5 * 40];
     for (oc, bc) in out.chunks_mut(40).zip(bytes.chunks(8 * N)) {
@@ -146,7 +146,7 @@ fn decode_multi<const N: usize>(bytes: &[u8], out: &mut [f32]) {
 
 /// Packs `values.len() <= 320` in-range values, `n` trits each, into `out`
 /// (`⌈n·len/5⌉` bytes); no validation.
-#[inline]
+#[inline(always)]
 pub(crate) fn encode_levels(n: u8, values: &[i8], out: &mut [u8]) {
     match n {
         1 => pack_base3_unchecked(values, out),
@@ -161,7 +161,7 @@ pub(crate) fn encode_levels(n: u8, values: &[i8], out: &mut [u8]) {
 }
 
 /// [`encode_levels`] for `N` in {2, 3}: 40 values = `8·N` whole bytes per piece.
-#[inline]
+#[inline(always)]
 fn encode_multi<const N: usize>(values: &[i8], out: &mut [u8]) {
     let mut t = [0i8; 5 * 40];
     for (vc, oc) in values.chunks(40).zip(out.chunks_mut(8 * N)) {
@@ -196,7 +196,7 @@ const BALANCED: [[[i8; 3]; 27]; 4] = {
 };
 
 /// [`encode_levels`] for at most 40 values of `N` in {2, 3} trits, through the buffer `t`.
-#[inline]
+#[inline(always)]
 fn encode_levels_piece<const N: usize>(values: &[i8], t: &mut [i8; 200], out: &mut [u8]) {
     let l = max_level(N as u8);
     let table = &BALANCED[N];

@@ -74,6 +74,7 @@ pub mod pack;
 mod quant;
 mod rng;
 mod scales;
+mod simd;
 
 pub use accumulator::{
     AccumulatorConfig, AccumulatorState, DEFAULT_COMPACT_BLOCK, DEFAULT_SCALE_BLOCK,

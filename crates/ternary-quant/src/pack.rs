@@ -219,7 +219,7 @@ pub(crate) fn digits_to_byte(w: u64) -> u8 {
 
 /// Packs digits `d_i = q_i + 1 ∈ {0, 1, 2}`, five per byte, into `out`
 /// (`⌈d.len()/5⌉` bytes; a short last group is padded with digit 1, the zero trit).
-#[inline]
+#[inline(always)]
 pub(crate) fn pack_digits(d: &[u8], out: &mut [u8]) {
     let chunks = d.chunks_exact(5);
     let rem = chunks.remainder();

@@ -20,7 +20,7 @@ const EXP_ALL_ONES: u32 = 0x7f80_0000;
 /// largest magnitude and detects non-finite values. The masked patterns are below `2^31`, so
 /// the maximum is taken as `i32`: it vectorizes as a signed compare and select on SSE2,
 /// which has no unsigned 32-bit maximum.
-#[inline]
+#[inline(always)]
 fn max_abs_bits(x: &[f32]) -> u32 {
     let mut acc = [0i32; 16];
     let chunks = x.chunks_exact(16);
@@ -52,6 +52,7 @@ pub fn max_abs(x: &[f32]) -> Result<f32> {
     checked_max_abs("x", x)
 }
 
+#[inline(always)]
 pub(crate) fn checked_max_abs(what: &'static str, x: &[f32]) -> Result<f32> {
     let m = max_abs_bits(x);
     if m >= EXP_ALL_ONES {
@@ -110,7 +111,7 @@ pub fn quantize_absmean_into(x: &[f32], out: &mut [i8]) -> Result<f32> {
 }
 
 /// `q_i = sign(x_i)·[factor·|x_i| > t]`, branch-free.
-#[inline]
+#[inline(always)]
 pub(crate) fn threshold_trits(x: &[f32], t: f32, factor: f32, out: &mut [i8]) {
     for (o, &v) in out.iter_mut().zip(x) {
         let keep = (factor * v.abs() > t) as i8;
@@ -148,7 +149,7 @@ pub fn quantize_threshold_into(x: &[f32], delta: f32, out: &mut [i8]) -> Result<
 /// such that `scale·pre` is in `[1, 4)` (or `[2^-22, 1)` for subnormal `scale`), and
 /// `inv = 1/(scale·pre)`. Then `p_i = (|x_i|·pre)·inv ≈ |x_i|/scale` without overflow for a
 /// subnormal scale or loss of precision for a huge one. `scale` must be positive and finite.
-#[inline]
+#[inline(always)]
 pub(crate) fn prescale(scale: f32) -> (f32, f32) {
     let e = (scale.to_bits() >> 23).min(253);
     let pre = f32::from_bits((254 - e) << 23);

@@ -87,7 +87,7 @@ impl Draws16 {
 
     /// The next `out.len()` draws, in element order: draw `i` of a refill is bytes
     /// `2i, 2i + 1` (little-endian), i.e. the low then the high half of each word.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn fill(&mut self, out: &mut [u16]) {
         let mut done = 0;
         while done < out.len() {
