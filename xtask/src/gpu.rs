@@ -114,10 +114,7 @@ pub fn gpu(root: &Path, cargo: impl Fn() -> Command) -> Result<(), String> {
     );
     let path = root.join("docs/benchmarks.md");
     let doc = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let new = match (doc.find(GPU_BEGIN), doc.find(GPU_END)) {
-        (Some(a), Some(b)) if b > a => format!("{}{}{}", &doc[..a], md, &doc[b + GPU_END.len()..]),
-        _ => format!("{}\n\n{}\n", doc.trim_end(), md),
-    };
+    let new = crate::replace_section(&doc, GPU_BEGIN, GPU_END, &md);
     std::fs::write(&path, new).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("wrote the GPU section of {}", path.display());
     Ok(())

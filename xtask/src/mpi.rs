@@ -502,10 +502,7 @@ pub(crate) fn mpi(args: &[String]) -> Result<(), String> {
     md.push_str(&format!("\nRaw results: `target/bench-mpi/*.json`. Method and limits: `docs/distributed.md`.\n{MPI_END}"));
     let path = root().join("docs").join("benchmarks.md");
     let doc = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Measured results\n".into());
-    let new = match (doc.find(MPI_BEGIN), doc.find(MPI_END)) {
-        (Some(a), Some(b)) if b > a => format!("{}{}{}", &doc[..a], md, &doc[b + MPI_END.len()..]),
-        _ => format!("{}\n{}\n", doc.trim_end(), md),
-    };
+    let new = crate::replace_section(&doc, MPI_BEGIN, MPI_END, &md);
     std::fs::write(&path, new).map_err(|e| e.to_string())?;
     println!("wrote {}", path.display());
     Ok(())

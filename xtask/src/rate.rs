@@ -332,7 +332,6 @@ pub fn rate_limited(rate: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `doc` with its rate-limited section replaced by `md` (appended when absent).
 /// The 1-minute load average (first field of `/proc/loadavg`), or `unknown`.
 pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -341,13 +340,9 @@ pub(crate) fn load_average() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// `doc` with its rate-limited section replaced by `md` (appended when absent).
 pub fn replace_section(doc: &str, md: &str) -> String {
-    match (doc.find(RATE_BEGIN), doc.find(RATE_END)) {
-        (Some(a), Some(b)) if b > a => {
-            format!("{}{}{}", &doc[..a], md, &doc[b + RATE_END.len()..])
-        }
-        _ => format!("{}\n\n{}\n", doc.trim_end(), md),
-    }
+    crate::replace_section(doc, RATE_BEGIN, RATE_END, md)
 }
 
 #[cfg(test)]
