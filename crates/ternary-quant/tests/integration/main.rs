@@ -1,4 +1,5 @@
 //! Integration tests, compiled as one binary.
+mod accstats;
 mod common;
 mod dither;
 mod golden;

@@ -7,12 +7,9 @@
 //! deviation `sqrt(2n)`. We assert `|T − n| < 6·sqrt(2n)` (a false alarm has probability
 //! below 1e-6 even allowing for the CLT's heavier tails). The test fails both for a bias
 //! (which adds `N·b_i²/v_i` per element) and for a wrong variance (which scales `T`).
-use crate::common::{normal, rng, student_t3};
+use crate::accstats::{chi2_bound, error_ratio, micro_batches, replicate, t_stat};
+use crate::common::{rng, student_t3};
 use ternary_quant::*;
-
-fn chi2_bound(n: usize) -> f64 {
-    6.0 * (2.0 * n as f64).sqrt()
-}
 
 fn test_vector(n: usize, seed: u64) -> Vec<f32> {
     let mut r = rng(seed);
@@ -78,63 +75,6 @@ fn deterministic_quantizers_have_zero_variance() {
         .max_by(|&i, &j| x[i].abs().total_cmp(&x[j].abs()))
         .unwrap();
     assert!((x[imax] - ga * f32::from(a[imax])).abs() > 2.0 * ga);
-}
-
-/// Eight micro-batch gradients: per-element mean plus heavy-tailed noise.
-fn micro_batches(n: usize, k: usize, seed: u64) -> (Vec<Vec<f32>>, Vec<f64>) {
-    let mut r = rng(seed);
-    let mu: Vec<f64> = (0..n).map(|_| 0.3 * normal(&mut r)).collect();
-    let gs: Vec<Vec<f32>> = (0..k)
-        .map(|_| mu.iter().map(|m| (m + student_t3(&mut r)) as f32).collect())
-        .collect();
-    let exact: Vec<f64> = (0..n)
-        .map(|i| gs.iter().map(|g| f64::from(g[i])).sum::<f64>() / k as f64)
-        .collect();
-    (gs, exact)
-}
-
-fn replicate(cfg: AccumulatorConfig, gs: &[Vec<f32>], reps: usize) -> (Vec<f64>, Vec<f64>) {
-    let n = gs[0].len();
-    let (mut s1, mut s2) = (vec![0f64; n], vec![0f64; n]);
-    let mut acc = PackedAccumulator::new(n, cfg).unwrap();
-    let mut out = vec![0f32; n];
-    for rep in 0..reps {
-        acc = PackedAccumulator::new(
-            n,
-            AccumulatorConfig {
-                seed: rep as u64,
-                ..cfg
-            },
-        )
-        .unwrap_or(acc);
-        for g in gs {
-            acc.accumulate(g).unwrap();
-        }
-        acc.mean_into(&mut out).unwrap();
-        for ((a, b), &m) in s1.iter_mut().zip(s2.iter_mut()).zip(&out) {
-            *a += f64::from(m);
-            *b += f64::from(m) * f64::from(m);
-        }
-    }
-    let mean: Vec<f64> = s1.iter().map(|a| a / reps as f64).collect();
-    let var: Vec<f64> = s2
-        .iter()
-        .zip(&mean)
-        .map(|(b, m)| (b / reps as f64 - m * m) * reps as f64 / (reps - 1) as f64)
-        .collect();
-    (mean, var)
-}
-
-/// `T = Σ (m̄_i − target_i)² / (σ̂_i²/N)` over elements with non-zero spread, and its dof.
-fn t_stat(mean: &[f64], var: &[f64], target: &[f64], reps: usize) -> (f64, usize) {
-    let (mut t, mut dof) = (0f64, 0usize);
-    for ((m, v), e) in mean.iter().zip(var).zip(target) {
-        if *v > 1e-12 {
-            t += (m - e).powi(2) / (v / reps as f64);
-            dof += 1;
-        }
-    }
-    (t, dof)
 }
 
 #[test]
@@ -210,61 +150,19 @@ fn accumulator_mean_is_unbiased() {
 }
 
 /// The error formula of `docs/ternary.md` §3: with `v_k` the value requantized at step `k`,
-/// `u_{k,b} = s_{k,b}/L` its block's level unit and `f = frac(|v|/u)`,
+/// `u_{k,b} = s_{k,b}/L` its block's level unit and `f = frac(v/u)` (`f(1 − f)` is even in `v`),
 /// `E‖m_K − M_K‖² = Σ_k (k/K)² E[Σ_i u²·f(1 − f)]`. Each replica replays the scheme
 /// (f32 scales, so `s_{k,b} = max_b |v_k|` is recomputed from `v_k`) and sums the conditional
 /// variances it implies; their mean must match the measured mean squared error.
 #[test]
 fn accumulator_error_matches_the_derivation() {
-    let (n, k) = (700usize, 8usize);
-    let (gs, exact) = micro_batches(n, k, 5);
+    let (gs, exact) = micro_batches(700, 8, 5);
     for trits in [1u8, 2] {
-        let l = max_level(trits) as f64;
-        let (mut measured, mut predicted) = (0f64, 0f64);
-        let reps = 300;
-        for rep in 0..reps {
-            let cfg = AccumulatorConfig {
-                accumulation_steps: k,
-                seed: rep,
-                trits_per_element: trits,
-                scale_granularity: ScaleGranularity::PerBlock(100),
-                scale_format: ScaleFormat::F32,
-                ..Default::default()
-            };
-            let mut acc = PackedAccumulator::new(n, cfg).unwrap();
-            for (step, g) in gs.iter().enumerate() {
-                let kk = (step + 1) as f64;
-                let m = acc.mean();
-                let v: Vec<f64> = m
-                    .iter()
-                    .zip(g)
-                    .map(|(&a, &b)| (kk - 1.0) / kk * f64::from(a) + f64::from(b) / kk)
-                    .collect();
-                for blk in v.chunks(100) {
-                    let u = blk.iter().fold(0f64, |x, y| x.max(y.abs())) / l;
-                    if u == 0.0 {
-                        continue;
-                    }
-                    let var: f64 = blk
-                        .iter()
-                        .map(|x| {
-                            let y = x.abs() / u;
-                            let f = y - y.floor();
-                            u * u * f * (1.0 - f)
-                        })
-                        .sum();
-                    predicted += (kk / k as f64).powi(2) * var;
-                }
-                acc.accumulate(g).unwrap();
-            }
-            measured += acc
-                .mean()
-                .iter()
-                .zip(&exact)
-                .map(|(a, b)| (f64::from(*a) - b).powi(2))
-                .sum::<f64>();
-        }
-        let ratio = measured / predicted;
+        let cfg = AccumulatorConfig {
+            trits_per_element: trits,
+            ..Default::default()
+        };
+        let ratio = error_ratio(cfg, &gs, &exact, 300, |f, _| f * (1.0 - f));
         // 300 replicas of a sum over 700 elements: the ratio's sampling error is ~1%.
         assert!(
             (ratio - 1.0).abs() < 0.05,
