@@ -6,7 +6,7 @@
 use rand_core::RngCore;
 use vsa_core::rng::chacha_stream;
 
-use crate::{Method, Reconstruction, SketchConfig};
+use crate::{CompressorConfig, Method, Reconstruction, SketchConfig};
 
 /// Approximately Gaussian values (sum of 4 uniforms, centred), seeded.
 pub fn gauss(n: usize, seed: u64) -> Vec<f32> {
@@ -99,6 +99,17 @@ pub fn all_methods() -> Vec<Method> {
         Method::TopK { k_fraction: 0.05 },
         Method::PowerSgd { rank: 2 },
     ]
+}
+
+/// The alternative methods' test configuration: `method` with seed 11, error feedback as
+/// given and no dense warm-up.
+pub fn method_config(method: Method, error_feedback: bool) -> CompressorConfig {
+    CompressorConfig {
+        method,
+        seed: 11,
+        error_feedback,
+        dense_warmup_steps: 0,
+    }
 }
 
 /// One configuration of each compact-wire method ([`Method::TopKPacked`] with every value

@@ -3,24 +3,15 @@
 //! warm-up, determinism, and bad input with state snapshots.
 
 use grad_sketch::methods::MAX_ROWS;
-use grad_sketch::{Compressor, CompressorConfig, Error, Message, Method, PackedValues, Part};
+use grad_sketch::{Compressor, Error, Message, Method, PackedValues, Part};
 
-use grad_sketch::test_support::{cos, gauss, grads, packed_methods, shapes};
+use grad_sketch::test_support::{cos, gauss, grads, method_config as cfg, packed_methods, shapes};
 
 /// Every method of the shared table plus the compact-wire ones.
 fn all_methods() -> Vec<Method> {
     let mut m = grad_sketch::test_support::all_methods();
     m.extend(packed_methods());
     m
-}
-
-fn cfg(method: Method, ef: bool) -> CompressorConfig {
-    CompressorConfig {
-        method,
-        seed: 11,
-        error_feedback: ef,
-        dense_warmup_steps: 0,
-    }
 }
 
 /// Everything a failed call must leave alone.

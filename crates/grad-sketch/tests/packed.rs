@@ -2,19 +2,8 @@
 //! heavy hitters, error-feedback bookkeeping with lossy values, the bytes per kept
 //! coordinate, a golden hash, and bad input refused with the state unchanged.
 
-use grad_sketch::test_support::{fnv, gauss, grads, shapes};
-use grad_sketch::{
-    Compressor, CompressorConfig, Error, Message, Method, PackedValues, Part, ValueCoding,
-};
-
-fn cfg(method: Method, ef: bool) -> CompressorConfig {
-    CompressorConfig {
-        method,
-        seed: 11,
-        error_feedback: ef,
-        dense_warmup_steps: 0,
-    }
-}
+use grad_sketch::test_support::{fnv, gauss, grads, method_config as cfg, shapes};
+use grad_sketch::{Compressor, Error, Message, Method, PackedValues, Part, ValueCoding};
 
 fn packed(k_fraction: f64, values: ValueCoding) -> Method {
     Method::TopKPacked { k_fraction, values }
