@@ -301,6 +301,23 @@ fn half_precision_inputs_convert() {
     assert_eq!(outs[0], outs[2]);
 }
 
+/// `a` saved to a file (named from `tag` and the process id) and loaded into a fresh
+/// accumulator of the same shapes and config; asserts the state round-trips.
+fn saved_and_loaded(
+    a: &TernaryGradientAccumulator,
+    p: &[(String, Vec<usize>)],
+    cfg: TernaryConfig,
+    tag: &str,
+) -> TernaryGradientAccumulator {
+    let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+    a.save(&dir).unwrap();
+    let mut b = TernaryGradientAccumulator::new(p, cfg, &Device::Cpu).unwrap();
+    b.load(&dir).unwrap();
+    std::fs::remove_file(&dir).ok();
+    assert_eq!(b.state(), a.state());
+    b
+}
+
 fn det_inputs(p: &[(String, Vec<usize>)], k: u64) -> HashMap<String, Tensor> {
     let vals: Vec<Vec<f32>> = p
         .iter()
@@ -375,12 +392,7 @@ fn checkpoint_resumes_bit_identically() {
     a.reset().unwrap();
     a.accumulate(&det_inputs(&p, 4)).unwrap();
     a.accumulate(&det_inputs(&p, 5)).unwrap();
-    let dir = std::env::temp_dir().join(format!("tern-ckpt-{}", std::process::id()));
-    a.save(&dir).unwrap();
-    let mut b = TernaryGradientAccumulator::new(&p, cfg, &d).unwrap();
-    b.load(&dir).unwrap();
-    std::fs::remove_file(&dir).ok();
-    assert_eq!(b.state(), a.state());
+    let mut b = saved_and_loaded(&a, &p, cfg, "tern-ckpt");
     for acc in [&mut a, &mut b] {
         acc.accumulate(&det_inputs(&p, 6)).unwrap();
         acc.accumulate(&det_inputs(&p, 7)).unwrap();
@@ -733,12 +745,7 @@ fn subtractive_dither_option_validates_and_checkpoints() {
     let mut a = TernaryGradientAccumulator::new(&p, cfg, &d).unwrap();
     a.accumulate(&det_inputs(&p, 0)).unwrap();
     a.accumulate(&det_inputs(&p, 1)).unwrap();
-    let dir = std::env::temp_dir().join(format!("tern-dither-{}", std::process::id()));
-    a.save(&dir).unwrap();
-    let mut b = TernaryGradientAccumulator::new(&p, cfg, &d).unwrap();
-    b.load(&dir).unwrap();
-    std::fs::remove_file(&dir).ok();
-    assert_eq!(b.state(), a.state());
+    let mut b = saved_and_loaded(&a, &p, cfg, "tern-dither");
     for acc in [&mut a, &mut b] {
         acc.accumulate(&det_inputs(&p, 2)).unwrap();
         acc.accumulate(&det_inputs(&p, 3)).unwrap();
