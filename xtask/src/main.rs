@@ -19,6 +19,9 @@
 //!   errors and the 600-step digits column; with `--long` the 2400-step digits and char-LM
 //!   columns instead; ARGS such as `--rows`, `--seeds`, `--lrs`, `--parts` pass through;
 //!   `--long --parts chargrads` writes the real-gradient table on char-LM gradients).
+//! - `cargo xtask bench --demo-large [ARGS]`: the demo's large-batch regime with its
+//!   accumulator rows (demo ARGS, default `--workload all --seeds 3`), into the `demo-large`
+//!   section of `docs/benchmarks.md`.
 //! - `cargo xtask mpi [--quick]`: data-parallel runs under `mpirun` (1, 2 and 4 ranks; f32,
 //!   ternary and vsa, and at 2 and 4 ranks f32 and bf16 gathered, summed and over
 //!   `MPI_Allreduce`, random-k, count sketch and top-k + EF; digits MLP and char-LM), checked
