@@ -60,6 +60,35 @@ pub fn t_stat(mean: &[f64], var: &[f64], target: &[f64], reps: usize) -> (f64, u
     (t, dof)
 }
 
+/// The χ² check of `cfg`'s accumulated mean over `reps` seeded windows of `gs`: `T` against
+/// the exact mean within [`chi2_bound`] (σ̂² from the same replicas: each term is a squared
+/// t statistic with mean (N−1)/(N−3) ≈ 1, so `T` keeps mean ≈ n), over more than 600
+/// elements; and its power: the same statistic rejects a 10% multiplicative bias (1% at 5
+/// trits, whose variance is small enough).
+pub fn assert_unbiased(
+    cfg: AccumulatorConfig,
+    gs: &[Vec<f32>],
+    exact: &[f64],
+    reps: usize,
+    tag: &str,
+) {
+    let (mean, var) = replicate(cfg, gs, reps);
+    let (t, dof) = t_stat(&mean, &var, exact, reps);
+    assert!(dof > 600, "{tag}: dof {dof}");
+    assert!(
+        (t - dof as f64).abs() < chi2_bound(dof),
+        "{tag}: T = {t}, dof = {dof}"
+    );
+    let factor = if cfg.trits_per_element == 5 {
+        1.01
+    } else {
+        1.10
+    };
+    let biased: Vec<f64> = exact.iter().map(|e| e * factor).collect();
+    let (tb, _) = t_stat(&mean, &var, &biased, reps);
+    assert!(tb - dof as f64 > chi2_bound(dof), "{tag}: T(biased) = {tb}");
+}
+
 /// Measured ÷ predicted mean squared error of the accumulated mean, over `reps` seeded
 /// windows of `cfg` (f32 scales per 100-element block) on `gs`. Each replica replays the
 /// scheme: with `v_k` the value rounded at step `k` (from the decoded mean that `mean()`

@@ -7,7 +7,7 @@
 //! deviation `sqrt(2n)`. We assert `|T − n| < 6·sqrt(2n)` (a false alarm has probability
 //! below 1e-6 even allowing for the CLT's heavier tails). The test fails both for a bias
 //! (which adds `N·b_i²/v_i` per element) and for a wrong variance (which scales `T`).
-use crate::accstats::{chi2_bound, error_ratio, micro_batches, replicate, t_stat};
+use crate::accstats::{assert_unbiased, chi2_bound, error_ratio, micro_batches, replicate};
 use crate::common::{rng, student_t3};
 use ternary_quant::*;
 
@@ -124,28 +124,7 @@ fn accumulator_mean_is_unbiased() {
             ..base
         };
         let tag = format!("{name}, {} trits", cfg.trits_per_element);
-        let (mean, var) = replicate(cfg, &gs, reps);
-        // Here σ̂² is estimated from the same N = 1000 replicas; each term is then a squared
-        // t-statistic with mean (N−1)/(N−3) ≈ 1.002, so T keeps mean ≈ n and the same bound.
-        let (t, dof) = t_stat(&mean, &var, &exact, reps);
-        assert!(dof > 600, "{tag}: dof {dof}");
-        assert!(
-            (t - dof as f64).abs() < chi2_bound(dof),
-            "{tag}: T = {t}, dof = {dof}"
-        );
-        // Power check: the same statistic rejects a 10% multiplicative bias (at 5 trits the
-        // variance is so small that 1% is rejected too).
-        let factor = if cfg.trits_per_element == 5 {
-            1.01
-        } else {
-            1.10
-        };
-        let biased: Vec<f64> = exact.iter().map(|e| e * factor).collect();
-        let (tb, _) = t_stat(&mean, &var, &biased, reps);
-        assert!(
-            tb - dof as f64 > chi2_bound(dof),
-            "{tag}: T(biased target) = {tb}"
-        );
+        assert_unbiased(cfg, &gs, &exact, reps, &tag);
     }
 }
 
